@@ -1,0 +1,217 @@
+"""`ingest` CLI: a thin Typer shell over `ingest.pipeline`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from assistant.config import Settings, load_settings
+from ingest import pipeline
+from ingest.errors import AssistantError
+
+app = typer.Typer(help="Build and query the assistant's knowledge bases.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+out = Console()
+err = Console(stderr=True)
+
+KbOpt = Annotated[str | None, typer.Option("--kb", help="Knowledge base name (default: 'default').")]
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="Data home (ASSISTANT_HOME).")]
+EmbOpt = Annotated[str | None, typer.Option("--embedding-model", help="Embedding model (ASSISTANT_EMBEDDING_MODEL).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        err.print(f"[red]error:[/red] invalid settings ({problems}). Check ASSISTANT_* variables, .env and flags.")
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def _user_errors():
+    try:
+        yield
+    except AssistantError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+def _run_with_progress(run, title: str) -> pipeline.IngestReport:
+    totals = {"pages": 0, "chunks": 0, "t0": time.perf_counter()}
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
+        TextColumn("{task.fields[pages]} pages · {task.fields[chunks]} chunks · {task.fields[rate]}"),
+        TimeElapsedColumn(), console=err, transient=False,
+    )
+    task = progress.add_task(title, total=None, pages=0, chunks=0, rate="")
+
+    def on_start(n: int) -> None:
+        progress.update(task, total=n)
+
+    def on_file(r: pipeline.FileResult) -> None:
+        totals["pages"] += r.pages if r.status in ("added", "updated") else 0
+        totals["chunks"] += r.chunks if r.status in ("added", "updated") else 0
+        dt = max(time.perf_counter() - totals["t0"], 1e-6)
+        rate = f"{totals['pages'] / dt:.1f} pages/s, {totals['chunks'] / dt:.1f} chunks/s"
+        progress.update(task, advance=1, pages=totals["pages"], chunks=totals["chunks"], rate=rate)
+        style = {"failed": "red", "unchanged": "dim", "duplicate": "yellow"}.get(r.status, "green")
+        detail = f"{r.chunks} chunks" if r.status in ("added", "updated") else (r.reason or "")
+        progress.console.print(f"[{style}]{r.status:>9}[/{style}] {r.path}  {detail}")
+        for w in r.warnings:
+            progress.console.print(f"          [yellow]warning:[/yellow] {w}")
+
+    with progress:
+        return run(on_start=on_start, on_file=on_file)
+
+
+def _summary(report: pipeline.IngestReport) -> None:
+    t = Table(title=f"knowledge base '{report.kb}'", show_header=False, box=None)
+    for status in ("added", "updated", "unchanged", "duplicate", "failed"):
+        if report.count(status):
+            t.add_row(status, str(report.count(status)))
+    t.add_row("pages / chunks", f"{report.pages} / {report.chunks}")
+    t.add_row("time", f"{report.seconds:.1f} s")
+    t.add_row("version", str(report.version))
+    err.print(t)
+    if report.failed:
+        err.print(f"[red]{len(report.failed)} file(s) could not be ingested:[/red]")
+        for r in report.failed:
+            err.print(f"  [red]✗[/red] {r.path}: {r.reason}")
+
+
+@app.command()
+def add(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (recursive).")],
+    kb: KbOpt = None,
+    department: Annotated[str | None, typer.Option("--department", "-d", help="Access tag for these documents.")] = None,
+    home: HomeOpt = None,
+    embedding_model: EmbOpt = None,
+    chunk_size: Annotated[int | None, typer.Option(help="Max tokens per chunk.")] = None,
+    chunk_overlap: Annotated[int | None, typer.Option(help="Token overlap of split clauses.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Add or update documents; unchanged files are skipped, bad files reported."""
+    s = _settings(home=home, embedding_model=embedding_model, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    with _user_errors():
+        report = _run_with_progress(
+            lambda **cb: pipeline.add_paths(s, paths, kb, department, **cb), "ingesting"
+        )
+    if json_out:
+        _print_json(_report_dict(report))
+    _summary(report)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _report_dict(report: pipeline.IngestReport) -> dict[str, Any]:
+    return {
+        "kb": report.kb,
+        "version": report.version,
+        "seconds": round(report.seconds, 3),
+        "files": [
+            {"path": str(r.path), "status": r.status, "doc_id": r.doc_id, "pages": r.pages,
+             "chunks": r.chunks, "reason": r.reason, "warnings": r.warnings}
+            for r in report.results
+        ],
+    }
+
+
+@app.command("list")
+def list_cmd(kb: KbOpt = None, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """List the documents of a knowledge base."""
+    s = _settings(home=home)
+    with _user_errors():
+        docs = pipeline.list_documents(s, kb)
+    if json_out:
+        _print_json(docs)
+        return
+    t = Table("doc id", "source", "format", "pages", "chunks", "department", "ingested")
+    for d in docs:
+        t.add_row(d["doc_id"], d["source"], d["format"], str(d["pages"] or "-"), str(d["chunks"]),
+                  d.get("department") or "-", d["ingested_at"])
+    out.print(t)
+
+
+@app.command()
+def remove(
+    doc: Annotated[str, typer.Argument(help="Doc id, file name or path (see `ingest list`).")],
+    kb: KbOpt = None, home: HomeOpt = None,
+) -> None:
+    """Remove a document and its chunks."""
+    s = _settings(home=home)
+    with _user_errors():
+        removed = pipeline.remove_document(s, doc, kb)
+    err.print(f"removed {removed['source']} ({removed['chunks']} chunks)")
+
+
+@app.command()
+def stats(kb: KbOpt = None, home: HomeOpt = None, embedding_model: EmbOpt = None, json_out: JsonOpt = False) -> None:
+    """Show the size and settings of a knowledge base."""
+    s = _settings(home=home, embedding_model=embedding_model)
+    with _user_errors():
+        data = pipeline.kb_stats(s, kb)
+    if json_out:
+        _print_json(data)
+        return
+    t = Table(show_header=False, box=None)
+    for key, value in data.items():
+        t.add_row(key, json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else str(value))
+    out.print(t)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="Question or keywords.")],
+    k: Annotated[int, typer.Option("--k", "-k", min=1, help="Number of hits.")] = 5,
+    kb: KbOpt = None,
+    department: Annotated[list[str] | None, typer.Option("--department", "-d", help="Only these access tags.")] = None,
+    home: HomeOpt = None,
+    embedding_model: EmbOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Semantic search over a knowledge base."""
+    s = _settings(home=home, embedding_model=embedding_model)
+    with _user_errors():
+        hits = pipeline.search(s, query, k=k, kb_name=kb, departments=department)
+    if json_out:
+        _print_json([h.to_dict() for h in hits])
+        return
+    if not hits:
+        out.print("no results")
+    for i, h in enumerate(hits, 1):
+        page = f"p.{h.page + 1}" if h.page is not None else ""
+        out.print(f"[bold]{i}. {h.source}[/bold] {page} [cyan]{h.clause}[/cyan]  score={h.score:.3f}")
+        snippet = " ".join(h.text.split())
+        out.print(f"   {snippet[:300]}{'…' if len(snippet) > 300 else ''}")
+
+
+@app.command()
+def rebuild(kb: KbOpt = None, home: HomeOpt = None, embedding_model: EmbOpt = None,
+            chunk_size: Annotated[int | None, typer.Option(help="Max tokens per chunk.")] = None) -> None:
+    """Re-chunk and re-embed everything (after changing the embedding model or chunk settings)."""
+    s = _settings(home=home, embedding_model=embedding_model, chunk_size=chunk_size)
+    with _user_errors():
+        report = _run_with_progress(lambda **cb: pipeline.rebuild(s, kb, **cb), "rebuilding")
+    _summary(report)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover
+    app()

@@ -1,0 +1,30 @@
+"""Errors that carry a message meant for the user (the CLI prints them without a traceback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class AssistantError(Exception):
+    """Base for errors whose message tells the user what went wrong and what to do."""
+
+
+class FileRejected(AssistantError):
+    """A single input file could not be ingested; other files go on."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class EmbeddingMismatch(AssistantError):
+    """The knowledge base was built with another embedding model than the one configured."""
+
+
+class KnowledgeBaseBusy(AssistantError):
+    """Another process holds the knowledge base's write lock."""
+
+
+class NotFound(AssistantError):
+    """A knowledge base or document that does not exist."""

@@ -1,0 +1,43 @@
+"""DOCX in body order: heading styles become Markdown headings, tables pipe rows."""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+
+import docx
+from docx.table import Table
+from docx.text.paragraph import Paragraph
+
+from ingest.errors import FileRejected
+from ingest.loaders.base import LoadedDocument, Page, table_to_lines
+
+_HEADING = re.compile(r"^(?:Heading|标题)\s*(\d)$", re.IGNORECASE)
+
+
+def load_docx(path: Path) -> LoadedDocument:
+    try:
+        document = docx.Document(str(path))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise FileRejected(path, f"not a valid DOCX file ({exc}); re-save it from Word and add it again") from exc
+    lines: list[str] = []
+    for block in document.iter_inner_content():
+        if isinstance(block, Paragraph):
+            text = block.text.strip()
+            if not text:
+                continue
+            style = block.style.name if block.style is not None else ""
+            m = _HEADING.match(style or "")
+            if m:
+                lines.append("#" * int(m.group(1)) + " " + text)
+            elif style == "Title":
+                lines.append("# " + text)
+            else:
+                lines.append(text)
+        elif isinstance(block, Table):
+            rows = [[cell.text for cell in row.cells] for row in block.rows]
+            lines.extend(table_to_lines(rows))
+            lines.append("")
+    title = document.core_properties.title or path.stem
+    return LoadedDocument(format="docx", pages=[Page(text="\n".join(lines))], title=title)

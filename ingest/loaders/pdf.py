@@ -1,0 +1,216 @@
+"""PDF -> one Page per PDF page (0-based index kept), layout-aware.
+
+pypdf validates the file (corrupt, encrypted); pdfplumber reads word positions so that
+- ruled tables are emitted as pipe rows (header row kept with its cells),
+- two-column pages are read column by column instead of across the gutter,
+- rows of unruled tables (financial statements) stay on one line with their numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pdfplumber
+import pypdf
+from pypdf.errors import FileNotDecryptedError, PdfReadError
+
+from ingest.errors import FileRejected
+from ingest.loaders.base import LoadedDocument, Page, table_to_lines
+
+# pdfminer logs every malformed object at WARNING; the file-level result is what users need.
+logging.getLogger("pdfminer").setLevel(logging.ERROR)
+logging.getLogger("pypdf").setLevel(logging.ERROR)
+
+_CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
+
+
+@dataclass
+class _Line:
+    top: float
+    words: list[dict]
+
+    @property
+    def x0(self) -> float:
+        return min(w["x0"] for w in self.words)
+
+    @property
+    def x1(self) -> float:
+        return max(w["x1"] for w in self.words)
+
+
+def load_pdf(path: Path) -> LoadedDocument:
+    password = _check_openable(path)
+    pages: list[Page] = []
+    image_only_pages = 0
+    try:
+        with pdfplumber.open(str(path), password=password) as pdf:
+            title = (pdf.metadata or {}).get("Title") or path.stem
+            for index, page in enumerate(pdf.pages):
+                text = _page_text(page)
+                if not text.strip() and page.images:
+                    image_only_pages += 1
+                pages.append(Page(text=text, page=index))
+    except FileRejected:
+        raise
+    except Exception as exc:
+        raise FileRejected(path, f"corrupt or unreadable PDF ({type(exc).__name__}: {exc})") from exc
+    doc = LoadedDocument(format="pdf", pages=pages, title=str(title))
+    if not any(p.text.strip() for p in pages):
+        if image_only_pages:
+            raise FileRejected(
+                path,
+                f"image-only PDF: none of its {len(pages)} pages has a text layer (a scan?). "
+                "Run OCR first (e.g. `ocrmypdf in.pdf out.pdf`) and add the OCR'd file.",
+            )
+        raise FileRejected(path, f"the PDF's {len(pages)} page(s) contain no text")
+    if image_only_pages:
+        doc.warnings.append(f"{image_only_pages} page(s) have no text layer (images only) and were skipped")
+    return doc
+
+
+def _check_openable(path: Path) -> str:
+    """Raise FileRejected for corrupt or password-protected PDFs; return the password to use."""
+    try:
+        reader = pypdf.PdfReader(str(path))
+        if reader.is_encrypted:
+            try:
+                ok = reader.decrypt("")
+            except (NotImplementedError, PdfReadError) as exc:
+                raise FileRejected(path, f"encrypted PDF that cannot be opened ({exc})") from exc
+            if not ok:
+                raise FileRejected(
+                    path,
+                    "encrypted (password-protected) PDF; remove the password "
+                    "(e.g. `qpdf --decrypt --password=... in.pdf out.pdf`) and add the decrypted file.",
+                )
+        if len(reader.pages) == 0:
+            raise FileRejected(path, "the PDF has no pages")
+    except FileRejected:
+        raise
+    except FileNotDecryptedError as exc:
+        raise FileRejected(path, "encrypted (password-protected) PDF; remove the password first") from exc
+    except Exception as exc:
+        raise FileRejected(
+            path, f"corrupt PDF, cannot be read ({type(exc).__name__}: {exc}); re-export or repair it"
+        ) from exc
+    return ""
+
+
+def _page_text(page) -> str:
+    tables = [t for t in page.find_tables() if len(t.rows) >= 2 and len(t.columns) >= 2]
+    boxes = [t.bbox for t in tables]
+
+    def outside_tables(obj: dict) -> bool:
+        cx = (obj["x0"] + obj["x1"]) / 2
+        cy = (obj["top"] + obj["bottom"]) / 2
+        return not any(x0 <= cx <= x1 and top <= cy <= bottom for x0, top, x1, bottom in boxes)
+
+    words = [w for w in page.extract_words(x_tolerance=1.5, y_tolerance=2.5) if outside_tables(w)]
+    lines = _group_lines(words)
+    blocks: list[tuple[float, list[str]]] = []
+    gutter = _find_gutter(lines, float(page.width))
+    if gutter is None:
+        blocks.extend((ln.top, [_line_text(ln.words)]) for ln in lines)
+    else:
+        blocks.extend(_two_column_blocks(lines, gutter))
+    for table in tables:
+        rows = table.extract()
+        blocks.append((table.bbox[1], ["", *table_to_lines(rows), ""]))
+    blocks.sort(key=lambda b: b[0])
+    out: list[str] = []
+    for _, block_lines in blocks:
+        out.extend(block_lines)
+    return "\n".join(out).strip()
+
+
+def _group_lines(words: list[dict]) -> list[_Line]:
+    lines: list[_Line] = []
+    for w in sorted(words, key=lambda w: (round(w["top"]), w["x0"])):
+        if lines and abs(w["top"] - lines[-1].top) <= 2.5:
+            lines[-1].words.append(w)
+        else:
+            lines.append(_Line(top=w["top"], words=[w]))
+    for ln in lines:
+        ln.words.sort(key=lambda w: w["x0"])
+    return lines
+
+
+def _line_text(words: list[dict]) -> str:
+    parts: list[str] = []
+    prev = None
+    for w in words:
+        if prev is not None:
+            gap = w["x0"] - prev["x1"]
+            # CJK runs broken by tolerance get no artificial space between them
+            if not (gap < 2 and _CJK.search(prev["text"][-1]) and _CJK.search(w["text"][0])):
+                parts.append(" ")
+        parts.append(w["text"])
+        prev = w
+    return "".join(parts)
+
+
+def _find_gutter(lines: list[_Line], width: float) -> float | None:
+    """Return the x of a column gutter if the page is laid out in two prose columns."""
+    if len(lines) < 8:
+        return None
+    best: tuple[int, float] | None = None
+    for step in range(30, 71):
+        g = width * step / 100
+        split = 0
+        crossing = 0
+        for ln in lines:
+            if any(w["x0"] < g < w["x1"] for w in ln.words):
+                crossing += 1
+                continue
+            left = [w for w in ln.words if w["x1"] <= g]
+            right = [w for w in ln.words if w["x0"] >= g]
+            if left and right and right[0]["x0"] - left[-1]["x1"] >= 8:
+                split += 1
+        if split >= max(6, 0.5 * len(lines)) and crossing <= 0.25 * len(lines):
+            if best is None or split > best[0]:
+                best = (split, g)
+    if best is None:
+        return None
+    g = best[1]
+    # Prose columns fill their half; an unruled table's number columns are narrow.
+    left_w = [g - min(w["x0"] for w in ln.words if w["x1"] <= g) for ln in lines
+              if any(w["x1"] <= g for w in ln.words)]
+    right_w = [max(w["x1"] for w in ln.words if w["x0"] >= g) - g for ln in lines
+               if any(w["x0"] >= g for w in ln.words)]
+    if not left_w or not right_w:
+        return None
+    left_fill = sorted(left_w)[len(left_w) // 2]
+    right_fill = sorted(right_w)[len(right_w) // 2]
+    # words per side: prose lines carry several words on each side
+    right_words = sorted(len([w for w in ln.words if w["x0"] >= g]) for ln in lines
+                         if any(w["x0"] >= g for w in ln.words))
+    if right_fill < 0.5 * (width - g) * 0.8 or left_fill < 0.5 * g * 0.8:
+        return None
+    if right_words[len(right_words) // 2] < 3:
+        return None
+    return g
+
+
+def _two_column_blocks(lines: list[_Line], g: float) -> list[tuple[float, list[str]]]:
+    blocks: list[tuple[float, list[str]]] = []
+    run: list[_Line] = []
+
+    def flush() -> None:
+        if not run:
+            return
+        left = [_line_text([w for w in ln.words if w["x1"] <= g]) for ln in run]
+        right = [_line_text([w for w in ln.words if w["x0"] >= g]) for ln in run]
+        blocks.append((run[0].top, [t for t in left if t] + [t for t in right if t]))
+        run.clear()
+
+    for ln in lines:
+        if any(w["x0"] < g < w["x1"] for w in ln.words):
+            flush()
+            blocks.append((ln.top, [_line_text(ln.words)]))
+        else:
+            run.append(ln)
+    flush()
+    return blocks

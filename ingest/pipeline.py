@@ -1,0 +1,443 @@
+"""Ingestion as library functions: add, remove, rebuild, search, list, stats. The CLI is a thin shell."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from assistant.config import Settings
+from ingest.chunking import CHUNKER_VERSION, Chunk, chunk_document
+from ingest.embeddings import TokenCountingEmbeddings, canonical_name, load_embeddings
+from ingest.errors import AssistantError, FileRejected, NotFound
+from ingest.loaders import LoadedDocument, is_supported, load_file
+from ingest.store import KnowledgeBase, SearchHit, Snapshot, hits_from, new_store, now_iso, require_kb
+
+
+@dataclass
+class FileResult:
+    path: Path
+    status: str  # added | updated | unchanged | duplicate | failed
+    doc_id: str | None = None
+    pages: int = 0
+    chunks: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    reason: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IngestReport:
+    kb: str
+    results: list[FileResult] = field(default_factory=list)
+    version: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def pages(self) -> int:
+        return sum(r.pages for r in self.results)
+
+    @property
+    def chunks(self) -> int:
+        return sum(r.chunks for r in self.results)
+
+
+ProgressFn = Callable[[FileResult], None]
+
+
+def doc_id_for(path: Path) -> str:
+    return hashlib.sha1(str(path.resolve()).encode("utf-8")).hexdigest()[:12]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def expand_paths(paths: Iterable[Path]) -> Iterator[tuple[Path, str | None]]:
+    """Files to ingest, recursing into folders; yields (path, reason-it-cannot-be-read or None)."""
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if not p.exists():
+            yield p, "no such file or folder"
+        elif p.is_dir():
+            for root, dirs, files in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith((".", "~$")):  # hidden files, Office lock files
+                        yield Path(root) / name, None
+        else:
+            yield p, None
+
+
+def embedding_text(title: str, chunk: Chunk) -> str:
+    """What is embedded: the chunk with its document and heading path, so that a clause body
+    that never repeats its heading still matches questions about it."""
+    head = title if not chunk.clause else f"{title} | {chunk.clause}"
+    return f"{head}\n{chunk.text}"
+
+
+def _title_of(path: Path) -> str:
+    return path.stem.replace("_", " ").strip()
+
+
+class Ingestor:
+    """Holds the embedding model and chunker settings for one knowledge base write session."""
+
+    def __init__(self, settings: Settings, embeddings: TokenCountingEmbeddings | None = None) -> None:
+        self.settings = settings
+        self.embeddings = embeddings or load_embeddings(settings.embedding_model)
+        if settings.chunk_size > self.embeddings.max_tokens - 32:
+            raise AssistantError(
+                f"chunk_size {settings.chunk_size} exceeds what '{self.embeddings.name}' can embed "
+                f"({self.embeddings.max_tokens} tokens incl. the heading); lower ASSISTANT_CHUNK_SIZE."
+            )
+
+    @property
+    def chunker_settings(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "version": CHUNKER_VERSION,
+            "chunk_size": s.chunk_size,
+            "chunk_overlap": s.chunk_overlap,
+            "min_chunk_tokens": s.min_chunk_tokens,
+            "unit": f"tokens of {self.embeddings.name}",
+        }
+
+    def chunk(self, doc: LoadedDocument) -> list[Chunk]:
+        s = self.settings
+        return chunk_document(
+            doc, self.embeddings.count_tokens, s.chunk_size, s.chunk_overlap, s.min_chunk_tokens
+        )
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        vecs: list[list[float]] = []
+        bs = self.settings.embed_batch_size
+        for i in range(0, len(texts), bs):
+            vecs.extend(self.embeddings.embed_documents(texts[i : i + bs]))
+        return vecs
+
+    def prepare(self, snapshot: Snapshot, kb: KnowledgeBase) -> None:
+        emb = self.embeddings
+        kb.check_embedding(snapshot.manifest, emb.name, emb.dim)
+        if snapshot.manifest.get("embedding") is None:
+            snapshot.manifest["embedding"] = {"name": emb.name, "dim": emb.dim}
+        snapshot.manifest["chunker"] = self.chunker_settings
+        if snapshot.store is None:
+            snapshot.store = new_store(emb, emb.dim)
+
+    def ingest_file(
+        self, snapshot: Snapshot, path: Path, department: str | None, kb_name: str
+    ) -> FileResult:
+        t0 = time.perf_counter()
+        path = path.resolve()
+        doc_id = doc_id_for(path)
+        result = FileResult(path=path, status="added", doc_id=doc_id)
+        docs = snapshot.documents
+        try:
+            if not is_supported(path):
+                load_file(path)  # raises FileRejected with the supported list
+            digest = sha256_file(path)
+        except FileRejected as exc:
+            return _failed(result, exc.reason, t0)
+        except OSError as exc:
+            return _failed(result, f"cannot read the file ({exc.strerror or exc})", t0)
+        old = docs.get(doc_id)
+        if old is not None and old["sha256"] == digest and (department is None or department == old.get("department")):
+            result.status, result.pages, result.chunks = "unchanged", old["pages"], old["chunks"]
+            result.seconds = time.perf_counter() - t0
+            return result
+        if old is None:
+            twin = next((d for d in docs.values() if d["sha256"] == digest), None)
+            if twin is not None:
+                result.status = "duplicate"
+                result.reason = f"same content as {twin['path']} (already in the knowledge base)"
+                result.seconds = time.perf_counter() - t0
+                return result
+        try:
+            loaded = load_file(path)
+        except FileRejected as exc:
+            return _failed(result, exc.reason, t0)
+        chunks = self.chunk(loaded)
+        if not chunks:
+            return _failed(result, "no text left after chunking", t0)
+        title = _title_of(path)
+        vectors = self.embed([embedding_text(title, c) for c in chunks])
+        dept = department if department is not None else (old or {}).get("department")
+        ids = [f"{doc_id}:{digest[:8]}:{i:04d}" for i in range(len(chunks))]
+        metadatas = [
+            {
+                "chunk_id": cid,
+                "doc_id": doc_id,
+                "kb": kb_name,
+                "source": path.name,
+                "path": str(path),
+                "format": loaded.format,
+                "page": c.page,
+                "page_end": c.page_end,
+                "clause": c.clause,
+                "clauses": c.clauses,
+                "department": dept,
+                "chunk_index": i,
+                "tokens": c.tokens,
+                "sha256": digest,
+            }
+            for i, (cid, c) in enumerate(zip(ids, chunks, strict=True))
+        ]
+        store = snapshot.store
+        assert store is not None
+        if old is not None:
+            store.delete(old["chunk_ids"])
+            result.status = "updated"
+        store.add_embeddings(
+            list(zip([c.text for c in chunks], vectors, strict=True)), metadatas=metadatas, ids=ids
+        )
+        docs[doc_id] = {
+            "doc_id": doc_id,
+            "source": path.name,
+            "path": str(path),
+            "sha256": digest,
+            "size": path.stat().st_size,
+            "format": loaded.format,
+            "title": loaded.title,
+            "pages": loaded.page_count if loaded.format == "pdf" else 0,
+            "chunks": len(chunks),
+            "tokens": sum(c.tokens for c in chunks),
+            "chunk_ids": ids,
+            "department": dept,
+            "ingested_at": now_iso(),
+            "warnings": loaded.warnings,
+        }
+        result.pages = docs[doc_id]["pages"]
+        result.chunks = len(chunks)
+        result.tokens = docs[doc_id]["tokens"]
+        result.warnings = loaded.warnings
+        result.seconds = time.perf_counter() - t0
+        return result
+
+
+def _failed(result: FileResult, reason: str, t0: float) -> FileResult:
+    result.status = "failed"
+    result.reason = reason
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def add_paths(
+    settings: Settings,
+    paths: Iterable[Path],
+    kb_name: str | None = None,
+    department: str | None = None,
+    on_file: ProgressFn | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Ingest files and folders into a knowledge base. Bad files are reported, never fatal."""
+    t0 = time.perf_counter()
+    kb = KnowledgeBase(settings, kb_name)
+    ingestor = Ingestor(settings)
+    report = IngestReport(kb=kb.name)
+    candidates = list(expand_paths(paths))
+    if on_start:
+        on_start(len(candidates))
+    with kb.acquire():
+        snapshot = kb.load(ingestor.embeddings)
+        ingestor.prepare(snapshot, kb)
+        dirty = 0
+        for path, problem in candidates:
+            if problem is not None:
+                result = FileResult(path=path, status="failed", reason=problem)
+            else:
+                result = ingestor.ingest_file(snapshot, path, department, kb.name)
+            report.results.append(result)
+            if on_file:
+                on_file(result)
+            if result.status in ("added", "updated"):
+                dirty += 1
+                if dirty >= settings.commit_every:  # long runs keep what they have done so far
+                    report.version = kb.commit(snapshot)
+                    dirty = 0
+        if dirty or not kb.exists():
+            report.version = kb.commit(snapshot)
+        report.version = report.version or kb.current_version()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _resolve_doc(manifest: dict[str, Any], ref: str) -> dict[str, Any]:
+    docs = manifest["documents"]
+    if ref in docs:
+        return docs[ref]
+    resolved = str(Path(ref).expanduser().resolve())
+    matches = [d for d in docs.values() if d["source"] == ref or d["path"] == resolved]
+    if not matches:
+        raise NotFound(f"no document '{ref}' in this knowledge base; `ingest list` shows what is there")
+    if len(matches) > 1:
+        listing = ", ".join(f"{d['doc_id']} ({d['path']})" for d in matches)
+        raise AssistantError(f"'{ref}' matches several documents: {listing}; pass the doc id or full path")
+    return matches[0]
+
+
+def remove_document(settings: Settings, ref: str, kb_name: str | None = None) -> dict[str, Any]:
+    kb = KnowledgeBase(settings, kb_name)
+    require_kb(kb)
+    with kb.acquire():
+        snapshot = kb.load()
+        doc = _resolve_doc(snapshot.manifest, ref)
+        if snapshot.store is not None and doc["chunk_ids"]:
+            snapshot.store.delete(doc["chunk_ids"])
+        del snapshot.documents[doc["doc_id"]]
+        kb.commit(snapshot)
+    return doc
+
+
+def rebuild(
+    settings: Settings, kb_name: str | None = None, on_file: ProgressFn | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> IngestReport:
+    """Re-chunk and re-embed every document with the current settings (e.g. a new embedding model).
+
+    Documents whose source file has gone are re-embedded from their stored chunks. The new index
+    replaces the old one in one atomic commit, so an interrupted rebuild changes nothing.
+    """
+    t0 = time.perf_counter()
+    kb = KnowledgeBase(settings, kb_name)
+    require_kb(kb)
+    ingestor = Ingestor(settings)
+    report = IngestReport(kb=kb.name)
+    with kb.acquire():
+        old = kb.load()
+        docs = sorted(old.documents.values(), key=lambda d: d["path"])
+        if on_start:
+            on_start(len(docs))
+        fresh = Snapshot(manifest=kb.empty_manifest())
+        fresh.manifest["created_at"] = old.manifest.get("created_at", now_iso())
+        ingestor.prepare(fresh, kb)
+        for doc in docs:
+            path = Path(doc["path"])
+            if path.exists():
+                result = ingestor.ingest_file(fresh, path, doc.get("department"), kb.name)
+            else:
+                result = _reembed_stored(ingestor, old, fresh, doc)
+            report.results.append(result)
+            if on_file:
+                on_file(result)
+        report.version = kb.commit(fresh)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _reembed_stored(ingestor: Ingestor, old: Snapshot, fresh: Snapshot, doc: dict[str, Any]) -> FileResult:
+    t0 = time.perf_counter()
+    result = FileResult(path=Path(doc["path"]), status="updated", doc_id=doc["doc_id"])
+    if old.store is None:
+        return _failed(result, "source file is gone and no stored chunks remain", t0)
+    stored = [old.store.docstore.search(cid) for cid in doc["chunk_ids"]]
+    stored = [d for d in stored if hasattr(d, "page_content")]
+    title = _title_of(Path(doc["path"]))
+    texts = [
+        f"{title} | {d.metadata['clause']}\n{d.page_content}" if d.metadata.get("clause") else f"{title}\n{d.page_content}"
+        for d in stored
+    ]
+    vectors = ingestor.embed(texts)
+    assert fresh.store is not None
+    fresh.store.add_embeddings(
+        list(zip([d.page_content for d in stored], vectors, strict=True)),
+        metadatas=[d.metadata for d in stored],
+        ids=[d.metadata["chunk_id"] for d in stored],
+    )
+    fresh.documents[doc["doc_id"]] = dict(doc, warnings=doc.get("warnings", []) + ["source file missing at rebuild"])
+    result.chunks = len(stored)
+    result.warnings = ["source file missing: re-embedded from stored chunks"]
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+class Searcher:
+    """Loads a knowledge base once and answers many queries (the chain and benchmarks reuse it)."""
+
+    def __init__(self, settings: Settings, kb_name: str | None = None) -> None:
+        self.kb = KnowledgeBase(settings, kb_name)
+        require_kb(self.kb)
+        self.embeddings = load_embeddings(settings.embedding_model)
+        self.snapshot = self.kb.load(self.embeddings)
+        self.kb.check_embedding(self.snapshot.manifest, self.embeddings.name, self.embeddings.dim)
+
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        departments: Iterable[str | None] | None = None,
+        sources: Iterable[str] | None = None,
+    ) -> list[SearchHit]:
+        store = self.snapshot.store
+        if store is None or not query.strip():
+            return []
+        allowed = set(departments) if departments is not None else None
+        wanted = set(sources) if sources is not None else None
+
+        def keep(md: dict[str, Any]) -> bool:
+            if allowed is not None and md.get("department") not in allowed:
+                return False
+            return wanted is None or md.get("source") in wanted or md.get("doc_id") in wanted
+
+        vec = self.embeddings.embed_query(query)
+        filt = keep if (allowed is not None or wanted is not None) else None
+        n = store.index.ntotal
+        results = store.similarity_search_with_score_by_vector(vec, k=k, filter=filt, fetch_k=min(n, max(50, 10 * k)))
+        return hits_from(results)
+
+
+def search(
+    settings: Settings, query: str, k: int = 5, kb_name: str | None = None,
+    departments: Iterable[str | None] | None = None,
+) -> list[SearchHit]:
+    return Searcher(settings, kb_name).search(query, k=k, departments=departments)
+
+
+def list_documents(settings: Settings, kb_name: str | None = None) -> list[dict[str, Any]]:
+    kb = KnowledgeBase(settings, kb_name)
+    require_kb(kb)
+    docs = kb.read_manifest()["documents"].values()
+    return sorted(({k: v for k, v in d.items() if k != "chunk_ids"} for d in docs), key=lambda d: d["source"])
+
+
+def kb_stats(settings: Settings, kb_name: str | None = None) -> dict[str, Any]:
+    kb = KnowledgeBase(settings, kb_name)
+    require_kb(kb)
+    manifest = kb.read_manifest()
+    docs = list(manifest["documents"].values())
+    version = kb.current_version()
+    size = sum(f.stat().st_size for f in (kb.versions_dir / version).iterdir()) if version else 0
+    return {
+        "kb": kb.name,
+        "path": str(kb.dir),
+        "version": version,
+        "embedding": manifest.get("embedding"),
+        "configured_embedding": canonical_name(settings.embedding_model),
+        "chunker": manifest.get("chunker"),
+        "documents": len(docs),
+        "pages": sum(d.get("pages", 0) for d in docs),
+        "chunks": sum(d.get("chunks", 0) for d in docs),
+        "tokens": sum(d.get("tokens", 0) for d in docs),
+        "formats": dict(Counter(d["format"] for d in docs)),
+        "departments": dict(Counter(d.get("department") or "(none)" for d in docs)),
+        "index_bytes": size,
+        "created_at": manifest.get("created_at"),
+        "updated_at": manifest.get("updated_at"),
+    }

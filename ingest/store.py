@@ -1,0 +1,279 @@
+"""A knowledge base on disk: LangChain's FAISS store plus a manifest, written atomically, under a lock.
+
+Layout of `<home>/kb/<name>/`:
+    CURRENT                 name of the live version (replaced atomically with os.replace)
+    versions/<id>/          index.faiss, index.pkl (LangChain FAISS), manifest.json
+    .lock                   filelock held by writers
+
+A commit writes a complete new version into a temporary folder, renames it into place, then swaps
+CURRENT. A crash or kill -9 at any point leaves CURRENT pointing at the previous complete version;
+leftover temporary folders are removed by the next writer. Readers never take the lock: versions are
+immutable, and the previous one is kept so a reader that raced a commit can still finish.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faiss
+from filelock import FileLock, Timeout
+from langchain_core.documents import Document
+
+from assistant.config import Settings
+from ingest.errors import AssistantError, EmbeddingMismatch, KnowledgeBaseBusy, NotFound
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from langchain_community.docstore.in_memory import InMemoryDocstore
+    from langchain_community.vectorstores import FAISS
+    from langchain_community.vectorstores.utils import DistanceStrategy
+
+MANIFEST_VERSION = 1
+KEEP_VERSIONS = 2
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file so that readers see either the old or the new content, never a torn one."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+@dataclass
+class Snapshot:
+    """One committed (or being-built) version: the manifest and the FAISS store."""
+
+    manifest: dict[str, Any]
+    store: FAISS | None = None
+
+    @property
+    def documents(self) -> dict[str, dict[str, Any]]:
+        return self.manifest["documents"]
+
+
+@dataclass
+class SearchHit:
+    source: str
+    page: int | None
+    clause: str
+    text: str
+    score: float
+    chunk_id: str
+    doc_id: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "page": self.page,
+            "clause": self.clause or None,
+            "text": self.text,
+            "score": round(self.score, 6),
+            "chunk_id": self.chunk_id,
+            "doc_id": self.doc_id,
+            "page_end": self.metadata.get("page_end"),
+            "department": self.metadata.get("department"),
+            "path": self.metadata.get("path"),
+        }
+
+
+class KnowledgeBase:
+    """Storage of one named knowledge base. Ingestion logic lives in `ingest.pipeline`."""
+
+    def __init__(self, settings: Settings, name: str | None = None) -> None:
+        self.settings = settings
+        self.name = name or settings.default_kb
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise AssistantError(f"invalid knowledge base name '{self.name}': use letters, digits, - or _")
+        self.dir = settings.kb_dir(self.name)
+        self.versions_dir = self.dir / "versions"
+        self._current_file = self.dir / "CURRENT"
+
+    # ---- reading ------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self._current_file.exists()
+
+    def current_version(self) -> str | None:
+        try:
+            return self._current_file.read_text(encoding="utf-8").strip() or None
+        except FileNotFoundError:
+            return None
+
+    def read_manifest(self) -> dict[str, Any]:
+        version = self.current_version()
+        if version is None:
+            return self.empty_manifest()
+        path = self.versions_dir / version / "manifest.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise AssistantError(
+                f"knowledge base '{self.name}' is damaged: cannot read {path} ({exc}). "
+                f"Run `ingest rebuild --kb {self.name}` or remove {self.dir}."
+            ) from exc
+
+    def empty_manifest(self) -> dict[str, Any]:
+        return {
+            "manifest_version": MANIFEST_VERSION,
+            "kb": self.name,
+            "embedding": None,
+            "chunker": None,
+            "documents": {},
+            "created_at": now_iso(),
+            "updated_at": now_iso(),
+        }
+
+    def load(self, embeddings=None) -> Snapshot:
+        """The live version with its FAISS store (None when the KB holds no chunks yet)."""
+        manifest = self.read_manifest()
+        version = self.current_version()
+        store = None
+        if version is not None and manifest.get("embedding"):
+            folder = self.versions_dir / version
+            if (folder / "index.faiss").exists():
+                store = FAISS.load_local(
+                    str(folder),
+                    embeddings if embeddings is not None else _NoEmbeddings(),
+                    allow_dangerous_deserialization=True,  # our own file, written by `commit`
+                    distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT,
+                )
+        return Snapshot(manifest=manifest, store=store)
+
+    def check_embedding(self, manifest: dict[str, Any], name: str, dim: int) -> None:
+        built = manifest.get("embedding")
+        if built and (built["name"] != name or int(built["dim"]) != int(dim)):
+            raise EmbeddingMismatch(
+                f"knowledge base '{self.name}' was built with embedding model '{built['name']}' "
+                f"(dim {built['dim']}), but '{name}' (dim {dim}) is configured. Vectors from different "
+                f"models are not comparable. Either set ASSISTANT_EMBEDDING_MODEL={built['name']} "
+                f"(or --embedding-model), or re-embed everything with "
+                f"`ingest rebuild --kb {self.name} --embedding-model {name}`."
+            )
+
+    # ---- writing ------------------------------------------------------------------------------
+    def lock(self) -> FileLock:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.dir / ".lock"), timeout=self.settings.lock_timeout_s)
+
+    def acquire(self) -> FileLock:
+        lock = self.lock()
+        try:
+            lock.acquire()
+        except Timeout as exc:
+            raise KnowledgeBaseBusy(
+                f"knowledge base '{self.name}' is being written by another process (lock {lock.lock_file}); "
+                f"wait for it to finish, or raise ASSISTANT_LOCK_TIMEOUT_S."
+            ) from exc
+        self._clean_partial_versions()
+        return lock
+
+    def commit(self, snapshot: Snapshot) -> str:
+        """Write `snapshot` as a new version and make it live. Caller holds the lock."""
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        version = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        tmp = self.versions_dir / f".tmp-{version}"
+        tmp.mkdir()
+        snapshot.manifest["updated_at"] = now_iso()
+        if snapshot.store is not None:
+            snapshot.store.save_local(str(tmp))
+            for fname in ("index.faiss", "index.pkl"):
+                with open(tmp / fname, "rb+") as fh:
+                    os.fsync(fh.fileno())
+        atomic_write_text(tmp / "manifest.json", json.dumps(snapshot.manifest, ensure_ascii=False, indent=1))
+        _fsync_dir(tmp)
+        os.rename(tmp, self.versions_dir / version)
+        _fsync_dir(self.versions_dir)
+        atomic_write_text(self._current_file, version + "\n")
+        self._prune(keep=version)
+        return version
+
+    def destroy(self) -> None:
+        with self.acquire():
+            shutil.rmtree(self.versions_dir, ignore_errors=True)
+            self._current_file.unlink(missing_ok=True)
+
+    def _clean_partial_versions(self) -> None:
+        if self.versions_dir.exists():
+            for p in self.versions_dir.glob(".tmp-*"):
+                shutil.rmtree(p, ignore_errors=True)
+
+    def _prune(self, keep: str) -> None:
+        versions = sorted(p for p in self.versions_dir.iterdir() if not p.name.startswith("."))
+        old = [p for p in versions if p.name != keep]
+        for p in old[: max(0, len(old) - (KEEP_VERSIONS - 1))]:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+class _NoEmbeddings:
+    """Placeholder for loading a store only to read or copy its vectors (never embeds)."""
+
+    def embed_query(self, text: str) -> list[float]:
+        raise AssistantError("this knowledge base was opened without an embedding model")
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [self.embed_query(t) for t in texts]
+
+
+def new_store(embeddings, dim: int) -> FAISS:
+    return FAISS(
+        embedding_function=embeddings,
+        index=faiss.IndexFlatIP(dim),  # vectors are L2-normalised: inner product = cosine
+        docstore=InMemoryDocstore(),
+        index_to_docstore_id={},
+        distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT,
+    )
+
+
+def hits_from(results: list[tuple[Document, float]]) -> list[SearchHit]:
+    hits = []
+    for doc, score in results:
+        md = doc.metadata
+        hits.append(
+            SearchHit(
+                source=md.get("source", ""),
+                page=md.get("page"),
+                clause=md.get("clause", ""),
+                text=doc.page_content,
+                score=float(score),
+                chunk_id=md.get("chunk_id", ""),
+                doc_id=md.get("doc_id", ""),
+                metadata=md,
+            )
+        )
+    return hits
+
+
+def require_kb(kb: KnowledgeBase) -> None:
+    if not kb.exists():
+        raise NotFound(
+            f"knowledge base '{kb.name}' does not exist under {kb.settings.kb_root}; "
+            f"create it with `ingest add PATH --kb {kb.name}`."
+        )
