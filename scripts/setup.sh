@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Build (or refresh) the project's environment in .venv/. Usage: scripts/setup.sh [--dev]
+# Idempotent: a second run only installs what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "error: Python >= 3.11 is required (found: $("$PYTHON" --version 2>&1)). Set PYTHON=/path/to/python3.11." >&2
+  exit 2
+fi
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+
+extras=""
+[ "${1:-}" = "--dev" ] && extras="[dev]"
+stamp=".venv/.installed$extras"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "== installing the project into .venv (first run takes a few minutes)"
+  # torch first and pinned: its CPU build; an unpinned resolve could pull a multi-GB CUDA build.
+  .venv/bin/pip install --quiet --disable-pip-version-check torch==2.13.0
+  .venv/bin/pip install --quiet --disable-pip-version-check -e ".$extras"
+  touch "$stamp"
+fi
