@@ -106,7 +106,9 @@ def _squeeze_blank_lines(text: str) -> str:
 def _join(a: Chunk, b: Chunk, count_tokens: Callable[[str], int]) -> Chunk:
     text = a.text + "\n" + b.text
     main = a if a.tokens >= b.tokens else b
-    clauses = a.clauses + [c for c in b.clauses if c not in a.clauses]
+    merged = a.clauses + [c for c in b.clauses if c not in a.clauses]
+    # an ancestor ("第一章 总则") is implied by its descendants ("第一章 总则 > 第一条 ...")
+    clauses = [c for c in merged if not any(o != c and o.startswith(c + PATH_SEP) for o in merged)]
     # a lone heading merged forward is an ancestor of the next clause: keep the deeper path
     clause = b.clause if b.clause.startswith(a.clause) else main.clause
     pages = [p for p in (a.page, b.page, a.page_end, b.page_end) if p is not None]

@@ -50,7 +50,7 @@ _DECIMAL = re.compile(r"^\s*(\d{1,2}(?:\.\d{1,2}){0,4})(\.|、|\s)\s*(\S.*)$")
 def detect_heading(line: str) -> Heading | None:
     """Return the heading this line starts, or None for body text."""
     s = line.strip()
-    if not s or len(s) > 300:
+    if not s:
         return None
     if m := _MARKDOWN.match(s):
         return Heading(len(m.group(1)), m.group(2).strip())
