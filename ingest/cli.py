@@ -19,8 +19,11 @@ from assistant.config import Settings, load_settings
 from ingest import pipeline
 from ingest.errors import AssistantError
 
-app = typer.Typer(help="Build and query the assistant's knowledge bases.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Build and query the assistant's knowledge bases.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 out = Console()
 err = Console(stderr=True)
 
@@ -55,9 +58,14 @@ def _print_json(data: Any) -> None:
 def _run_with_progress(run, title: str) -> pipeline.IngestReport:
     totals = {"pages": 0, "chunks": 0, "t0": time.perf_counter()}
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("files"),
         TextColumn("{task.fields[pages]} pages · {task.fields[chunks]} chunks · {task.fields[rate]}"),
-        TimeElapsedColumn(), console=err, transient=False,
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
     )
     task = progress.add_task(title, total=None, pages=0, chunks=0, rate="")
 
@@ -99,7 +107,9 @@ def _summary(report: pipeline.IngestReport) -> None:
 def add(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders (recursive).")],
     kb: KbOpt = None,
-    department: Annotated[str | None, typer.Option("--department", "-d", help="Access tag for these documents.")] = None,
+    department: Annotated[
+        str | None, typer.Option("--department", "-d", help="Access tag for these documents.")
+    ] = None,
     home: HomeOpt = None,
     embedding_model: EmbOpt = None,
     chunk_size: Annotated[int | None, typer.Option(help="Max tokens per chunk.")] = None,
@@ -109,9 +119,7 @@ def add(
     """Add or update documents; unchanged files are skipped, bad files reported."""
     s = _settings(home=home, embedding_model=embedding_model, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
     with _user_errors():
-        report = _run_with_progress(
-            lambda **cb: pipeline.add_paths(s, paths, kb, department, **cb), "ingesting"
-        )
+        report = _run_with_progress(lambda **cb: pipeline.add_paths(s, paths, kb, department, **cb), "ingesting")
     if json_out:
         _print_json(_report_dict(report))
     _summary(report)
@@ -125,8 +133,15 @@ def _report_dict(report: pipeline.IngestReport) -> dict[str, Any]:
         "version": report.version,
         "seconds": round(report.seconds, 3),
         "files": [
-            {"path": str(r.path), "status": r.status, "doc_id": r.doc_id, "pages": r.pages,
-             "chunks": r.chunks, "reason": r.reason, "warnings": r.warnings}
+            {
+                "path": str(r.path),
+                "status": r.status,
+                "doc_id": r.doc_id,
+                "pages": r.pages,
+                "chunks": r.chunks,
+                "reason": r.reason,
+                "warnings": r.warnings,
+            }
             for r in report.results
         ],
     }
@@ -143,15 +158,23 @@ def list_cmd(kb: KbOpt = None, home: HomeOpt = None, json_out: JsonOpt = False) 
         return
     t = Table("doc id", "source", "format", "pages", "chunks", "department", "ingested")
     for d in docs:
-        t.add_row(d["doc_id"], d["source"], d["format"], str(d["pages"] or "-"), str(d["chunks"]),
-                  d.get("department") or "-", d["ingested_at"])
+        t.add_row(
+            d["doc_id"],
+            d["source"],
+            d["format"],
+            str(d["pages"] or "-"),
+            str(d["chunks"]),
+            d.get("department") or "-",
+            d["ingested_at"],
+        )
     out.print(t)
 
 
 @app.command()
 def remove(
     doc: Annotated[str, typer.Argument(help="Doc id, file name or path (see `ingest list`).")],
-    kb: KbOpt = None, home: HomeOpt = None,
+    kb: KbOpt = None,
+    home: HomeOpt = None,
 ) -> None:
     """Remove a document and its chunks."""
     s = _settings(home=home)
@@ -202,8 +225,12 @@ def search(
 
 
 @app.command()
-def rebuild(kb: KbOpt = None, home: HomeOpt = None, embedding_model: EmbOpt = None,
-            chunk_size: Annotated[int | None, typer.Option(help="Max tokens per chunk.")] = None) -> None:
+def rebuild(
+    kb: KbOpt = None,
+    home: HomeOpt = None,
+    embedding_model: EmbOpt = None,
+    chunk_size: Annotated[int | None, typer.Option(help="Max tokens per chunk.")] = None,
+) -> None:
     """Re-chunk and re-embed everything (after changing the embedding model or chunk settings)."""
     s = _settings(home=home, embedding_model=embedding_model, chunk_size=chunk_size)
     with _user_errors():

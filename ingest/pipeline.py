@@ -122,9 +122,7 @@ class Ingestor:
 
     def chunk(self, doc: LoadedDocument) -> list[Chunk]:
         s = self.settings
-        return chunk_document(
-            doc, self.embeddings.count_tokens, s.chunk_size, s.chunk_overlap, s.min_chunk_tokens
-        )
+        return chunk_document(doc, self.embeddings.count_tokens, s.chunk_size, s.chunk_overlap, s.min_chunk_tokens)
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         vecs: list[list[float]] = []
@@ -142,9 +140,7 @@ class Ingestor:
         if snapshot.store is None:
             snapshot.store = new_store(emb, emb.dim)
 
-    def ingest_file(
-        self, snapshot: Snapshot, path: Path, department: str | None, kb_name: str
-    ) -> FileResult:
+    def ingest_file(self, snapshot: Snapshot, path: Path, department: str | None, kb_name: str) -> FileResult:
         t0 = time.perf_counter()
         path = path.resolve()
         doc_id = doc_id_for(path)
@@ -205,9 +201,7 @@ class Ingestor:
         if old is not None:
             store.delete(old["chunk_ids"])
             result.status = "updated"
-        store.add_embeddings(
-            list(zip([c.text for c in chunks], vectors, strict=True)), metadatas=metadatas, ids=ids
-        )
+        store.add_embeddings(list(zip([c.text for c in chunks], vectors, strict=True)), metadatas=metadatas, ids=ids)
         docs[doc_id] = {
             "doc_id": doc_id,
             "source": path.name,
@@ -307,7 +301,9 @@ def remove_document(settings: Settings, ref: str, kb_name: str | None = None) ->
 
 
 def rebuild(
-    settings: Settings, kb_name: str | None = None, on_file: ProgressFn | None = None,
+    settings: Settings,
+    kb_name: str | None = None,
+    on_file: ProgressFn | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> IngestReport:
     """Re-chunk and re-embed every document with the current settings (e.g. a new embedding model).
@@ -351,7 +347,9 @@ def _reembed_stored(ingestor: Ingestor, old: Snapshot, fresh: Snapshot, doc: dic
     stored = [d for d in stored if hasattr(d, "page_content")]
     title = _title_of(Path(doc["path"]))
     texts = [
-        f"{title} | {d.metadata['clause']}\n{d.page_content}" if d.metadata.get("clause") else f"{title}\n{d.page_content}"
+        f"{title} | {d.metadata['clause']}\n{d.page_content}"
+        if d.metadata.get("clause")
+        else f"{title}\n{d.page_content}"
         for d in stored
     ]
     vectors = ingestor.embed(texts)
@@ -404,7 +402,10 @@ class Searcher:
 
 
 def search(
-    settings: Settings, query: str, k: int = 5, kb_name: str | None = None,
+    settings: Settings,
+    query: str,
+    k: int = 5,
+    kb_name: str | None = None,
     departments: Iterable[str | None] | None = None,
 ) -> list[SearchHit]:
     return Searcher(settings, kb_name).search(query, k=k, departments=departments)

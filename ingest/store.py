@@ -27,6 +27,7 @@ from typing import Any
 import faiss
 from filelock import FileLock, Timeout
 from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
 
 from assistant.config import Settings
 from ingest.errors import AssistantError, EmbeddingMismatch, KnowledgeBaseBusy, NotFound
@@ -38,7 +39,6 @@ with warnings.catch_warnings():
     from langchain_community.vectorstores.utils import DistanceStrategy
 
 MANIFEST_VERSION = 1
-KEEP_VERSIONS = 2
 
 
 def now_iso() -> str:
@@ -211,8 +211,9 @@ class KnowledgeBase:
         _fsync_dir(tmp)
         os.rename(tmp, self.versions_dir / version)
         _fsync_dir(self.versions_dir)
+        previous = self.current_version()
         atomic_write_text(self._current_file, version + "\n")
-        self._prune(keep=version)
+        self._prune(keep={version, previous})
         return version
 
     def destroy(self) -> None:
@@ -225,14 +226,15 @@ class KnowledgeBase:
             for p in self.versions_dir.glob(".tmp-*"):
                 shutil.rmtree(p, ignore_errors=True)
 
-    def _prune(self, keep: str) -> None:
-        versions = sorted(p for p in self.versions_dir.iterdir() if not p.name.startswith("."))
-        old = [p for p in versions if p.name != keep]
-        for p in old[: max(0, len(old) - (KEEP_VERSIONS - 1))]:
-            shutil.rmtree(p, ignore_errors=True)
+    def _prune(self, keep: set[str | None]) -> None:
+        """Drop versions other than the live one and its predecessor (kept for readers that raced
+        the swap); this also removes complete versions orphaned by a crash before the swap."""
+        for p in self.versions_dir.iterdir():
+            if not p.name.startswith(".") and p.name not in keep:
+                shutil.rmtree(p, ignore_errors=True)
 
 
-class _NoEmbeddings:
+class _NoEmbeddings(Embeddings):
     """Placeholder for loading a store only to read or copy its vectors (never embeds)."""
 
     def embed_query(self, text: str) -> list[float]:

@@ -29,9 +29,7 @@ def add_fonts(pdf: FPDF) -> str:
     """Register a Latin TrueType font with a CJK fallback; return the family to use."""
     cjk, latin = find_cjk_font(), find_latin_font()
     if cjk is None or latin is None:
-        raise RuntimeError(
-            "fonts missing: the test setup installs Debian's fonts-droid-fallback and fonts-dejavu-core"
-        )
+        raise RuntimeError("fonts missing: the test setup installs Debian's fonts-droid-fallback and fonts-dejavu-core")
     for style in ("", "B"):
         pdf.add_font("latin", style=style, fname=str(latin))
         pdf.add_font("cjk", style=style, fname=str(cjk))
@@ -108,8 +106,10 @@ def make_image_only_pdf(path: Path) -> Path:
 
     def png(width: int, height: int) -> bytes:
         raw = b"".join(b"\x00" + bytes([200, 200, 200]) * width for _ in range(height))
+
         def chunk(tag: bytes, data: bytes) -> bytes:
             return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
         ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
         return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 

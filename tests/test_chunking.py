@@ -50,19 +50,23 @@ def test_body_lines_are_not_headings(line: str) -> None:
     assert detect_heading(line) is None
 
 
-ZH_CONTRACT = """长青人寿 安心意外伤害保险条款
+ZH_CONTRACT = (
+    """长青人寿 安心意外伤害保险条款
 第一章 总则
 第一条 合同构成 本合同由保险单、投保单及其他书面协议构成。
 第二条 投保范围 凡年满十八周岁至六十五周岁、身体健康的自然人，可作为被保险人。
 第二章 保险责任
 第五条 意外身故保险金 在保险期间内，被保险人遭受意外伤害事故，并自事故发生之日起一百八十日内因该事故身故的，保险人按照保险金额给付意外身故保险金。
-第六条 意外伤残保险金 """ + "".join(
-    f"被保险人因意外伤害造成第{i}级伤残的，保险人按照伤残等级给付比例表所列比例给付伤残保险金，给付后累计达到保险金额时合同终止。"
-    for i in range(1, 11)
-) + """
+第六条 意外伤残保险金 """
+    + "".join(
+        f"被保险人因意外伤害造成第{i}级伤残的，保险人按照伤残等级给付比例表所列比例给付伤残保险金，给付后累计达到保险金额时合同终止。"
+        for i in range(1, 11)
+    )
+    + """
 第三章 责任免除
 第八条 责任免除 因投保人故意伤害、被保险人醉酒驾驶、战争或核辐射导致身故或伤残的，保险人不承担给付保险金责任。
 """
+)
 
 
 def _doc(text: str, fmt: str = "text") -> LoadedDocument:
@@ -126,7 +130,10 @@ def test_chunk_size_is_measured_in_model_tokens_not_characters(count) -> None:
 def test_pdf_pages_follow_chunks_across_page_breaks(count) -> None:
     pages = [
         Page("第一章 总则\n第一条 定义 " + "本条款所称意外伤害是指外来的、突发的、非本意的事件。" * 6, page=0),
-        Page("续前页：" + "被保险人应当如实告知健康状况和职业信息。" * 6 + "\n第二条 保险期间 本合同保险期间为一年。", page=1),
+        Page(
+            "续前页：" + "被保险人应当如实告知健康状况和职业信息。" * 6 + "\n第二条 保险期间 本合同保险期间为一年。",
+            page=1,
+        ),
     ]
     chunks = chunk_document(LoadedDocument("pdf", pages), count, chunk_size=200, chunk_overlap=16, min_chunk_tokens=8)
     page_of = {c.page for c in chunks}
@@ -136,6 +143,9 @@ def test_pdf_pages_follow_chunks_across_page_breaks(count) -> None:
 
 
 def test_markdown_headings_form_the_path(count) -> None:
-    md = "# 理赔服务指南\n\n## 二、材料收集\n\n### （一）意外医疗\n\n需提供医疗费用原始发票、费用明细清单、门诊或住院病历、出院小结。" * 1
+    md = (
+        "# 理赔服务指南\n\n## 二、材料收集\n\n### （一）意外医疗\n\n需提供医疗费用原始发票、费用明细清单、门诊或住院病历、出院小结。"
+        * 1
+    )
     chunks = chunk_document(_doc(md, "markdown"), count, chunk_size=128, chunk_overlap=8, min_chunk_tokens=4)
     assert chunks[-1].clause == "理赔服务指南 > 二、材料收集 > （一）意外医疗"

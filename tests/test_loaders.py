@@ -24,7 +24,8 @@ def test_pdf_keeps_page_numbers(docs_dir: Path) -> None:
 
 def test_pdf_table_rows_keep_header_and_cells_together(docs_dir: Path) -> None:
     pdf = make_table_pdf(
-        docs_dir / "t.pdf", "伤残等级给付比例表",
+        docs_dir / "t.pdf",
+        "伤残等级给付比例表",
         [["伤残等级", "给付比例"], ["一级", "100%"], ["二级", "90%"], ["三级", "80%"]],
     )
     text = load_file(pdf).pages[0].text

@@ -114,7 +114,8 @@ def _join(a: Chunk, b: Chunk, count_tokens: Callable[[str], int]) -> Chunk:
     pages = [p for p in (a.page, b.page, a.page_end, b.page_end) if p is not None]
     return Chunk(
         text=text,
-        page=a.page if a.page is not None else b.page,
+        # cite the page holding most of the text (a merged cover line must not move the citation)
+        page=main.page if main.page is not None else (a.page if a.page is not None else b.page),
         page_end=max(pages) if pages else None,
         clause=clause,
         tokens=count_tokens(text),

@@ -176,17 +176,18 @@ def _find_gutter(lines: list[_Line], width: float) -> float | None:
         return None
     g = best[1]
     # Prose columns fill their half; an unruled table's number columns are narrow.
-    left_w = [g - min(w["x0"] for w in ln.words if w["x1"] <= g) for ln in lines
-              if any(w["x1"] <= g for w in ln.words)]
-    right_w = [max(w["x1"] for w in ln.words if w["x0"] >= g) - g for ln in lines
-               if any(w["x0"] >= g for w in ln.words)]
+    left_w = [g - min(w["x0"] for w in ln.words if w["x1"] <= g) for ln in lines if any(w["x1"] <= g for w in ln.words)]
+    right_w = [
+        max(w["x1"] for w in ln.words if w["x0"] >= g) - g for ln in lines if any(w["x0"] >= g for w in ln.words)
+    ]
     if not left_w or not right_w:
         return None
     left_fill = sorted(left_w)[len(left_w) // 2]
     right_fill = sorted(right_w)[len(right_w) // 2]
     # words per side: prose lines carry several words on each side
-    right_words = sorted(len([w for w in ln.words if w["x0"] >= g]) for ln in lines
-                         if any(w["x0"] >= g for w in ln.words))
+    right_words = sorted(
+        len([w for w in ln.words if w["x0"] >= g]) for ln in lines if any(w["x0"] >= g for w in ln.words)
+    )
     if right_fill < 0.5 * (width - g) * 0.8 or left_fill < 0.5 * g * 0.8:
         return None
     if right_words[len(right_words) // 2] < 3:

@@ -36,8 +36,11 @@ def decode_bytes(data: bytes, path: Path) -> str:
 
 
 def _mostly_cjk_or_ascii(text: str) -> bool:
-    ok = sum(1 for ch in text if ch.isascii() or "\u4e00" <= ch <= "\u9fff" or "\u3000" <= ch <= "\u303f"
-             or "\uff00" <= ch <= "\uffef")
+    ok = sum(
+        1
+        for ch in text
+        if ch.isascii() or "\u4e00" <= ch <= "\u9fff" or "\u3000" <= ch <= "\u303f" or "\uff00" <= ch <= "\uffef"
+    )
     return ok >= 0.95 * max(len(text), 1)
 
 

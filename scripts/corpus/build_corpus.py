@@ -27,7 +27,7 @@ def _blocks(text: str):
     while i < len(lines):
         line = lines[i]
         if line.startswith("[TABLE"):
-            caption = line[len("[TABLE"):].strip(" ]")
+            caption = line[len("[TABLE") :].strip(" ]")
             rows = []
             i += 1
             while not lines[i].startswith("[/TABLE]"):
