@@ -89,8 +89,8 @@ def expand_paths(paths: Iterable[Path]) -> Iterator[tuple[Path, str | None]]:
 def embedding_text(title: str, chunk: Chunk) -> str:
     """What is embedded: the chunk with its document and heading path, so that a clause body
     that never repeats its heading still matches questions about it."""
-    head = title if not chunk.clause else f"{title} | {chunk.clause}"
-    return f"{head}\n{chunk.text}"
+    head = " | ".join(part for part in (title, chunk.clause) if part)
+    return f"{head}\n{chunk.text}" if head else chunk.text
 
 
 def _title_of(path: Path) -> str:
@@ -346,12 +346,7 @@ def _reembed_stored(ingestor: Ingestor, old: Snapshot, fresh: Snapshot, doc: dic
     stored = [old.store.docstore.search(cid) for cid in doc["chunk_ids"]]
     stored = [d for d in stored if hasattr(d, "page_content")]
     title = _title_of(Path(doc["path"]))
-    texts = [
-        f"{title} | {d.metadata['clause']}\n{d.page_content}"
-        if d.metadata.get("clause")
-        else f"{title}\n{d.page_content}"
-        for d in stored
-    ]
+    texts = [embedding_text(title, Chunk(d.page_content, None, None, d.metadata.get("clause", ""), 0)) for d in stored]
     vectors = ingestor.embed(texts)
     assert fresh.store is not None
     fresh.store.add_embeddings(
