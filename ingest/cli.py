@@ -18,6 +18,7 @@ from rich.table import Table
 from assistant.config import Settings, load_settings
 from ingest import pipeline
 from ingest.errors import AssistantError
+from ingest.textutil import flatten
 
 app = typer.Typer(
     help="Build and query the assistant's knowledge bases.",
@@ -220,7 +221,7 @@ def search(
     for i, h in enumerate(hits, 1):
         page = f"p.{h.page + 1}" if h.page is not None else ""
         out.print(f"[bold]{i}. {h.source}[/bold] {page} [cyan]{h.clause}[/cyan]  score={h.score:.3f}")
-        snippet = " ".join(h.text.split())
+        snippet = flatten(h.text)
         out.print(f"   {snippet[:300]}{'…' if len(snippet) > 300 else ''}")
 
 

@@ -104,7 +104,8 @@ class SentenceTransformerEmbeddings(TokenCountingEmbeddings):
                 f"make the model hub reachable, or use the offline default '{E5_NAME}'."
             ) from exc
         self.name = spec
-        self.dim = int(self._model.get_sentence_embedding_dimension())
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
         self.max_tokens = int(self._model.max_seq_length or 512)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:

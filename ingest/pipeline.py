@@ -317,7 +317,10 @@ def rebuild(
     ingestor = Ingestor(settings)
     report = IngestReport(kb=kb.name)
     with kb.acquire():
-        old = kb.load()
+        try:
+            old = kb.load()
+        except AssistantError:  # a damaged index: rebuild from the source files the manifest lists
+            old = Snapshot(manifest=kb.read_manifest())
         docs = sorted(old.documents.values(), key=lambda d: d["path"])
         if on_start:
             on_start(len(docs))

