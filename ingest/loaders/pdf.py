@@ -53,6 +53,7 @@ def load_pdf(path: Path) -> LoadedDocument:
                 if not text.strip() and page.images:
                     image_only_pages += 1
                 pages.append(Page(text=text, page=index))
+                page.close()  # drop the page's parsed layout: memory stays flat on long filings
     except FileRejected:
         raise
     except Exception as exc:
@@ -118,7 +119,7 @@ def _page_text(page) -> str:
         blocks.extend(_two_column_blocks(lines, gutter))
     for table in tables:
         rows = table.extract()
-        blocks.append((table.bbox[1], ["", *table_to_lines(rows), ""]))
+        blocks.append((table.bbox[1], ["", *table_to_lines(rows, compact=True), ""]))
     blocks.sort(key=lambda b: b[0])
     out: list[str] = []
     for _, block_lines in blocks:
