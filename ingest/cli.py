@@ -57,7 +57,9 @@ def _print_json(data: Any) -> None:
 
 
 def _run_with_progress(run, title: str) -> pipeline.IngestReport:
-    totals = {"pages": 0, "chunks": 0, "t0": time.perf_counter()}
+    """Files advance the bar; pages parsed and chunks embedded update live, with their rates."""
+    t0 = time.perf_counter()
+    totals = {"pages": 0, "chunks": 0}
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -70,15 +72,20 @@ def _run_with_progress(run, title: str) -> pipeline.IngestReport:
     )
     task = progress.add_task(title, total=None, pages=0, chunks=0, rate="")
 
+    def refresh(advance: int = 0) -> None:
+        dt = max(time.perf_counter() - t0, 1e-6)
+        rate = f"{totals['pages'] / dt:.1f} pages/s, {totals['chunks'] / dt:.1f} chunks/s"
+        progress.update(task, advance=advance, pages=totals["pages"], chunks=totals["chunks"], rate=rate)
+
     def on_start(n: int) -> None:
         progress.update(task, total=n)
 
+    def on_step(kind: str, n: int) -> None:
+        totals["pages" if kind == "page" else "chunks"] += n
+        refresh()
+
     def on_file(r: pipeline.FileResult) -> None:
-        totals["pages"] += r.pages if r.status in ("added", "updated") else 0
-        totals["chunks"] += r.chunks if r.status in ("added", "updated") else 0
-        dt = max(time.perf_counter() - totals["t0"], 1e-6)
-        rate = f"{totals['pages'] / dt:.1f} pages/s, {totals['chunks'] / dt:.1f} chunks/s"
-        progress.update(task, advance=1, pages=totals["pages"], chunks=totals["chunks"], rate=rate)
+        refresh(advance=1)
         style = {"failed": "red", "unchanged": "dim", "duplicate": "yellow"}.get(r.status, "green")
         detail = f"{r.chunks} chunks" if r.status in ("added", "updated") else (r.reason or "")
         progress.console.print(f"[{style}]{r.status:>9}[/{style}] {r.path}  {detail}")
@@ -86,7 +93,7 @@ def _run_with_progress(run, title: str) -> pipeline.IngestReport:
             progress.console.print(f"          [yellow]warning:[/yellow] {w}")
 
     with progress:
-        return run(on_start=on_start, on_file=on_file)
+        return run(on_start=on_start, on_file=on_file, on_step=on_step)
 
 
 def _summary(report: pipeline.IngestReport) -> None:

@@ -56,6 +56,8 @@ class IngestReport:
 
 
 ProgressFn = Callable[[FileResult], None]
+# fine-grained progress inside a file: ("page", 1) per parsed PDF page, ("chunks", n) per embedded batch
+StepFn = Callable[[str, int], None]
 
 
 def doc_id_for(path: Path) -> str:
@@ -100,8 +102,11 @@ def _title_of(path: Path) -> str:
 class Ingestor:
     """Holds the embedding model and chunker settings for one knowledge base write session."""
 
-    def __init__(self, settings: Settings, embeddings: TokenCountingEmbeddings | None = None) -> None:
+    def __init__(
+        self, settings: Settings, embeddings: TokenCountingEmbeddings | None = None, on_step: StepFn | None = None
+    ) -> None:
         self.settings = settings
+        self.on_step = on_step
         self.embeddings = embeddings or load_embeddings(settings.embedding_model)
         if settings.chunk_size > self.embeddings.max_tokens - 32:
             raise AssistantError(
@@ -128,7 +133,10 @@ class Ingestor:
         vecs: list[list[float]] = []
         bs = self.settings.embed_batch_size
         for i in range(0, len(texts), bs):
-            vecs.extend(self.embeddings.embed_documents(texts[i : i + bs]))
+            batch = texts[i : i + bs]
+            vecs.extend(self.embeddings.embed_documents(batch))
+            if self.on_step:
+                self.on_step("chunks", len(batch))
         return vecs
 
     def prepare(self, snapshot: Snapshot, kb: KnowledgeBase) -> None:
@@ -167,7 +175,8 @@ class Ingestor:
                 result.seconds = time.perf_counter() - t0
                 return result
         try:
-            loaded = load_file(path)
+            on_page = (lambda: self.on_step("page", 1)) if self.on_step else None
+            loaded = load_file(path, on_page=on_page)
         except FileRejected as exc:
             return _failed(result, exc.reason, t0)
         chunks = self.chunk(loaded)
@@ -240,11 +249,12 @@ def add_paths(
     department: str | None = None,
     on_file: ProgressFn | None = None,
     on_start: Callable[[int], None] | None = None,
+    on_step: StepFn | None = None,
 ) -> IngestReport:
     """Ingest files and folders into a knowledge base. Bad files are reported, never fatal."""
     t0 = time.perf_counter()
     kb = KnowledgeBase(settings, kb_name)
-    ingestor = Ingestor(settings)
+    ingestor = Ingestor(settings, on_step=on_step)
     report = IngestReport(kb=kb.name)
     candidates = list(expand_paths(paths))
     if on_start:
@@ -305,6 +315,7 @@ def rebuild(
     kb_name: str | None = None,
     on_file: ProgressFn | None = None,
     on_start: Callable[[int], None] | None = None,
+    on_step: StepFn | None = None,
 ) -> IngestReport:
     """Re-chunk and re-embed every document with the current settings (e.g. a new embedding model).
 
@@ -314,7 +325,7 @@ def rebuild(
     t0 = time.perf_counter()
     kb = KnowledgeBase(settings, kb_name)
     require_kb(kb)
-    ingestor = Ingestor(settings)
+    ingestor = Ingestor(settings, on_step=on_step)
     report = IngestReport(kb=kb.name)
     with kb.acquire():
         try:

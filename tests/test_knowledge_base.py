@@ -266,3 +266,18 @@ def test_damaged_index_is_a_clear_error(settings: Settings, docs_dir: Path) -> N
     # the advice works: rebuild re-reads the sources listed in the manifest
     assert runner.invoke(app, ["rebuild", "--home", str(settings.home)]).exit_code == 0
     assert pipeline.search(settings, "invoice", k=1)[0].source == "contract.md"
+
+
+def test_progress_reports_pages_and_chunks(settings: Settings, docs_dir: Path) -> None:
+    make_pdf(docs_dir / "terms.pdf", ["封面 长青人寿", POLICY, "附则 本条款自2024年1月1日起施行。"])
+    _write(docs_dir, "contract.md", CONTRACT)
+    steps: list[tuple[str, int]] = []
+    files: list[str] = []
+    report = pipeline.add_paths(
+        settings, [docs_dir], on_step=lambda kind, n: steps.append((kind, n)), on_file=lambda r: files.append(r.status)
+    )
+    assert sum(n for kind, n in steps if kind == "page") == 3
+    assert sum(n for kind, n in steps if kind == "chunks") == report.chunks
+    assert files == ["added", "added"]
+    result = runner.invoke(app, ["add", str(docs_dir), "--home", str(settings.home)])
+    assert "unchanged" in result.output and "files" in result.output

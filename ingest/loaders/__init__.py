@@ -15,7 +15,9 @@ from ingest.loaders.html import load_html
 from ingest.loaders.pdf import load_pdf
 from ingest.loaders.text import load_text
 
-LOADERS: dict[str, tuple[str, Callable[[Path], LoadedDocument]]] = {
+PageCallback = Callable[[], None] | None
+
+LOADERS: dict[str, tuple[str, Callable[..., LoadedDocument]]] = {
     ".pdf": ("pdf", load_pdf),
     ".docx": ("docx", load_docx),
     ".md": ("markdown", lambda p: load_text(p, fmt="markdown")),
@@ -35,8 +37,10 @@ def is_supported(path: Path) -> bool:
     return path.suffix.lower() in LOADERS
 
 
-def load_file(path: Path) -> LoadedDocument:
-    """Parse one file into pages of text, or raise FileRejected naming the reason."""
+def load_file(path: Path, on_page: PageCallback = None) -> LoadedDocument:
+    """Parse one file into pages of text, or raise FileRejected naming the reason.
+
+    `on_page` is called after each parsed PDF page, so long filings show progress."""
     suffix = path.suffix.lower()
     if suffix not in LOADERS:
         raise FileRejected(
@@ -50,7 +54,7 @@ def load_file(path: Path) -> LoadedDocument:
         raise FileRejected(path, "the file is empty (0 bytes)")
     fmt, loader = LOADERS[suffix]
     try:
-        doc = loader(path)
+        doc = loader(path, on_page=on_page) if fmt == "pdf" else loader(path)
     except FileRejected:
         raise
     except Exception as exc:  # a parser bug or an exotic file must not stop the other files

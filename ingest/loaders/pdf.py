@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,7 @@ class _Line:
         return max(w["x1"] for w in self.words)
 
 
-def load_pdf(path: Path) -> LoadedDocument:
+def load_pdf(path: Path, on_page: Callable[[], None] | None = None) -> LoadedDocument:
     password = _check_openable(path)
     pages: list[Page] = []
     image_only_pages = 0
@@ -54,6 +55,8 @@ def load_pdf(path: Path) -> LoadedDocument:
                     image_only_pages += 1
                 pages.append(Page(text=text, page=index))
                 page.close()  # drop the page's parsed layout: memory stays flat on long filings
+                if on_page is not None:
+                    on_page()
     except FileRejected:
         raise
     except Exception as exc:
