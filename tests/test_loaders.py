@@ -153,3 +153,18 @@ def test_binary_text_file_rejected(docs_dir: Path) -> None:
     path = docs_dir / "binary.txt"
     path.write_bytes(b"\x00\x01\x02\xff\xfe\x00" * 100 + b"\x80\x81")
     assert "binary" in _rejected(path)
+
+
+def test_pdf_running_headers_and_footers_removed(docs_dir: Path) -> None:
+    bodies = [
+        "犹豫期为十五日。",
+        "意外身故按保险金额给付。",
+        "医疗费用免赔额一百元。",
+        "伤残按比例给付。",
+        "退保退还未满期净保费。",
+    ]
+    pages = [f"长青人寿 内部资料\n{body}\n第 {i + 1} 页 共 5 页" for i, body in enumerate(bodies)]
+    doc = load_file(make_pdf(docs_dir / "running.pdf", pages))
+    for i, page in enumerate(doc.pages):
+        assert "内部资料" not in page.text and "共 5 页" not in page.text
+        assert page.text == bodies[i]

@@ -61,6 +61,7 @@ def load_pdf(path: Path, on_page: Callable[[], None] | None = None) -> LoadedDoc
         raise
     except Exception as exc:
         raise FileRejected(path, f"corrupt or unreadable PDF ({type(exc).__name__}: {exc})") from exc
+    _strip_running_lines(pages)
     doc = LoadedDocument(format="pdf", pages=pages, title=str(title))
     if not any(p.text.strip() for p in pages):
         if image_only_pages:
@@ -73,6 +74,31 @@ def load_pdf(path: Path, on_page: Callable[[], None] | None = None) -> LoadedDoc
     if image_only_pages:
         doc.warnings.append(f"{image_only_pages} page(s) have no text layer (images only) and were skipped")
     return doc
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def _strip_running_lines(pages: list[Page], edge: int = 2) -> None:
+    """Remove running headers and footers (company name, "Page 7", "第 7 页") that repeat at the top or
+    bottom of most pages: they carry no content and would end up in every chunk."""
+    if len(pages) < 4:
+        return
+    counts: dict[str, int] = {}
+    for p in pages:
+        lines = [ln.strip() for ln in p.text.split("\n") if ln.strip()]
+        for key in {_DIGITS.sub("#", ln) for ln in lines[:edge] + lines[-edge:]}:
+            counts[key] = counts.get(key, 0) + 1
+    running = {k for k, n in counts.items() if n >= max(3, 0.5 * len(pages)) and len(k) <= 120}
+    if not running:
+        return
+    for p in pages:
+        lines = p.text.split("\n")
+        content = [i for i, ln in enumerate(lines) if ln.strip()]
+        edges = set(content[:edge] + content[-edge:])
+        p.text = "\n".join(
+            ln for i, ln in enumerate(lines) if not (i in edges and _DIGITS.sub("#", ln.strip()) in running)
+        ).strip()
 
 
 def _check_openable(path: Path) -> str:
