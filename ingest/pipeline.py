@@ -163,8 +163,13 @@ class Ingestor:
         except OSError as exc:
             return _failed(result, f"cannot read the file ({exc.strerror or exc})", t0)
         old = docs.get(doc_id)
-        if old is not None and old["sha256"] == digest and (department is None or department == old.get("department")):
-            result.status, result.pages, result.chunks = "unchanged", old["pages"], old["chunks"]
+        if old is not None and old["sha256"] == digest:
+            result.pages, result.chunks = old["pages"], old["chunks"]
+            if department is None or department == old.get("department"):
+                result.status = "unchanged"
+            else:  # only the access tag changed: retag in place, no re-embedding
+                self._retag(snapshot, old, department)
+                result.status = "updated"
             result.seconds = time.perf_counter() - t0
             return result
         if old is None:
@@ -178,7 +183,8 @@ class Ingestor:
             on_page = (lambda: self.on_step("page", 1)) if self.on_step else None
             loaded = load_file(path, on_page=on_page)
         except FileRejected as exc:
-            return _failed(result, exc.reason, t0)
+            kept = "; the previously ingested version stays in the knowledge base" if old is not None else ""
+            return _failed(result, exc.reason + kept, t0)
         chunks = self.chunk(loaded)
         if not chunks:
             return _failed(result, "no text left after chunking", t0)
@@ -233,6 +239,15 @@ class Ingestor:
         result.warnings = loaded.warnings
         result.seconds = time.perf_counter() - t0
         return result
+
+    @staticmethod
+    def _retag(snapshot: Snapshot, doc: dict[str, Any], department: str) -> None:
+        assert snapshot.store is not None
+        for cid in doc["chunk_ids"]:
+            stored = snapshot.store.docstore.search(cid)
+            if hasattr(stored, "metadata"):
+                stored.metadata["department"] = department
+        doc["department"] = department
 
 
 def _failed(result: FileResult, reason: str, t0: float) -> FileResult:

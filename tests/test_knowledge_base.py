@@ -281,3 +281,18 @@ def test_progress_reports_pages_and_chunks(settings: Settings, docs_dir: Path) -
     assert files == ["added", "added"]
     result = runner.invoke(app, ["add", str(docs_dir), "--home", str(settings.home)])
     assert "unchanged" in result.output and "files" in result.output
+
+
+def test_retag_without_reembedding_and_failed_update_keeps_old(settings: Settings, docs_dir: Path) -> None:
+    path = _write(docs_dir, "contract.md", CONTRACT)
+    pipeline.add_paths(settings, [docs_dir], department="legal")
+    before = {h.chunk_id for h in pipeline.search(settings, "invoice", k=10)}
+    report = pipeline.add_paths(settings, [docs_dir], department="claims")
+    assert report.results[0].status == "updated"
+    hits = pipeline.search(settings, "invoice", k=10, departments=["claims"])
+    assert {h.chunk_id for h in hits} == before  # same chunks, new tag
+    assert pipeline.search(settings, "invoice", k=10, departments=["legal"]) == []
+    path.write_bytes(b"")  # the file breaks: the last good version stays searchable
+    report = pipeline.add_paths(settings, [docs_dir])
+    assert report.results[0].status == "failed" and "previously ingested version stays" in report.results[0].reason
+    assert pipeline.search(settings, "invoice", k=1)[0].source == "contract.md"
