@@ -105,6 +105,8 @@ def _summary(report: pipeline.IngestReport) -> None:
     t.add_row("time", f"{report.seconds:.1f} s")
     t.add_row("version", str(report.version))
     err.print(t)
+    for w in report.warnings:
+        err.print(f"[yellow]warning:[/yellow] {w}")
     if report.failed:
         err.print(f"[red]{len(report.failed)} file(s) could not be ingested:[/red]")
         for r in report.failed:
@@ -140,6 +142,7 @@ def _report_dict(report: pipeline.IngestReport) -> dict[str, Any]:
         "kb": report.kb,
         "version": report.version,
         "seconds": round(report.seconds, 3),
+        "warnings": report.warnings,
         "files": [
             {
                 "path": str(r.path),

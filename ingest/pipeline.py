@@ -39,6 +39,7 @@ class IngestReport:
     results: list[FileResult] = field(default_factory=list)
     version: str | None = None
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[FileResult]:
@@ -132,14 +133,26 @@ class Ingestor:
                 self.on_step("chunks", len(batch))
         return vecs
 
-    def prepare(self, snapshot: Snapshot, kb: KnowledgeBase) -> None:
+    def prepare(self, snapshot: Snapshot, kb: KnowledgeBase) -> list[str]:
+        """Check the snapshot fits these settings; return warnings for the user."""
         emb = self.embeddings
         kb.check_embedding(snapshot.manifest, emb.name, emb.dim)
         if snapshot.manifest.get("embedding") is None:
             snapshot.manifest["embedding"] = {"name": emb.name, "dim": emb.dim}
+        warnings = []
+        previous = snapshot.manifest.get("chunker")
+        if previous and snapshot.documents and previous != self.chunker_settings:
+            changed = ", ".join(
+                f"{k} {previous.get(k)} -> {v}" for k, v in self.chunker_settings.items() if previous.get(k) != v
+            )
+            warnings.append(
+                f"chunk settings changed ({changed}): new and changed files use the new settings, the others "
+                f"keep theirs; run `ingest rebuild --kb {kb.name}` to re-chunk everything alike"
+            )
         snapshot.manifest["chunker"] = self.chunker_settings
         if snapshot.store is None:
             snapshot.store = new_store(emb, emb.dim)
+        return warnings
 
     def ingest_file(self, snapshot: Snapshot, path: Path, department: str | None, kb_name: str) -> FileResult:
         t0 = time.perf_counter()
@@ -224,6 +237,7 @@ class Ingestor:
             "chunk_ids": ids,
             "department": dept,
             "ingested_at": now_iso(),
+            "chunker": self.chunker_settings,
             "warnings": loaded.warnings,
         }
         result.pages = docs[doc_id]["pages"]
@@ -269,7 +283,7 @@ def add_paths(
         on_start(len(candidates))
     with kb.acquire():
         snapshot = kb.load(ingestor.embeddings)
-        ingestor.prepare(snapshot, kb)
+        report.warnings = ingestor.prepare(snapshot, kb)
         dirty = 0
         for path, problem in candidates:
             if problem is not None:

@@ -296,3 +296,15 @@ def test_retag_without_reembedding_and_failed_update_keeps_old(settings: Setting
     report = pipeline.add_paths(settings, [docs_dir])
     assert report.results[0].status == "failed" and "previously ingested version stays" in report.results[0].reason
     assert pipeline.search(settings, "invoice", k=1)[0].source == "contract.md"
+
+
+def test_changed_chunk_settings_are_flagged(settings: Settings, docs_dir: Path, tmp_path: Path) -> None:
+    _write(docs_dir, "contract.md", CONTRACT)
+    pipeline.add_paths(settings, [docs_dir])
+    more = tmp_path / "more"
+    more.mkdir()
+    _write(more, "leave.md", "# Leave policy\nStaff get 15 days of annual leave per year.\n")
+    report = pipeline.add_paths(settings.model_copy(update={"chunk_size": 200}), [more])
+    assert report.warnings and "chunk_size 320 -> 200" in report.warnings[0] and "ingest rebuild" in report.warnings[0]
+    chunkers = {d["source"]: d["chunker"]["chunk_size"] for d in pipeline.list_documents(settings)}
+    assert chunkers == {"contract.md": 320, "leave.md": 200}
