@@ -7,6 +7,7 @@ the offline default is built from PyPI packages by `prepare_offline_model` (run 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
 import uuid
@@ -108,7 +109,63 @@ def pick_device() -> tuple[str, Any]:
     return "cpu", torch.float32
 
 
-def load_model(spec: str, settings: Settings, for_training: bool = False) -> LoadedModel:
+def _available_memory(device: str) -> int:
+    import torch
+
+    if device == "cuda":
+        free, _ = torch.cuda.mem_get_info()
+        return int(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh}
+        return info.get("MemAvailable", info["MemTotal"])
+    except (OSError, KeyError, ValueError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits(folder: Path, device: str, bytes_per_param: int) -> None:
+    """Refuse, with numbers, a model folder whose weights cannot fit in the memory that is free."""
+    files = list(folder.glob("*.safetensors")) + list(folder.glob("*.bin"))
+    if not files:
+        return
+    try:
+        stored = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        stored_dtype = stored.get("dtype") or stored.get("torch_dtype") or "float32"
+    except (OSError, json.JSONDecodeError):
+        stored_dtype = "float32"
+    stored_bytes = 4 if "32" in str(stored_dtype) else 2
+    need = int(sum(f.stat().st_size for f in files) * bytes_per_param / stored_bytes)
+    have = _available_memory(device)
+    if need > have:
+        raise AssistantError(
+            f"model {folder.name} needs about {need / 2**30:.1f} GiB of {device} memory as "
+            f"{bytes_per_param * 8}-bit weights but only {have / 2**30:.1f} GiB is free; pick a smaller model "
+            "(e.g. Qwen/Qwen3-0.6B or the offline model) or a machine with more memory"
+        )
+
+
+def base_fingerprint(model: Any) -> str:
+    """Identifies a base model's weights: architecture and a sample of the embedding matrix.
+
+    An adapter stores it; loading the adapter onto a base with another fingerprint is refused.
+    """
+    import hashlib
+
+    import torch
+
+    cfg = model.config
+    keys = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "intermediate_size")
+    h = hashlib.sha256(json.dumps({k: getattr(cfg, k, None) for k in keys}, sort_keys=True).encode())
+    emb = model.get_input_embeddings().weight
+    sample = emb[:: max(1, emb.shape[0] // 64), :16].detach().float().cpu().contiguous()
+    h.update(sample.to(torch.float16).numpy().tobytes())  # fp16: stable across fp32/bf16 loads
+    return h.hexdigest()[:16]
+
+
+def load_model(
+    spec: str, settings: Settings, for_training: bool = False, quantize_4bit: bool = False
+) -> LoadedModel:
     """Resolve `spec` (offline alias, local folder, .gguf file, or hub id) to a tokenizer and model."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -116,11 +173,20 @@ def load_model(spec: str, settings: Settings, for_training: bool = False) -> Loa
     device, dtype = pick_device()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     kwargs: dict[str, Any] = {"dtype": dtype}
+    if quantize_4bit:  # QLoRA: only reached on CUDA (the trainer refuses it on CPU)
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True
+        )
+        kwargs["device_map"] = {"": 0}
+    bytes_per_param = 1 if quantize_4bit else (4 if dtype == torch.float32 else 2)
     path = Path(spec).expanduser()
     if spec.lower() in OFFLINE_ALIASES:
         folder = offline_model_dir(settings)
         if not (folder / ".complete").exists():
             raise AssistantError(f"the offline model is not prepared under {folder}; run `bash scripts/setup.sh`")
+        check_fits(folder, device, bytes_per_param)
         source, where = "offline", str(folder)
         tokenizer = AutoTokenizer.from_pretrained(where)
         model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
@@ -133,6 +199,7 @@ def load_model(spec: str, settings: Settings, for_training: bool = False) -> Loa
     elif path.is_dir():
         if not (path / "config.json").exists():
             raise AssistantError(f"{path} is not a model folder (no config.json)")
+        check_fits(path, device, bytes_per_param)
         source, where = "local", str(path)
         tokenizer = AutoTokenizer.from_pretrained(where)
         model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
@@ -146,7 +213,8 @@ def load_model(spec: str, settings: Settings, for_training: bool = False) -> Loa
                 f"cannot load model '{spec}' from the Hugging Face cache or hub ({exc}). Offline, use a local "
                 f"folder, a .gguf file, or the packaged model '{OFFLINE_NAME}'."
             ) from exc
-    model.to(device)
+    if not quantize_4bit:
+        model.to(device)
     if not for_training:
         model.eval()
     return LoadedModel(tokenizer, model, spec, source, where, device, str(dtype).removeprefix("torch."))

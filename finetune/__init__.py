@@ -1,0 +1,1 @@
+"""LoRA fine-tuning of the assistant model: data, trainer, adapter registry."""

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from assistant.config import Settings, load_settings
+from assistant.clikit import err, out
+from assistant.clikit import print_json as _print_json
+from assistant.clikit import settings_or_exit as _settings
+from assistant.clikit import user_errors as _user_errors
 from ingest import pipeline
-from ingest.errors import AssistantError
 from ingest.textutil import flatten
 
 app = typer.Typer(
@@ -25,35 +23,11 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
 KbOpt = Annotated[str | None, typer.Option("--kb", help="Knowledge base name (default: 'default').")]
 HomeOpt = Annotated[Path | None, typer.Option("--home", help="Data home (ASSISTANT_HOME).")]
 EmbOpt = Annotated[str | None, typer.Option("--embedding-model", help="Embedding model (ASSISTANT_EMBEDDING_MODEL).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
-def _settings(**overrides: Any) -> Settings:
-    try:
-        return load_settings(**overrides)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        err.print(f"[red]error:[/red] invalid settings ({problems}). Check ASSISTANT_* variables, .env and flags.")
-        raise typer.Exit(2) from None
-
-
-@contextmanager
-def _user_errors():
-    try:
-        yield
-    except AssistantError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
 
 def _run_with_progress(run, title: str) -> pipeline.IngestReport:

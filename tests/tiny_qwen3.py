@@ -32,6 +32,8 @@ def build_tiny_qwen3(target: Path, seed: int = 0) -> Path:
         head_dim=16,
         max_position_embeddings=2048,
         tie_word_embeddings=True,
+        # wide enough logits that a LoRA on the linear layers can move the (frozen, tied) output distribution
+        initializer_range=0.2,
         bos_token_id=None,
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),

@@ -1,0 +1,42 @@
+"""What every CLI shares: consoles, settings with readable validation errors, user errors without
+tracebacks, JSON output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from assistant.config import Settings, load_settings
+from ingest.errors import AssistantError
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def settings_or_exit(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        err.print(f"[red]error:[/red] invalid settings ({problems}). Check ASSISTANT_* variables, .env and flags.")
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    try:
+        yield
+    except AssistantError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")

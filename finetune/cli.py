@@ -1,0 +1,246 @@
+"""`finetune` CLI: a thin Typer shell over `finetune.jobs` and `finetune.registry`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from assistant.clikit import err, out, print_json, settings_or_exit, user_errors
+from finetune import jobs, registry
+from finetune.recipe import load_recipe
+
+app = typer.Typer(help="Train, evaluate and version LoRA adapters for the assistant's model.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="Data home (ASSISTANT_HOME).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 100 else f"{v:,.0f}"
+    return str(v)
+
+
+class _TrainProgress:
+    """Rich bar over optimizer steps with the running loss, throughput and each evaluation."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=err)
+        self.task: Any = None
+
+    def __call__(self, ev: dict[str, Any]) -> None:
+        kind = ev["event"]
+        if kind == "start":
+            err.print(f"model: {ev['model']}")
+            err.print(f"examples: {ev['train_examples']} train, {ev['eval_examples']} eval; "
+                      f"trainable parameters: {ev['trainable_params']:,}; run: {ev['run']}"
+                      + (" (resumed)" if ev["resumed"] else ""))
+            if ev["truncated"]:
+                err.print(f"[yellow]warning:[/yellow] {ev['truncated']} examples were longer than max_length and "
+                          f"truncated ({ev['dropped']} dropped: no answer tokens left); "
+                          "raise --max-length to keep them")
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=ev["total_steps"], completed=ev["step"], info="")
+        elif kind == "step":
+            info = f"loss {ev['loss']:.4f} · lr {ev['lr']:.2e} · {ev['tokens_per_s']:.0f} tok/s"
+            self.progress.update(self.task, completed=ev["step"], info=info)
+        elif kind == "eval" and "eval_loss" in ev:
+            label = "base model" if ev["step"] == 0 else f"step {ev['step']}"
+            best = " [green](best)[/green]" if ev.get("best") else ""
+            self.progress.console.print(f"{label}: eval loss {ev['eval_loss']:.4f}, "
+                                        f"token accuracy {ev['eval_token_acc']:.3f}{best}")
+        elif kind == "done":
+            self.progress.stop()
+
+
+@app.command()
+def train(
+    data: Annotated[list[Path], typer.Argument(help="Training files (.jsonl/.json) or folders of them.")],
+    name: Annotated[str, typer.Option("--name", help="Adapter name, e.g. finance, hr.")],
+    base: Annotated[
+        str | None, typer.Option("--base", help="Base model: 'offline', a folder, a .gguf or a hub id.")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML recipe; flags override it.")] = None,
+    eval_data: Annotated[
+        list[Path] | None, typer.Option("--eval-data", help="Held-out files instead of a split.")
+    ] = None,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank r.")] = None,
+    alpha: Annotated[int | None, typer.Option(help="LoRA alpha.")] = None,
+    dropout: Annotated[float | None, typer.Option(help="LoRA dropout.")] = None,
+    target_modules: Annotated[
+        str | None, typer.Option(help="'all-linear' or comma-separated, e.g. q_proj,v_proj.")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="cosine, linear, constant, constant_with_warmup.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Epochs.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides epochs).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Examples per forward pass.")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Batches per optimizer step.")] = None,
+    max_length: Annotated[
+        int | None, typer.Option(help="Max tokens per example (longer: truncated, reported).")
+    ] = None,
+    eval_ratio: Annotated[float | None, typer.Option(help="Held-out share when no --eval-data.")] = None,
+    eval_steps: Annotated[int | None, typer.Option(help="Optimizer steps between evaluations/checkpoints.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    thinking: Annotated[
+        bool | None, typer.Option("--thinking/--no-thinking", help="Qwen3 thinking (default: reasoning rows).")
+    ] = None,
+    gradient_checkpointing: Annotated[
+        bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")
+    ] = None,
+    qlora: Annotated[bool | None, typer.Option("--qlora", help="4-bit base (CUDA only).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the last interrupted run of this name.")] = False,
+    activate: Annotated[
+        bool | None, typer.Option("--activate/--no-activate", help="Activate it (default: first version only).")
+    ] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """LoRA supervised fine-tuning; registers the best checkpoint as the adapter's next version."""
+    settings = settings_or_exit(home=home)
+    modules: Any = target_modules
+    if target_modules not in (None, "all-linear"):
+        modules = [m.strip() for m in target_modules.split(",")]
+    with user_errors():
+        recipe = load_recipe(config, dict(
+            base=base, rank=rank, alpha=alpha, dropout=dropout, target_modules=modules, lr=lr, scheduler=scheduler,
+            epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
+            eval_ratio=eval_ratio, eval_steps=eval_steps, seed=seed, enable_thinking=thinking,
+            gradient_checkpointing=gradient_checkpointing, qlora=qlora))
+        av = jobs.train_adapter(name, data, recipe, settings, eval_data, None if as_json else _TrainProgress(),
+                                resume, activate)
+    if as_json:
+        print_json({"adapter": av.ref, "active": av.active, "path": str(av.path), "metrics": av.meta["metrics"]})
+        return
+    m = av.meta["metrics"]
+    out.print(f"[bold green]{av.ref}[/bold green] saved{' (active)' if av.active else ''}: {av.path}")
+    out.print(f"eval loss {_fmt(m.get('base_eval_loss'))} (base) -> {_fmt(m.get('eval_loss'))} (best, step "
+              f"{m.get('best_step')}); {m['steps']} steps, {m['tokens']:,} tokens in {m['seconds']} s "
+              f"({m['tokens_per_s']:.0f} tok/s)")
+    if not av.active:
+        out.print(f"activate it with `finetune promote {av.ref}`")
+
+
+@app.command("list")
+def list_(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Adapters and their versions; * marks the active one."""
+    settings = settings_or_exit(home=home)
+    rows = [av for n in registry.list_names(settings) for av in registry.list_versions(settings, n)]
+    if as_json:
+        print_json([{"adapter": a.ref, "active": a.active, "base": a.meta.get("base"), "created": a.meta.get("created"),
+                     "eval_loss": a.meta.get("metrics", {}).get("eval_loss")} for a in rows])
+        return
+    if not rows:
+        out.print("no adapters yet; train one with `finetune train DATA --name NAME`")
+        return
+    table = Table("adapter", "active", "base", "eval loss", "examples", "created")
+    for a in rows:
+        m = a.meta.get("metrics", {})
+        table.add_row(a.ref, "*" if a.active else "", str(a.meta.get("base")), _fmt(m.get("eval_loss")),
+                      _fmt(m.get("train_examples")), str(a.meta.get("created")))
+    out.print(table)
+
+
+@app.command()
+def show(ref: Annotated[str, typer.Argument(help="NAME (active version) or NAME@vN.")], home: HomeOpt = None,
+         as_json: JsonOpt = False) -> None:
+    """One version's base model, data, recipe and metrics."""
+    settings = settings_or_exit(home=home)
+    with user_errors():
+        av = registry.get(settings, ref)
+        versions = registry.list_versions(settings, av.name)
+    meta = {k: v for k, v in av.meta.items() if k != "history"}
+    if as_json:
+        print_json({"active": av.active, "path": str(av.path), **meta,
+                    "versions": [v.version + ("*" if v.active else "") for v in versions]})
+        return
+    out.print(f"[bold]{av.ref}[/bold]{' (active)' if av.active else ''} — {av.path}")
+    out.print(f"versions: {', '.join(v.version + ('*' if v.active else '') for v in versions)}")
+    out.print(f"base: {meta.get('base')} (fingerprint {meta.get('base_fingerprint')}); created {meta.get('created')}")
+    for d in meta.get("data", []):
+        out.print(f"data: {d['path']} ({d['examples']} examples, sha256 {d['sha256'][:12]}…)")
+    recipe = meta.get("recipe", {})
+    out.print("recipe: " + ", ".join(f"{k}={v}" for k, v in recipe.items()))
+    table = Table("metric", "value")
+    for k, v in meta.get("metrics", {}).items():
+        if not isinstance(v, dict | list):
+            table.add_row(k, _fmt(v))
+    out.print(table)
+
+
+@app.command("eval")
+def eval_(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME@vN.")],
+    data: Annotated[list[Path], typer.Option("--data", help="Evaluation files (same formats as training).")],
+    base: Annotated[
+        str | None, typer.Option("--base", help="Evaluate on another base (refused if it differs).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate the first N examples only.")] = None,
+    no_generate: Annotated[bool, typer.Option("--no-generate", help="Loss and token accuracy only (fast).")] = False,
+    max_new_tokens: Annotated[int, typer.Option(help="Generation budget per answer.")] = 96,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Loss, token accuracy and answer-level metrics (F1, exact, tool calls, citations, refusals)."""
+    settings = settings_or_exit(home=home)
+    with user_errors(), Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                  console=err, transient=True) as progress:
+        task = progress.add_task("eval", total=None)
+        metrics = jobs.evaluate_adapter(ref, data, settings, base, not no_generate, limit, max_new_tokens,
+                                        lambda n, total: progress.update(task, completed=n, total=total))
+    if as_json:
+        print_json(metrics)
+        return
+    table = Table("metric", "value")
+    for k, v in metrics.items():
+        if k != "rows" and not (isinstance(v, float) and math.isnan(v)):
+            table.add_row(k, _fmt(v))
+    out.print(table)
+
+
+@app.command()
+def promote(ref: Annotated[str, typer.Argument(help="NAME@vN to make active (also: roll back).")],
+            home: HomeOpt = None) -> None:
+    """Make a version the active one."""
+    settings = settings_or_exit(home=home)
+    with user_errors():
+        av = registry.promote(settings, ref)
+    out.print(f"{av.ref} is now the active version of '{av.name}'")
+
+
+@app.command()
+def remove(ref: Annotated[str, typer.Argument(help="NAME@vN (one version) or NAME (the whole adapter).")],
+           yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+           home: HomeOpt = None) -> None:
+    """Delete a version, or an adapter with all its versions."""
+    settings = settings_or_exit(home=home)
+    if "@" not in ref and not yes:
+        typer.confirm(f"remove adapter '{ref}' and all its versions?", abort=True)
+    with user_errors():
+        removed = registry.remove(settings, ref)
+    out.print("removed " + ", ".join(removed))
+
+
+@app.command()
+def merge(ref: Annotated[str, typer.Argument(help="NAME or NAME@vN.")],
+          output: Annotated[Path, typer.Option("--output", "-o", help="New folder for the merged model.")],
+          home: HomeOpt = None) -> None:
+    """Merge an adapter into its base: a standalone model folder for vLLM, llama.cpp and others."""
+    settings = settings_or_exit(home=home)
+    with user_errors():
+        path = jobs.merge_adapter(ref, output, settings)
+    out.print(f"merged model written to {path}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,109 @@
+"""Answer-level evaluation: greedy generation on held-out conversations, scored against the reference turn.
+
+Metrics: token F1 (characters for CJK, words otherwise), exact match, tool-call accuracy (name and
+arguments), citation accuracy (same [n] set), refusal accuracy (no-answer references).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from assistant.prompts import NO_ANSWER_EN, NO_ANSWER_ZH, cited_numbers
+from assistant.toolcalls import parse_output
+from finetune.data import Conversation
+from finetune.render import _messages_for
+
+_TOKEN = re.compile(r"[\u4e00-\u9fff]|[A-Za-z0-9]+(?:[.,][0-9]+)*")
+_REFUSAL_MARKERS = ("没有找到", "无法回答", "没有相关", "do not answer", "does not answer", "not in the documents",
+                    "cannot find", "no information")
+
+
+def tokens(text: str) -> list[str]:
+    return [t.lower() for t in _TOKEN.findall(text)]
+
+
+def f1(pred: str, ref: str) -> float:
+    p, r = tokens(pred), tokens(ref)
+    if not p or not r:
+        return float(p == r)
+    common = sum((Counter(p) & Counter(r)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+def is_refusal(text: str) -> bool:
+    low = text.lower()
+    return any(m in low for m in _REFUSAL_MARKERS)
+
+
+def target_turn(conv: Conversation) -> int:
+    """The turn to evaluate: the first tool-calling assistant turn, else the last assistant turn."""
+    idx = [i for i, m in enumerate(conv.messages) if m["role"] == "assistant"]
+    calls = [i for i in idx if conv.messages[i].get("tool_calls")]
+    return calls[0] if calls else idx[-1]
+
+
+def _norm_args(args: dict) -> dict:
+    return {k: str(v).strip().lower() for k, v in args.items()}
+
+
+def generate_reply(model: Any, tokenizer: Any, conv: Conversation, upto: int, max_new_tokens: int) -> str:
+    prompt_conv = Conversation(conv.messages[:upto], conv.tools, conv.enable_thinking)
+    text = tokenizer.apply_chat_template(
+        _messages_for(tokenizer, prompt_conv), tools=conv.tools, tokenize=False, add_generation_prompt=True,
+        enable_thinking=conv.enable_thinking,
+    )
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def answer_metrics(model: Any, tokenizer: Any, convs: Sequence[Conversation], max_new_tokens: int = 96,
+                   on_item: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    was_training = model.training
+    model.eval()
+    rows: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    for n, conv in enumerate(convs, 1):
+        i = target_turn(conv)
+        ref = conv.messages[i]
+        raw = generate_reply(model, tokenizer, conv, i, max_new_tokens)
+        out = parse_output(raw)
+        row: dict[str, Any] = {"source": conv.source, "output": raw}
+        if ref.get("tool_calls"):
+            want = ref["tool_calls"][0]["function"]
+            got = out.calls[0] if out.calls else None
+            row["tool_call"] = bool(got and got.name == want["name"]
+                                    and _norm_args(got.arguments) == _norm_args(want["arguments"]))
+        else:
+            row["f1"] = f1(out.content, ref["content"])
+            row["exact"] = out.content.strip() == ref["content"].strip()
+            if ref["content"] in (NO_ANSWER_ZH, NO_ANSWER_EN):
+                row["refusal"] = is_refusal(out.content)
+            elif cited_numbers(ref["content"]):
+                row["citation"] = set(cited_numbers(out.content)) == set(cited_numbers(ref["content"]))
+        rows.append(row)
+        if on_item:
+            on_item(n, len(convs))
+    if was_training:
+        model.train()
+
+    def mean(key: str) -> float | None:
+        vals = [float(r[key]) for r in rows if key in r]
+        return sum(vals) / len(vals) if vals else None
+
+    return {
+        "answer_f1": mean("f1"), "exact_match": mean("exact"), "tool_call_acc": mean("tool_call"),
+        "citation_acc": mean("citation"), "refusal_acc": mean("refusal"), "n": len(rows),
+        "seconds": round(time.perf_counter() - t0, 1), "rows": rows,
+    }
