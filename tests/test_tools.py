@@ -1,0 +1,86 @@
+"""The tool registry over a real SQLite database: schemas, validation, permissions, timeouts, safety."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from assistant.business_db import connect, ensure_business_db
+from assistant.demo_tools import demo_registry, safe_eval
+from assistant.tool_schemas import DEMO_TOOL_SCHEMAS
+from assistant.tools import ToolRegistry, User, business_tool
+
+STAFF = User("wang", "staff", "sales")
+CLAIMS = User("li", "claims", "claims")
+ADMIN = User("root", "admin")
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> ToolRegistry:
+    return demo_registry(ensure_business_db(tmp_path / "business.db"))
+
+
+def test_schemas_match_the_training_set_and_hide_denied_tools(registry: ToolRegistry) -> None:
+    assert registry.schemas(ADMIN) == DEMO_TOOL_SCHEMAS
+    rows = [json.loads(line) for line in (Path(__file__).parents[1] / "data/sft/tool_calls.jsonl").open()]
+    assert all(r["tools"] == DEMO_TOOL_SCHEMAS for r in rows)  # the adapter learnt exactly these
+    staff_names = {s["function"]["name"] for s in registry.schemas(STAFF)}
+    assert "get_policy_status" in staff_names and "get_claim_status" not in staff_names
+    assert "draft_email" not in staff_names
+
+
+def test_lookups_answer_from_the_database(registry: ToolRegistry) -> None:
+    r = registry.execute("get_policy_status", {"policy_id": "pol-2024-0003"}, STAFF)
+    assert r.ok and r.result["status"] == "lapsed" and r.result["holder"] == "李娜"
+    r = registry.execute("get_claim_status", {"claim_id": "CLM-2024-0002"}, CLAIMS)
+    assert r.ok and r.result["status"] == "investigating"
+    r = registry.execute("list_customer_policies", {"customer_id": "CUS-1001"}, CLAIMS)
+    assert [p["policy_id"] for p in r.result] == ["POL-2024-0001", "POL-2024-0002"]
+    r = registry.execute("get_policy_status", {"policy_id": "POL-1999-0000"}, STAFF)
+    assert r.ok and r.result == {"error": "not found: POL-1999-0000"}
+
+
+def test_denied_invalid_unknown_and_failing_calls_come_back_as_results(registry: ToolRegistry) -> None:
+    r = registry.execute("get_claim_status", {"claim_id": "CLM-2024-0001"}, STAFF)
+    assert not r.ok and r.denied and "permission denied" in r.error
+    r = registry.execute("get_policy_status", {"policy": "x"}, STAFF)
+    assert not r.ok and "invalid arguments" in r.error and "policy_id" in r.error
+    r = registry.execute("drop_tables", {}, ADMIN)
+    assert not r.ok and "unknown tool" in r.error
+    r = registry.execute("calculator", {"expression": "__import__('os').system('id')"}, STAFF)
+    assert not r.ok and "not allowed" in r.error
+    assert json.loads(r.for_model())["error"].startswith("'calculator' failed")
+
+
+def test_draft_email_goes_to_the_outbox_not_the_network(registry: ToolRegistry, tmp_path: Path) -> None:
+    r = registry.execute("draft_email", {"to": "zhang.wei@example.com", "subject": "进度", "body": "您好"}, CLAIMS)
+    assert r.ok and r.result["status"] == "saved to outbox"
+    with connect(tmp_path / "business.db") as conn:
+        row = dict(conn.execute("SELECT * FROM outbox").fetchone())
+    assert row["recipient"] == "zhang.wei@example.com" and row["created_by"] == "li" and row["status"] == "draft"
+
+
+def test_safe_calculator() -> None:
+    assert safe_eval("(2600 - 100) × 0.9") == 2250
+    assert safe_eval("400 * 85 + 250 * 160 + 20,000") == 94000
+    for bad in ("a + 1", "2 ** 1000", "1/0", "open('x')", "(1"):
+        with pytest.raises(ValueError):
+            safe_eval(bad)
+
+
+def test_a_company_tool_is_one_decorated_function_with_a_timeout() -> None:
+    @business_tool(roles={"finance"}, timeout_s=0.2)
+    def slow_ledger(account: str) -> dict:
+        """Ledger balance (账户余额)"""
+        time.sleep(2)
+        return {"account": account}
+
+    reg = ToolRegistry().add(slow_ledger)
+    assert reg.schemas(User("f", "finance"))[0]["function"]["description"] == "Ledger balance (账户余额)"
+    assert reg.schemas(STAFF) == []
+    t0 = time.perf_counter()
+    r = reg.execute("slow_ledger", {"account": "A1"}, User("f", "finance"))
+    assert not r.ok and "did not answer within 0.2 s" in r.error and time.perf_counter() - t0 < 1.5
