@@ -7,6 +7,7 @@ a `.env` file in the working directory, then the defaults below.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,13 @@ class Settings(BaseSettings):
     )
     lock_timeout_s: float = Field(default=10.0, ge=0, description="How long to wait for another ingest.")
     default_kb: str = "default"
+    # retrieval (the chain)
+    fusion: Literal["rrf", "weighted"] = Field(default="rrf", description="How dense and BM25 results combine.")
+    dense_weight: float = Field(default=0.6, ge=0, le=1, description="Dense share in weighted fusion.")
+    min_relevance: float = Field(
+        default=0.83, ge=0, le=1,
+        description="Relevance floor: below this best dense cosine the documents are taken not to answer.",
+    )
 
     @field_validator("home")
     @classmethod
