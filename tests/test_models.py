@@ -60,3 +60,13 @@ def test_unprepared_offline_model_and_bad_paths_are_clear_errors(settings: Setti
     (tmp_path / "notamodel").mkdir()
     with pytest.raises(AssistantError, match="no config.json"):
         load_model(str(tmp_path / "notamodel"), settings)
+
+
+def test_a_model_too_big_for_memory_is_refused_with_numbers(tmp_path: Path, settings: Settings) -> None:
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "qwen3", "dtype": "bfloat16"}', encoding="utf-8")
+    with open(folder / "model.safetensors", "wb") as fh:  # sparse: 4 TiB on paper, nothing on disk
+        fh.truncate(4 * 2**40)
+    with pytest.raises(AssistantError, match=r"needs about \d+.\d GiB of cpu memory .* only .* GiB is free"):
+        load_model(str(folder), settings)
