@@ -46,6 +46,24 @@ class Settings(BaseSettings):
         description="Relevance floor: below this best dense cosine the documents are taken not to answer.",
     )
 
+    # generation (the chain)
+    model: str = Field(default="offline", description="Base model spec: 'offline', a folder, a .gguf, a hub id.")
+    adapter: str | None = Field(
+        default=None, description="Adapter for requests that name none: NAME or NAME@vN; default: the active "
+        "version of the user's department adapter if one exists, else of 'default_adapter'.",
+    )
+    default_adapter: str = Field(default="claims", description="Adapter name used when no department one exists.")
+    backend: Literal["local", "openai"] = Field(
+        default="local", description="'local' (transformers + peft) or 'openai' (an OpenAI-compatible server)."
+    )
+    openai_base_url: str = Field(default="http://localhost:8000/v1", description="vLLM / llama.cpp / Ollama URL.")
+    openai_api_key: str | None = None
+    openai_model: str = Field(default="Qwen/Qwen3-8B", description="Served model name when no adapter is named.")
+    max_new_tokens: int = Field(default=384, ge=1)
+    max_tool_steps: int = Field(default=4, ge=1, description="Model calls per question (tool loop limit).")
+    retrieval_k: int = Field(default=4, ge=1, description="Passages put in front of the model.")
+    thinking: bool = Field(default=False, description="Qwen3 thinking mode by default (/think, /no_think override).")
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, v: Path) -> Path:
@@ -65,6 +83,14 @@ class Settings(BaseSettings):
 
     def kb_dir(self, name: str) -> Path:
         return self.kb_root / name
+
+    @property
+    def audit_db(self) -> Path:
+        return self.home / "audit.db"
+
+    @property
+    def business_db(self) -> Path:
+        return self.home / "business.db"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -16,7 +16,7 @@ def qwen3_tokenizer_dir() -> Path:
     return TOKENIZER_DIR
 
 
-def build_tiny_qwen3(target: Path, seed: int = 0) -> Path:
+def build_tiny_qwen3(target: Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
     import torch
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
@@ -24,12 +24,12 @@ def build_tiny_qwen3(target: Path, seed: int = 0) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     config = Qwen3Config(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        head_dim=16,
+        head_dim=hidden // 4,
         max_position_embeddings=2048,
         tie_word_embeddings=True,
         # wide enough logits that a LoRA on the linear layers can move the (frozen, tied) output distribution

@@ -1,0 +1,393 @@
+"""The assistant chain: retrieve -> prompt with numbered passages -> model (with the user's adapter) ->
+tool loop -> cited answer, streamed, permission-checked and audited.
+
+Retrieved text and tool results only ever enter the prompt as data; what a user may do (tools, knowledge
+bases) is decided from the user, never from text, so a poisoned document cannot grant itself anything.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+
+from assistant.audit import AuditLog
+from assistant.config import Settings
+from assistant.llm import message_from_openai, parsed_message
+from assistant.prompts import CITATION, Passage, is_chinese, no_answer, system_prompt
+from assistant.retrieval import HybridRetriever, RetrievalResult
+from assistant.tools import ToolRegistry, ToolResult, User
+from ingest.errors import AssistantError
+
+Emit = Callable[[str, Any], None]  # (kind, payload): token | thinking | tool | sources | status
+_THINK_OPEN, _THINK_CLOSE, _CALL = "<think>", "</think>", "<tool_call>"
+
+
+class StreamRouter:
+    """Splits streamed model text into thinking and answer pieces; tool-call markup is never shown."""
+
+    def __init__(self, emit: Emit) -> None:
+        self.emit = emit
+        self.buf = ""
+        self.state = "start"  # start | think | answer | tool
+
+    def _safe(self, tags: tuple[str, ...]) -> int:
+        """How much of the buffer can go out now: keep back a tail that may begin one of `tags`."""
+        for n in range(min(len(self.buf), max(len(t) for t in tags) - 1), 0, -1):
+            if any(t.startswith(self.buf[-n:]) for t in tags):
+                return len(self.buf) - n
+        return len(self.buf)
+
+    def feed(self, piece: str) -> None:
+        self.buf += piece
+        while self.buf:
+            if self.state == "start":
+                stripped = self.buf.lstrip()
+                if not stripped:
+                    return
+                if stripped.startswith(_THINK_OPEN):
+                    self.buf, self.state = stripped[len(_THINK_OPEN):], "think"
+                elif _THINK_OPEN.startswith(stripped):
+                    return  # could still become <think>
+                else:
+                    self.state = "answer"
+            elif self.state == "think":
+                idx = self.buf.find(_THINK_CLOSE)
+                if idx >= 0:
+                    self.emit("thinking", self.buf[:idx])
+                    self.buf, self.state = self.buf[idx + len(_THINK_CLOSE):].lstrip("\n"), "answer"
+                    continue
+                n = self._safe((_THINK_CLOSE,))
+                if n:
+                    self.emit("thinking", self.buf[:n])
+                    self.buf = self.buf[n:]
+                return
+            elif self.state == "answer":
+                m = re.search(r"<tool_call>|```", self.buf)
+                if m:
+                    if m.start():
+                        self.emit("token", self.buf[: m.start()])
+                    self.buf, self.state = "", "tool"
+                    return
+                n = self._safe((_CALL, "```"))
+                if n:
+                    self.emit("token", self.buf[:n])
+                    self.buf = self.buf[n:]
+                return
+            else:  # tool: swallowed; the chain reports the parsed call instead
+                self.buf = ""
+                return
+
+    def finish(self) -> None:
+        if self.buf and self.state in ("answer", "start"):
+            self.emit("token", self.buf)
+        elif self.buf and self.state == "think":
+            self.emit("thinking", self.buf)
+        self.buf = ""
+
+
+@dataclass
+class Source:
+    n: int
+    source: str
+    page: int | None
+    clause: str | None
+    text: str
+    score: float
+    chunk_id: str
+    cited: bool = False
+    dense: float | None = None
+    bm25: float | None = None
+
+
+@dataclass
+class Answer:
+    question: str
+    answer: str
+    passages: list[Source]
+    tool_calls: list[ToolResult]
+    thinking: str = ""
+    relevant: bool = True
+    model: str = ""
+    adapter: str | None = None
+    latency_s: float = 0.0
+    retrieval_ms: float = 0.0
+    prefill_s: float | None = None
+    tokens_per_s: float | None = None
+    audit_id: int | None = None
+    steps: int = 0
+    error: str | None = None
+
+    @property
+    def sources(self) -> list[Source]:
+        return [p for p in self.passages if p.cited]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "answer": self.answer,
+            "sources": [{"n": s.n, "source": s.source, "page": s.page, "clause": s.clause, "text": s.text,
+                         "score": round(s.score, 4), "chunk_id": s.chunk_id} for s in self.sources],
+            "tool_calls": [{"name": t.name, "arguments": t.arguments, "result": t.result if t.ok else None,
+                            "error": t.error, "denied": t.denied, "duration_s": t.duration_s}
+                           for t in self.tool_calls],
+            "thinking": self.thinking,
+            "latency_s": round(self.latency_s, 3),
+            "retrieved": [asdict(p) | {"score": round(p.score, 4)} for p in self.passages],
+            "relevant": self.relevant, "model": self.model, "adapter": self.adapter, "audit_id": self.audit_id,
+            "retrieval_ms": round(self.retrieval_ms, 1), "prefill_s": self.prefill_s,
+            "tokens_per_s": self.tokens_per_s, "error": self.error,
+        }
+
+
+def thinking_switch(question: str, default: bool) -> tuple[str, bool]:
+    """Qwen3's soft switches: a trailing or leading /think or /no_think overrides the default."""
+    think = default
+    for tag, value in (("/no_think", False), ("/think", True)):
+        if re.search(rf"(^|\s){re.escape(tag)}(\s|$)", question):
+            think = value
+            question = re.sub(rf"(^|\s){re.escape(tag)}(?=\s|$)", " ", question)
+    return question.strip(), think
+
+
+class Assistant:
+    def __init__(
+        self,
+        settings: Settings,
+        chat: BaseChatModel,
+        tools: ToolRegistry,
+        audit: AuditLog,
+        model_name: str,
+        kb_access: dict[str, set[str]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.chat = chat
+        self.tools = tools
+        self.audit = audit
+        self.model_name = model_name
+        self.kb_access = kb_access or {}
+        self._retrievers: dict[tuple[str, str | None], HybridRetriever] = {}
+
+    # ---- what the user may see -------------------------------------------------------------------
+    def retriever(self, kb: str) -> HybridRetriever:
+        from ingest.store import KnowledgeBase
+
+        version = KnowledgeBase(self.settings, kb).current_version()
+        key = (kb, version)
+        if key not in self._retrievers:  # reloaded when the knowledge base changed
+            self._retrievers = {k: v for k, v in self._retrievers.items() if k[0] != kb}
+            self._retrievers[key] = HybridRetriever(self.settings, kb)
+        return self._retrievers[key]
+
+    def check_kb(self, user: User, kb: str) -> None:
+        allowed = self.kb_access.get(kb)
+        if allowed and not user.is_admin and user.department not in allowed:
+            raise AssistantError(f"user '{user.name}' may not use knowledge base '{kb}'")
+
+    def resolve_adapter(self, user: User, requested: str | None) -> str | None:
+        from finetune import registry
+
+        if requested:
+            return requested if requested != "none" else None
+        if self.settings.adapter:
+            return self.settings.adapter
+        names = registry.list_names(self.settings)
+        for name in (user.department, self.settings.default_adapter):
+            if name and name in names:
+                try:
+                    return registry.get(self.settings, name).ref
+                except AssistantError:
+                    continue  # no active version
+        return None
+
+    # ---- one turn ----------------------------------------------------------------------------------
+    def ask(
+        self,
+        question: str,
+        user: User,
+        history: list[dict[str, str]] | None = None,
+        kb: str | None = None,
+        adapter: str | None = None,
+        think: bool | None = None,
+        on_event: Emit | None = None,
+        conversation_id: str | None = None,
+    ) -> Answer:
+        t0 = time.perf_counter()
+        emit: Emit = on_event or (lambda kind, payload: None)
+        question, think = thinking_switch(question, self.settings.thinking if think is None else think)
+        kb = kb or self.settings.default_kb
+        history = history or []
+        ans = Answer(question, "", [], [], model=self.model_name)
+        try:
+            self.check_kb(user, kb)
+            ans.adapter = self.resolve_adapter(user, adapter)
+            retrieved = self._retrieve(question, history, kb, user, ans)
+            emit("sources", ans.passages)
+            self._generate(question, history, retrieved, user, think, ans, emit)
+        except AssistantError as exc:
+            ans.error = str(exc)
+            ans.answer = ans.answer or f"⚠ {exc}"
+        ans.latency_s = time.perf_counter() - t0
+        ans.audit_id = self.audit.record(
+            user=user.name, role=user.role, department=user.department, conversation_id=conversation_id,
+            question=question, kb=kb, model=self.model_name, adapter=ans.adapter, thinking_mode=int(think),
+            retrieved=[{"chunk_id": p.chunk_id, "source": p.source, "page": p.page, "score": p.score,
+                        "dense": p.dense, "bm25": p.bm25} for p in ans.passages],
+            tool_calls=[asdict(t) for t in ans.tool_calls], answer=ans.answer, thinking=ans.thinking,
+            cited=[p.chunk_id for p in ans.sources], latency_s=ans.latency_s, retrieval_ms=ans.retrieval_ms,
+            prefill_s=ans.prefill_s, tokens_per_s=ans.tokens_per_s, error=ans.error,
+        )
+        return ans
+
+    def _retrieve(self, question: str, history: list[dict[str, str]], kb: str, user: User,
+                  ans: Answer) -> RetrievalResult:
+        from ingest.store import KnowledgeBase
+
+        t = time.perf_counter()
+        if not KnowledgeBase(self.settings, kb).exists():
+            raise AssistantError(f"knowledge base '{kb}' is empty; add documents with `ingest add PATH --kb {kb}`")
+        # a short follow-up ("and for disability?") is searched together with the previous question
+        last_user = next((h["content"] for h in reversed(history) if h["role"] == "user"), "")
+        query = f"{last_user} {question}" if last_user and len(question) < 40 else question
+        departments = None if user.is_admin else [None, user.department]
+        res = self.retriever(kb).retrieve(query, self.settings.retrieval_k, departments=departments)
+        ans.retrieval_ms = (time.perf_counter() - t) * 1000
+        ans.relevant = res.relevant
+        if res.relevant:
+            ans.passages = [Source(i, r.hit.source, r.hit.page, r.hit.clause or None, r.hit.text, r.score,
+                                   r.hit.chunk_id, dense=r.dense, bm25=r.bm25)
+                            for i, r in enumerate(res.passages, 1)]
+        return res
+
+    @staticmethod
+    def messages(question: str, history: list[dict[str, str]], passages: list[Source]) -> list[BaseMessage]:
+        """The prompt: system (rules + numbered passages), the recent history, the question."""
+        numbered = [Passage(p.source, p.text, p.page, p.clause) for p in passages]
+        out: list[BaseMessage] = [SystemMessage(system_prompt(numbered, is_chinese(question)))]
+        for h in history[-6:]:
+            out.append(HumanMessage(h["content"]) if h["role"] == "user" else AIMessage(h["content"]))
+        out.append(HumanMessage(question))
+        return out
+
+    def prompt_for(self, question: str, user: User, history: list[dict[str, str]] | None = None,
+                   kb: str | None = None) -> tuple[list[dict[str, Any]], list[dict], Answer]:
+        """Exactly what the model would be sent for this question (training data for chain behaviour)."""
+        from assistant.llm import to_template_messages
+
+        ans = Answer(question, "", [], [])
+        self._retrieve(question, history or [], kb or self.settings.default_kb, user, ans)
+        return to_template_messages(self.messages(question, history or [], ans.passages)), \
+            self.tools.schemas(user), ans
+
+    def _model_turn(self, messages: list[BaseMessage], tools: list[dict], think: bool, adapter: str | None,
+                    emit: Emit) -> AIMessage:
+        router = StreamRouter(emit)
+        if self.settings.backend == "openai":
+            acc: AIMessageChunk | None = None
+            request = {"model": adapter or self.settings.openai_model,  # vLLM serves each LoRA as a model name
+                       "extra_body": {"chat_template_kwargs": {"enable_thinking": think}}}
+            for chunk in self.chat.stream(messages, tools=tools or None, **request):
+                acc = chunk if acc is None else acc + chunk
+                if isinstance(chunk.content, str) and chunk.content:
+                    router.feed(chunk.content)
+            router.finish()
+            msg = AIMessage(content=acc.content if acc else "", tool_calls=acc.tool_calls if acc else [],
+                            additional_kwargs=acc.additional_kwargs if acc else {})
+            return message_from_openai(msg)
+        text = ""
+        for chunk in self.chat.stream(messages, tools=tools or None, enable_thinking=think, adapter=adapter,
+                                      max_new_tokens=self.settings.max_new_tokens):
+            text += chunk.content
+            router.feed(chunk.content)
+        router.finish()
+        return parsed_message(text)
+
+    def _generate(self, question: str, history: list[dict[str, str]], retrieved: RetrievalResult, user: User,
+                  think: bool, ans: Answer, emit: Emit) -> None:
+        messages = self.messages(question, history, ans.passages)
+        tools = self.tools.schemas(user)
+        thinking: list[str] = []
+        final = ""
+        for step in range(1, self.settings.max_tool_steps + 1):
+            ans.steps = step
+            msg = self._model_turn(messages, tools, think, ans.adapter, emit)
+            stats = getattr(getattr(self.chat, "runtime", None), "last_stats", None)
+            if stats and ans.prefill_s is None:
+                ans.prefill_s, ans.tokens_per_s = round(stats.prefill_s, 3), round(stats.tokens_per_s, 2)
+            if msg.additional_kwargs.get("reasoning_content"):
+                thinking.append(msg.additional_kwargs["reasoning_content"])
+            errors = msg.additional_kwargs.get("tool_call_errors") or []
+            if not msg.tool_calls and not errors:
+                final = str(msg.content)
+                break
+            # a turn with only malformed calls keeps its raw text, so the model sees what it got wrong
+            shown = str(msg.content) if msg.tool_calls else str(msg.additional_kwargs.get("raw", msg.content))
+            messages.append(AIMessage(content=shown, tool_calls=msg.tool_calls))
+            for call in msg.tool_calls:
+                result = self.tools.execute(call["name"], call["args"], user)
+                ans.tool_calls.append(result)
+                emit("tool", result)
+                messages.append(ToolMessage(result.for_model(), tool_call_id=call["id"], name=call["name"]))
+            for err in errors:  # tell the model what was wrong so it can retry
+                messages.append(ToolMessage(json.dumps({"error": f"malformed tool call: {err}. Use <tool_call>"
+                                                        '{"name": ..., "arguments": {...}}</tool_call>.'}),
+                                            tool_call_id="invalid"))
+        else:
+            final = ("已达到工具调用次数上限，未能完成回答。" if is_chinese(question)
+                     else "Stopped after the tool-call limit without a final answer.")
+        ans.thinking = "\n\n".join(t for t in thinking if t)
+        used_tools = any(t.ok for t in ans.tool_calls)
+        if not retrieved.relevant and not used_tools and not ans.tool_calls:
+            # nothing relevant retrieved and no business data looked up: do not let the model improvise
+            final = no_answer(question)
+            emit("status", "no_relevant_documents")
+        ans.answer = self._cite(final, ans)
+
+    @staticmethod
+    def _cite(text: str, ans: Answer) -> str:
+        """Mark cited passages; drop [n] markers that point at no passage (a model's invention)."""
+        valid = {p.n for p in ans.passages}
+
+        def keep(m: re.Match[str]) -> str:
+            n = int(m.group(1))
+            if n in valid:
+                ans.passages[n - 1].cited = True
+                return m.group(0)
+            return ""
+
+        return CITATION.sub(keep, text).strip()
+
+
+def build_assistant(settings: Settings, runtime: Any = None, chat: BaseChatModel | None = None,
+                    tools: ToolRegistry | None = None, kb_access: dict[str, set[str]] | None = None) -> Assistant:
+    """The assistant over the configured backend, the demo business tools and the audit log."""
+    from assistant.business_db import ensure_business_db
+    from assistant.demo_tools import demo_registry
+    from assistant.llm import LocalQwenChat, openai_chat
+
+    if chat is None:
+        if settings.backend == "openai":
+            chat = openai_chat(settings, settings.adapter, settings.thinking)
+            name = f"openai:{settings.openai_base_url}"
+        else:
+            from assistant.runtime import ModelRuntime
+
+            runtime = runtime or ModelRuntime.load(settings.model, settings)
+            chat = LocalQwenChat(runtime=runtime, max_new_tokens=settings.max_new_tokens)
+            name = runtime.name
+    else:
+        name = getattr(getattr(chat, "runtime", None), "name", chat._llm_type)
+    assistant = Assistant(settings, chat, tools or ToolRegistry(), AuditLog(settings.audit_db), name, kb_access)
+    if tools is None:
+        def search(query: str) -> list[dict]:
+            res = assistant.retriever(settings.default_kb).retrieve(query, 3)
+            return [{"source": p.hit.source, "page": p.hit.page, "clause": p.hit.clause, "text": p.hit.text[:400]}
+                    for p in res.passages]
+
+        assistant.tools = demo_registry(ensure_business_db(settings.business_db), search)
+    return assistant
