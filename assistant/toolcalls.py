@@ -10,6 +10,7 @@ from typing import Any
 
 _THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.S)
 _TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
+_BARE = re.compile(r"(\{.*\})", re.S)
 _FENCED = re.compile(r"```(?:json|tool_call)?\s*(\{.*?\})\s*```", re.S)
 
 
@@ -64,6 +65,8 @@ def parse_output(text: str) -> ParsedOutput:
     blocks = list(_TOOL_CALL.finditer(rest))
     if not blocks:  # small models often write ```json {"name": ..., "arguments": ...}```
         blocks = [m for m in _FENCED.finditer(rest) if '"name"' in m.group(1)]
+    if not blocks and rest.startswith("{") and '"name"' in rest:  # or the bare JSON object alone
+        blocks = [m for m in [_BARE.fullmatch(rest)] if m]
     for m in blocks:
         try:
             parsed = _as_call(json.loads(m.group(1)))

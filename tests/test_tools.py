@@ -84,3 +84,19 @@ def test_a_company_tool_is_one_decorated_function_with_a_timeout() -> None:
     t0 = time.perf_counter()
     r = reg.execute("slow_ledger", {"account": "A1"}, User("f", "finance"))
     assert not r.ok and "did not answer within 0.2 s" in r.error and time.perf_counter() - t0 < 1.5
+
+
+def test_tool_call_parsing_accepts_the_forms_small_models_emit() -> None:
+    from assistant.toolcalls import parse_output
+
+    for text in ('<tool_call>\n{"name": "calculator", "arguments": {"expression": "1+1"}}\n</tool_call>',
+                 '```json\n{"name": "calculator", "arguments": {"expression": "1+1"}}\n```',
+                 '{"name": "calculator", "arguments": "{\\"expression\\": \\"1+1\\"}"}'):
+        out = parse_output(text)
+        assert [(c.name, c.arguments) for c in out.calls] == [("calculator", {"expression": "1+1"})], text
+        assert out.content == "" and not out.errors
+    out = parse_output("<think>\nplan\n</think>\n\n答案 [1]")
+    assert (out.thinking, out.content, out.calls) == ("plan", "答案 [1]", [])
+    bad = parse_output('<tool_call>\n{"name": "calculator", "arguments": {1+1}}\n</tool_call>')
+    assert bad.calls == [] and "not valid JSON" in bad.errors[0]
+    assert parse_output('The JSON {"a": 1} is data').calls == []
