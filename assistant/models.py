@@ -52,6 +52,7 @@ def prepare_offline_model(settings: Settings, log: Callable[[str], None] = print
     """
     target = offline_model_dir(settings)
     if (target / ".complete").exists():
+        _drop_quantization_config(target)
         return target
     try:
         parts = [Path(importlib.import_module(name).get_part_path()) for name in OFFLINE_PARTS]
@@ -84,6 +85,8 @@ def prepare_offline_model(settings: Settings, log: Callable[[str], None] = print
         fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
         fresh.load_state_dict(loaded.state_dict())
         fresh.generation_config = loaded.generation_config
+        if hasattr(fresh.config, "quantization_config"):  # the weights are dequantised fp32 now
+            del fresh.config.quantization_config
         out_dir = work / "model"
         fresh.save_pretrained(str(out_dir))
         tokenizer.save_pretrained(str(out_dir))
@@ -99,6 +102,17 @@ def prepare_offline_model(settings: Settings, log: Callable[[str], None] = print
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def _drop_quantization_config(folder: Path) -> None:
+    """Folders converted by an earlier version kept the GGUF's quantization_config, which makes
+    transformers' Trainer refuse to train the (actually fp32) weights: remove it in place."""
+    from assistant.files import atomic_write_text
+
+    cfg_path = folder / "config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    if cfg.pop("quantization_config", None) is not None:
+        atomic_write_text(cfg_path, json.dumps(cfg, indent=2))
 
 
 def pick_device() -> tuple[str, Any]:

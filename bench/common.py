@@ -44,7 +44,15 @@ def run_isolated(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any
     queue: mp.Queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(fn, args, queue))
     proc.start()
-    result = queue.get()
+    import queue as queue_mod
+
+    while True:  # a child that dies (an exception, the OOM killer) must not hang the benchmark
+        try:
+            result = queue.get(timeout=5)
+            break
+        except queue_mod.Empty:
+            if not proc.is_alive():
+                raise SystemExit(f"{fn.__name__} failed in its process (exit code {proc.exitcode})") from None
     proc.join()
     return result
 

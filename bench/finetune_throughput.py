@@ -51,13 +51,13 @@ def ours(model_name: str, steps: int, batch: int, max_length: int, seed: int) ->
     import random
     import tempfile
 
-    from assistant.config import Settings
+    from assistant.config import Settings, load_settings
     from finetune.data import Dataset, load_datasets
     from finetune.recipe import Recipe
     from finetune.trainer import train
 
-    settings = Settings(home=Path(tempfile.mkdtemp()))
-    lm = _load(model_name, settings)
+    settings = Settings(home=Path(tempfile.mkdtemp()))  # runs go to a scratch home
+    lm = _load(model_name, load_settings())  # the model comes from the user's home
     convs = [c for d in load_datasets([DATA]) for c in d.conversations]
     random.Random(seed).shuffle(convs)  # the same examples, in the same order, as the baseline
     ds = Dataset(DATA, convs[: steps * batch], sha256="bench")
@@ -78,12 +78,11 @@ def baseline(model_name: str, steps: int, batch: int, max_length: int, seed: int
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainingArguments
 
-    from assistant.config import Settings
+    from assistant.config import load_settings
     from finetune.data import load_datasets
     from finetune.render import render_text
 
-    settings = Settings(home=Path(tempfile.mkdtemp()))
-    lm = _load(model_name, settings)
+    lm = _load(model_name, load_settings())
     tok = lm.tokenizer
     convs = [c for d in load_datasets([DATA]) for c in d.conversations]
     random.Random(seed).shuffle(convs)
