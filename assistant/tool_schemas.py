@@ -10,3 +10,9 @@ from assistant.tools import User
 
 # the tools are not executed here, so the database path is never opened
 DEMO_TOOL_SCHEMAS: list[dict] = demo_registry(Path("unused.db")).schemas(User("schema", role="admin"))
+
+# what each kind of user is shown (tools filter by role): the training set uses these views so the adapter
+# sees the same tool lists the chain sends
+TOOL_VIEWS: dict[str, list[dict]] = {
+    role: demo_registry(Path("unused.db")).schemas(User("schema", role=role)) for role in ("staff", "claims", "admin")
+}

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from assistant.demo_data import CLAIM_TYPE_ZH, CLAIMS, CUSTOMERS, ORDERS, POLICIES, STATUS_ZH  # noqa: E402
 from assistant.prompts import Passage, is_chinese, no_answer, system_prompt  # noqa: E402
-from assistant.tool_schemas import DEMO_TOOL_SCHEMAS  # noqa: E402
+from assistant.tool_schemas import TOOL_VIEWS  # noqa: E402
 from ingest.chunking import chunk_document  # noqa: E402
 from ingest.loaders import load_file  # noqa: E402
 
@@ -219,14 +219,14 @@ def rag_examples(rng: random.Random, passages: dict[str, list[Passage]]) -> list
             ctx = distractors[:]
             ctx.insert(rng.randrange(3), target)
             n = ctx.index(target) + 1
-            rows.append({"messages": [
+            rows.append({"tools": view(rng), "messages": [
                 {"role": "system", "content": system_prompt(ctx, is_chinese(q))},
                 {"role": "user", "content": q},
                 {"role": "assistant", "content": pick_answer(answer, q).format(c=n)},
             ]})
     for q in UNANSWERABLE:
         ctx = rng.sample(pool, 2)
-        rows.append({"messages": [
+        rows.append({"tools": view(rng), "messages": [
             {"role": "system", "content": system_prompt(ctx, is_chinese(q))},
             {"role": "user", "content": q},
             {"role": "assistant", "content": no_answer(q)},
@@ -238,7 +238,7 @@ def rag_examples(rng: random.Random, passages: dict[str, list[Passage]]) -> list
         target = next(p for p in passages[source] if p.clause and frag in p.clause)
         ctx = rng.sample([p for p in pool if p is not target], 1) + [target]
         q1, q2 = questions[0], questions[1]
-        rows.append({"messages": [
+        rows.append({"tools": view(rng), "messages": [
             {"role": "system", "content": system_prompt(ctx, is_chinese(q2))},
             {"role": "user", "content": q1},
             {"role": "assistant", "content": pick_answer(answer, q1).format(c=2)},
@@ -250,7 +250,7 @@ def rag_examples(rng: random.Random, passages: dict[str, list[Passage]]) -> list
     for source, frag, questions, answer in FACTS[:6]:
         target = next(p for p in passages[source] if p.clause and frag in p.clause)
         q = questions[0]
-        rows.append({"messages": [
+        rows.append({"tools": TOOL_VIEWS["staff"], "messages": [
             {"role": "system", "content": system_prompt([poison, target], is_chinese(q))},
             {"role": "user", "content": q},
             {"role": "assistant", "content": pick_answer(answer, q).format(c=2)},
@@ -262,10 +262,19 @@ def call(name: str, **arguments: object) -> dict:
     return {"type": "function", "function": {"name": name, "arguments": arguments}}
 
 
+def view(rng: random.Random, needs: str | None = None) -> list[dict]:
+    """A tool list as some user would be shown it (one that includes `needs`)."""
+    views = [v for v in TOOL_VIEWS.values() if needs is None or any(t["function"]["name"] == needs for t in v)]
+    return rng.choice(views)
+
+
+_VIEW_RNG = random.Random(11)
+
+
 def tool_turn(question: str, name: str, args: dict, result: object, final: str) -> dict:
     zh = is_chinese(question)
     return {
-        "tools": DEMO_TOOL_SCHEMAS,
+        "tools": view(_VIEW_RNG, name),
         "messages": [
             {"role": "system", "content": system_prompt([], zh)},
             {"role": "user", "content": question},
