@@ -212,3 +212,24 @@ def test_empty_knowledge_base_and_forbidden_kb_are_clear_errors(env: dict, tmp_p
         assert ans.error and "may not use knowledge base" in ans.error
     finally:
         a.kb_access.clear()
+
+
+def test_openai_compatible_backend_over_http(env: dict) -> None:
+    """The `openai` backend against a real HTTP server that serves the adapter by model name (as vLLM does)."""
+    from assistant.llm import openai_chat
+    from tests.openai_server import serve
+
+    server, url = serve(env["runtime"], "base")
+    try:
+        settings = env["settings"].model_copy(update={
+            "backend": "openai", "openai_base_url": url, "openai_model": "base", "adapter": "claims@v1"})
+        local: Assistant = env["assistant"]
+        a = Assistant(settings, openai_chat(settings, None, False), local.tools, local.audit, f"openai:{url}")
+        tokens: list[str] = []
+        ans = a.ask(Q_TOOL, STAFF, on_event=lambda k, p: k == "token" and tokens.append(p))
+        assert ans.adapter == "claims@v1" and ans.error is None
+        assert [t.name for t in ans.tool_calls] == ["get_policy_status"] and ans.tool_calls[0].ok
+        assert ans.answer == "保单有效。" and "".join(tokens) == "保单有效。"
+        assert a.audit.get(ans.audit_id)["model"] == f"openai:{url}"
+    finally:
+        server.shutdown()

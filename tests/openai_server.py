@@ -1,0 +1,71 @@
+"""A small OpenAI-compatible chat server over our runtime (what vLLM does with `--enable-lora`, at test
+scale): `/v1/chat/completions`, streaming (SSE) or not, the adapter chosen by the request's model name,
+`chat_template_kwargs` honoured. It lets the tests drive the `openai` backend through real HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from assistant.runtime import ModelRuntime
+
+
+def _template_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for m in messages:
+        d = {"role": m["role"], "content": m.get("content") or ""}
+        if m.get("tool_calls"):
+            d["tool_calls"] = [{"type": "function", "function": {
+                "name": c["function"]["name"], "arguments": json.loads(c["function"]["arguments"] or "{}")}}
+                for c in m["tool_calls"]]
+        out.append(d)
+    return out
+
+
+def serve(runtime: ModelRuntime, base_model_name: str) -> tuple[ThreadingHTTPServer, str]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:  # quiet
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            model = body.get("model")
+            key = runtime.ensure_adapter(model) if model and model != base_model_name else None
+            think = bool((body.get("chat_template_kwargs") or {}).get("enable_thinking", False))
+            prompt = runtime.render(_template_messages(body["messages"]), body.get("tools"), think)
+            budget = body.get("max_completion_tokens") or body.get("max_tokens") or 64
+            pieces = runtime.stream(prompt, key, int(budget))
+            if not body.get("stream"):
+                text = "".join(pieces)
+                payload = {"id": "cmpl", "object": "chat.completion", "created": int(time.time()), "model": model,
+                           "choices": [{"index": 0, "finish_reason": "stop",
+                                        "message": {"role": "assistant", "content": text}}]}
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+
+            def send(delta: dict[str, Any], finish: str | None = None) -> None:
+                chunk = {"id": "cmpl", "object": "chat.completion.chunk", "created": int(time.time()),
+                         "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+
+            send({"role": "assistant", "content": ""})
+            for piece in pieces:
+                send({"content": piece})
+            send({}, "stop")
+            self.wfile.write(b"data: [DONE]\n\n")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
