@@ -382,6 +382,8 @@ def build_assistant(settings: Settings, runtime: Any = None, chat: BaseChatModel
             name = runtime.name
     else:
         name = getattr(getattr(chat, "runtime", None), "name", chat._llm_type)
+    if kb_access is None:
+        kb_access = {kb: set(depts) for kb, depts in settings.kb_access.items()}
     assistant = Assistant(settings, chat, tools or ToolRegistry(), AuditLog(settings.audit_db), name, kb_access)
     if tools is None:
         def search(query: str) -> list[dict]:

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     max_tool_steps: int = Field(default=4, ge=1, description="Model calls per question (tool loop limit).")
     retrieval_k: int = Field(default=4, ge=1, description="Passages put in front of the model.")
     thinking: bool = Field(default=False, description="Qwen3 thinking mode by default (/think, /no_think override).")
+    kb_access: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Knowledge bases restricted to departments, e.g. {"hr": ["hr"]} (JSON in ASSISTANT_KB_ACCESS); '
+        "unlisted ones are open to everyone; admins see all.",
+    )
 
     @field_validator("home")
     @classmethod

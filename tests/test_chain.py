@@ -233,3 +233,15 @@ def test_openai_compatible_backend_over_http(env: dict) -> None:
         assert a.audit.get(ans.audit_id)["model"] == f"openai:{url}"
     finally:
         server.shutdown()
+
+
+def test_kb_access_comes_from_settings(env: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from assistant.config import load_settings
+
+    monkeypatch.setenv("ASSISTANT_KB_ACCESS", '{"default": ["claims"]}')
+    settings = load_settings(home=env["settings"].home)
+    a = build_assistant(settings, runtime=env["runtime"], tools=env["assistant"].tools)
+    assert a.kb_access == {"default": {"claims"}}
+    ans = a.ask(Q_RAG, STAFF)
+    assert ans.error and "may not use knowledge base 'default'" in ans.error
+    assert a.ask(Q_RAG, User("li", "claims", "claims")).error is None
