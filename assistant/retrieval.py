@@ -16,6 +16,7 @@ from assistant.config import Settings
 from ingest.pipeline import Searcher
 from ingest.store import SearchHit
 
+logging.getLogger("jieba").setLevel(logging.WARNING)  # once, not per tokenised text
 _WORD = re.compile(r"[\w\u4e00-\u9fff]")
 _STOP = {"的", "了", "是", "在", "和", "与", "及", "或", "吗", "呢", "what", "the", "a", "an", "of", "to", "is",
          "are", "and", "or", "in", "on", "for", "how", "do", "does", "i", "we", "can", "be", "by", "with", "之"}
@@ -24,7 +25,6 @@ _STOP = {"的", "了", "是", "在", "和", "与", "及", "或", "吗", "呢", "
 def bm25_tokens(text: str) -> list[str]:
     import jieba
 
-    jieba.setLogLevel(logging.WARNING)
     return [t for t in (w.strip() for w in jieba.lcut_for_search(text.lower())) if t and _WORD.match(t)
             and t not in _STOP]
 
