@@ -104,6 +104,7 @@ class Source:
     cited: bool = False
     dense: float | None = None
     bm25: float | None = None
+    path: str | None = None  # the source file (the UI opens the cited PDF page)
 
 
 @dataclass
@@ -132,7 +133,7 @@ class Answer:
         return {
             "answer": self.answer,
             "sources": [{"n": s.n, "source": s.source, "page": s.page, "clause": s.clause, "text": s.text,
-                         "score": round(s.score, 4), "chunk_id": s.chunk_id} for s in self.sources],
+                         "score": round(s.score, 4), "chunk_id": s.chunk_id, "path": s.path} for s in self.sources],
             "tool_calls": [{"name": t.name, "arguments": t.arguments, "result": t.result if t.ok else None,
                             "error": t.error, "denied": t.denied, "duration_s": t.duration_s}
                            for t in self.tool_calls],
@@ -260,7 +261,8 @@ class Assistant:
         ans.relevant = res.relevant
         if res.relevant:
             ans.passages = [Source(i, r.hit.source, r.hit.page, r.hit.clause or None, r.hit.text, r.score,
-                                   r.hit.chunk_id, dense=r.dense, bm25=r.bm25)
+                                   r.hit.chunk_id, dense=r.dense, bm25=r.bm25,
+                                   path=r.hit.metadata.get("path"))
                             for i, r in enumerate(res.passages, 1)]
         return res
 

@@ -148,5 +148,71 @@ def eval_(
     out.print(table)
 
 
+users_app = typer.Typer(help="Staff accounts for the chat UI (passwords stored as salted scrypt hashes).",
+                        no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="Login name.")],
+    role: RoleOpt = "staff", department: DeptOpt = None,
+    password: Annotated[str | None, typer.Option(
+        "--password", help="Default: asked for (hidden). Or ASSISTANT_NEW_PASSWORD for scripts.",
+        envvar="ASSISTANT_NEW_PASSWORD")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Overwrite an existing user (new password).")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Create a user."""
+    from assistant.users import add_user
+
+    settings = settings_or_exit(home=home)
+    if password is None:
+        password = typer.prompt(f"password for {name}", hide_input=True, confirmation_prompt=True)
+    with user_errors():
+        acc = add_user(settings.app_db, name, password, role, department, replace)
+    out.print(f"user [bold]{acc.name}[/bold] ({acc.role}, {acc.department or 'no department'}) saved")
+
+
+@users_app.command("list")
+def users_list(home: HomeOpt = None,
+               as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """List users (never their passwords)."""
+    from assistant.users import list_users
+
+    settings = settings_or_exit(home=home)
+    accounts = list_users(settings.app_db)
+    if as_json:
+        print_json([a.__dict__ for a in accounts])
+        return
+    table = Table("user", "role", "department", "created")
+    for a in accounts:
+        table.add_row(a.name, a.role, a.department or "-", a.created)
+    out.print(table)
+
+
+@users_app.command("remove")
+def users_remove(name: Annotated[str, typer.Argument(help="Login name.")], home: HomeOpt = None) -> None:
+    """Delete a user (their saved conversations stay; the audit log is never touched)."""
+    from assistant.users import remove_user
+
+    settings = settings_or_exit(home=home)
+    with user_errors():
+        remove_user(settings.app_db, name)
+    out.print(f"user {name} removed")
+
+
+@users_app.command("demo")
+def users_demo(home: HomeOpt = None) -> None:
+    """Create the demo accounts that are missing and print the demo logins."""
+    from assistant.users import DEMO_USERS, authenticate, ensure_demo_users
+
+    settings = settings_or_exit(home=home)
+    made = {m[0] for m in ensure_demo_users(settings.app_db)}
+    for name, password, role, dept in DEMO_USERS:
+        shown = password if name in made or authenticate(settings.app_db, name, password) else "(password changed)"
+        out.print(f"  {name:<11} / {shown:<18} {role} ({dept}){'  (new)' if name in made else ''}", markup=False)
+
+
 if __name__ == "__main__":
     app()

@@ -97,6 +97,15 @@ class Settings(BaseSettings):
     def business_db(self) -> Path:
         return self.home / "business.db"
 
+    @property
+    def app_db(self) -> Path:
+        """Users, conversations and feedback of the chat UI."""
+        return self.home / "app.db"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs"
+
 
 def load_settings(**overrides: object) -> Settings:
     """Settings from env/.env with CLI overrides applied (None values mean 'not given')."""

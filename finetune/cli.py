@@ -13,6 +13,7 @@ from rich.table import Table
 from assistant.clikit import err, out, print_json, settings_or_exit, user_errors
 from finetune import jobs, registry
 from finetune.recipe import load_recipe
+from ingest.errors import AssistantError
 
 app = typer.Typer(help="Train, evaluate and version LoRA adapters for the assistant's model.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -240,6 +241,75 @@ def merge(ref: Annotated[str, typer.Argument(help="NAME or NAME@vN.")],
     with user_errors():
         path = jobs.merge_adapter(ref, output, settings)
     out.print(f"merged model written to {path}")
+
+
+@app.command()
+def retrain(
+    name: Annotated[str, typer.Argument(help="Adapter to improve; its active version is the one to beat.")],
+    data: Annotated[
+        list[Path] | None, typer.Option("--data", help="Base training set (default: the active version's).")
+    ] = None,
+    epochs: Annotated[float | None, typer.Option(help="Epochs (default: the active version's recipe).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides epochs).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    eval_steps: Annotated[int | None, typer.Option(help="Optimizer steps between evaluations.")] = None,
+    eval_ratio: Annotated[float, typer.Option(help="Held-out share of the base set and of the feedback.")] = 0.1,
+    feedback_weight: Annotated[int, typer.Option(help="Times each feedback example is repeated.")] = 2,
+    tolerance: Annotated[float, typer.Option(help="Promote if held-out loss is at most (1+tolerance)× the active's.")]
+    = 0.0,
+    job_dir: Annotated[Path | None, typer.Option("--job-dir", help="Write progress here (the UI's jobs).")] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Learn from staff feedback: new version from feedback + base set, promoted only if not worse."""
+    from finetune.background import JobState
+    from finetune.retrain import retrain as run_retrain
+
+    settings = settings_or_exit(home=home)
+    state = JobState(job_dir) if job_dir else None
+    progress = None if as_json else _TrainProgress()
+
+    def on_event(ev: dict[str, Any]) -> None:
+        if state and ev["event"] == "start":
+            state.update(run=ev["run"])
+        if progress:
+            progress(ev)
+
+    def on_phase(phase: str, info: dict[str, Any]) -> None:
+        if state:
+            state.update(phase=phase, **{f"{phase}_info": info})
+        if not as_json:
+            err.print(f"[bold]{phase}[/bold] {info if phase != 'done' else ''}")
+
+    overrides = {k: v for k, v in dict(epochs=epochs, max_steps=max_steps, lr=lr, eval_steps=eval_steps).items()
+                 if v is not None}
+    if state:
+        state.update(phase="starting")
+    try:
+        res = run_retrain(settings, name, data, overrides, eval_ratio, feedback_weight, tolerance, on_event, on_phase)
+    except AssistantError as exc:
+        if state:
+            state.update(phase="failed", error=str(exc))
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except BaseException as exc:  # the job page must learn the job died, whatever killed it
+        if state:
+            state.update(phase="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    if state:
+        state.update(phase="done", result=res.to_dict())
+    if as_json:
+        print_json(res.to_dict())
+        return
+    c, a = res.candidate_eval, res.active_eval
+    out.print(f"feedback: {res.feedback}")
+    out.print(f"held-out loss: {res.candidate} {c['eval_loss']:.4f} vs active {res.active} {a['eval_loss']:.4f}; "
+              f"token accuracy {c['eval_token_acc']:.3f} vs {a['eval_token_acc']:.3f}")
+    if res.promoted:
+        out.print(f"[bold green]{res.candidate} promoted[/bold green] (not worse than {res.active})")
+    else:
+        out.print(f"[yellow]{res.candidate} kept inactive[/yellow]: worse than {res.active}; "
+                  f"`finetune promote {res.candidate}` to use it anyway")
 
 
 if __name__ == "__main__":

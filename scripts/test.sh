@@ -4,16 +4,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
 
-# Tests generate real Chinese PDFs: they need a Latin and a CJK TrueType font (Debian packages).
-if [ ! -f /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf ] || [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+# Tests generate real Chinese PDFs (a Latin and a CJK TrueType font) and drive the UI in a real browser
+# (Debian's chromium, through playwright): Debian packages.
+need=()
+[ -f /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf ] || need+=(fonts-droid-fallback)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && sudo_cmd="sudo"
   if command -v apt-get >/dev/null; then
-    echo "== installing fonts for test PDFs (fonts-droid-fallback, fonts-dejavu-core)"
+    echo "== installing ${need[*]} (apt)"
     $sudo_cmd apt-get update -qq >/dev/null || true
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq fonts-droid-fallback fonts-dejavu-core >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
   else
-    echo "warning: install a CJK TrueType font (e.g. Droid Sans Fallback) and DejaVu Sans for the PDF tests" >&2
+    echo "warning: install ${need[*]} (or their equivalents) for the PDF and browser tests" >&2
   fi
 fi
 

@@ -30,3 +30,11 @@ def docs_dir(tmp_path: Path) -> Path:
     d = tmp_path / "docs"
     d.mkdir()
     return d
+
+
+@pytest.fixture(scope="session")
+def chain_env(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The tiny Qwen3 with its chain adapter, knowledge base and databases (trained once per session)."""
+    from tests.chain_env import build_chain_env
+
+    return build_chain_env(tmp_path_factory.mktemp("chain"))

@@ -1,0 +1,1 @@
+"""The Streamlit chat for staff: `streamlit run ui/app.py` (the quickstart starts it)."""

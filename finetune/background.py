@@ -1,0 +1,136 @@
+"""Retraining jobs that outlive the page that started them: a detached process per job, its state in
+`$ASSISTANT_HOME/jobs/ID/` (job.json when started, state.json as it goes, log.txt), so any page, after a
+reload or from another browser, sees the same job, its phase and its live loss curve."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from assistant.config import Settings
+from assistant.files import atomic_write_text
+from ingest.errors import AssistantError
+
+
+@dataclass
+class Job:
+    id: str
+    dir: Path
+    name: str
+    pid: int
+    started: str
+    args: list[str]
+
+    @property
+    def state(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.dir / "state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {"phase": "starting"}
+
+    @property
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        # a finished child of this process stays a zombie until reaped
+        try:
+            return Path(f"/proc/{self.pid}/stat").read_text().split(") ")[-1][0] != "Z"
+        except OSError:
+            return True
+
+    @property
+    def status(self) -> str:
+        """running | done | failed | cancelled."""
+        phase = self.state.get("phase", "starting")
+        if phase in ("done", "failed", "cancelled"):
+            return phase
+        return "running" if self.alive else "failed"  # died without saying so (killed, out of memory)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return (self.dir / "log.txt").read_text(encoding="utf-8", errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """The training run's events (start, step, eval, done) so far."""
+        run = self.state.get("run")
+        path = Path(run) / "metrics.jsonl" if run else None
+        if not path or not path.is_file():
+            return []
+        rows = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                break  # the line being written
+        return rows
+
+
+class JobState:
+    """What the job process writes as it goes (atomic, so a reader never sees half a file)."""
+
+    def __init__(self, job_dir: Path) -> None:
+        self.path = job_dir / "state.json"
+        self.data: dict[str, Any] = {}
+
+    def update(self, **fields: Any) -> None:
+        self.data.update(fields, updated=datetime.now(UTC).isoformat(timespec="seconds"))
+        atomic_write_text(self.path, json.dumps(self.data, ensure_ascii=False, default=str))
+
+
+def _read(job_dir: Path) -> Job | None:
+    try:
+        meta = json.loads((job_dir / "job.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return Job(meta["id"], job_dir, meta["name"], meta["pid"], meta["started"], meta["args"])
+
+
+def list_jobs(settings: Settings, name: str | None = None) -> list[Job]:
+    root = settings.jobs_dir
+    jobs = [j for d in sorted(root.iterdir(), reverse=True) if d.is_dir() and (j := _read(d))] if root.is_dir() else []
+    return [j for j in jobs if name is None or j.name == name]
+
+
+def start_retrain(settings: Settings, name: str, extra_args: list[str] | None = None) -> Job:
+    """Start `finetune retrain NAME` detached; one running job per adapter."""
+    running = [j for j in list_jobs(settings, name) if j.status == "running"]
+    if running:
+        raise AssistantError(f"a retraining job for '{name}' is already running (job {running[0].id})")
+    job_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:4]
+    job_dir = settings.jobs_dir / job_id
+    job_dir.mkdir(parents=True)
+    args = ["retrain", name, "--job-dir", str(job_dir), *(extra_args or [])]
+    env = dict(os.environ, ASSISTANT_HOME=str(settings.home), ASSISTANT_MODEL=settings.model)
+    with open(job_dir / "log.txt", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "finetune.cli", *args], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    meta = {"id": job_id, "name": name, "pid": proc.pid, "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "args": args}
+    atomic_write_text(job_dir / "job.json", json.dumps(meta))
+    return Job(job_id, job_dir, name, proc.pid, meta["started"], args)
+
+
+def cancel(job: Job) -> None:
+    if job.status != "running":
+        return
+    try:
+        os.killpg(job.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    state = JobState(job.dir)
+    state.data = job.state
+    state.update(phase="cancelled")

@@ -1,0 +1,116 @@
+"""The real app in a real browser: `streamlit run ui/app.py` as a server, headless Chromium (Debian's, driven
+by playwright) logs in, asks, watches the answer stream in and opens its source. The screenshot is kept in
+test-artifacts/ (or $UI_ARTIFACTS)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from assistant.users import DEMO_USERS, ensure_demo_users
+from tests.chain_env import Q_RAG
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("UI_ARTIFACTS", ROOT / "test-artifacts"))
+
+# records every text an assistant message shows while it is written, to see the answer grow
+WATCH = """() => {
+  window.__seen = [];
+  new MutationObserver(() => {
+    for (const m of document.querySelectorAll('[data-testid="stChatMessage"]')) {
+      const t = m.innerText;
+      if (t.includes('▌')) window.__seen.push(t);
+    }
+  }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(chain_env: dict, tmp_path: Path) -> Iterator[str]:
+    home = tmp_path / "home"
+    shutil.copytree(chain_env["settings"].home, home)
+    ensure_demo_users(home / "app.db")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")} | {
+        "ASSISTANT_HOME": str(home), "ASSISTANT_MODEL": str(chain_env["tiny"]),
+        "ASSISTANT_MAX_NEW_TOKENS": "48", "ASSISTANT_RETRIEVAL_K": "2"}
+    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "ui" / "app.py"), "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, (tmp_path / "streamlit.log").read_text()
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+def test_browser_login_question_streamed_answer_and_source(server: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=120_000)  # the first question also loads the model
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "this test drives Debian's chromium: `apt-get install chromium` (scripts/test.sh does it)"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    password = next(p for n, p, _, _ in DEMO_USERS if n == "wang.staff")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.set_default_timeout(90_000)
+            page.goto(server)
+            page.get_by_role("textbox", name="User name").fill("wang.staff")
+            page.get_by_role("textbox", name="Password").fill(password)
+            page.get_by_role("textbox", name="Password").press("Enter")
+            page.get_by_role("button", name="Log in").click()
+            box = page.get_by_placeholder("Ask a question (/think for step-by-step reasoning)")
+            box.wait_for()
+            page.evaluate(WATCH)
+            box.fill(Q_RAG)
+            box.press("Enter")
+            answer = page.get_by_test_id("stChatMessage").filter(has_text="十日内报案")
+            expect(answer).to_have_count(1)
+            source = answer.get_by_text("claims.md")
+            expect(source).to_be_visible()
+            expect(answer).not_to_contain_text("▌")
+            seen = page.evaluate("window.__seen")
+            assert any("十" in t for t in seen), seen  # the answer was on screen, cursor and all, while written
+            source.click()  # the cited passage opens under its source
+            expect(answer.get_by_text("95500-88")).to_be_visible()
+            page.wait_for_timeout(800)  # let the expander finish opening for the screenshot
+            page.screenshot(path=str(ARTIFACTS / "ui_chat.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "ui_failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "ui_chat.png").stat().st_size > 10_000

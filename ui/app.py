@@ -1,0 +1,49 @@
+"""The staff chat: `streamlit run ui/app.py`. Log in, chat with sources and tool traces, give feedback;
+admins also manage the knowledge base, the adapters (retraining) and the users."""
+
+from __future__ import annotations
+
+import logging
+
+import streamlit as st
+from pydantic import ValidationError
+
+from ingest.errors import AssistantError
+from ui import state
+from ui.views import adapters, chat, knowledge, login, users
+
+st.set_page_config(page_title="Domain assistant", page_icon="📑", layout="wide")
+log = logging.getLogger("ui")
+
+
+def main() -> None:
+    try:
+        settings = state.settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        st.error(f"Invalid settings ({problems}). Check the ASSISTANT_* variables and .env, then restart.")
+        return
+    account = state.account()
+    if account is None:
+        login.render(settings)
+        return
+    pages = {"💬 Chat": chat.render}
+    if account.role == "admin":
+        pages |= {"📚 Knowledge base": knowledge.render, "🧩 Adapters": adapters.render, "👥 Users": users.render}
+    with st.sidebar:
+        st.markdown(f"**{account.name}** · {account.role} · {account.department or 'no department'}")
+        page = st.radio("Page", list(pages), key="page", label_visibility="collapsed") if len(pages) > 1 \
+            else next(iter(pages))
+        if st.button("Log out", key="logout"):
+            st.session_state.clear()
+            st.rerun()
+    try:
+        pages[page](settings, account)
+    except AssistantError as exc:
+        st.error(str(exc))
+    except Exception as exc:  # never a traceback on a staff member's screen; the server log has it
+        log.exception("page %s failed", page)
+        st.error(f"Something went wrong ({type(exc).__name__}: {exc}). The details are in the server log.")
+
+
+main()

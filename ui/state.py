@@ -1,0 +1,41 @@
+"""What the pages share across reruns: the settings, the loaded assistant (once per process), the user."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import streamlit as st
+
+from assistant.config import Settings, load_settings
+from assistant.users import Account
+
+log = logging.getLogger("ui")
+
+
+def settings() -> Settings:
+    return load_settings()
+
+
+@st.cache_resource(show_spinner="Loading the model …")
+def _assistant(home: str, model: str, backend: str, base_url: str | None) -> Any:
+    from assistant.chain import build_assistant
+
+    return build_assistant(load_settings())
+
+
+def assistant(s: Settings) -> Any:
+    """The chain over the configured model, loaded once per server process and shared by all sessions."""
+    return _assistant(str(s.home), s.model, s.backend, s.openai_base_url)
+
+
+def account() -> Account | None:
+    return st.session_state.get("account")
+
+
+def accessible_kbs(s: Settings, acc: Account) -> list[str]:
+    """Knowledge bases that exist and that this user may use (ASSISTANT_KB_ACCESS)."""
+    names = sorted(d.name for d in s.kb_root.iterdir() if (d / "CURRENT").exists()) if s.kb_root.is_dir() else []
+    if acc.role == "admin":
+        return names
+    return [n for n in names if not s.kb_access.get(n) or acc.department in s.kb_access[n]]

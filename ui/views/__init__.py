@@ -1,0 +1,1 @@
+"""One module per page; each `render(settings, account)` only calls library functions."""

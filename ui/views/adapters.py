@@ -1,0 +1,115 @@
+"""Adapters (admin): the registry's versions and metrics, promote / roll back, and retraining from staff
+feedback as a background job with a live loss chart (the job outlives the page: state is on disk)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from assistant.config import Settings
+from assistant.users import Account
+from finetune import background, registry
+from finetune.retrain import feedback_dataset
+from ingest.errors import AssistantError
+
+
+def _versions_table(settings: Settings, name: str) -> list[registry.AdapterVersion]:
+    versions = registry.list_versions(settings, name)
+    rows = []
+    for v in versions:
+        m = v.meta.get("metrics", {})
+        rt = m.get("retrain") or {}
+        rows.append({"version": v.ref, "active": "✅" if v.active else "", "eval loss": m.get("eval_loss"),
+                     "token acc": m.get("eval_token_acc"), "base eval loss": m.get("base_eval_loss"),
+                     "examples": m.get("train_examples"), "steps": m.get("steps"),
+                     "retrain": (f"vs {rt['compared_with']}: {rt['candidate_eval_loss']:.4f} / "
+                                 f"{rt['active_eval_loss']:.4f}" if rt else ""),
+                     "created": v.meta.get("created", "")})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    return versions
+
+
+def _loss_chart(job: background.Job) -> None:
+    events = job.metrics()
+    steps = [e for e in events if e["event"] == "step"]
+    evals = [e for e in events if e["event"] == "eval" and "eval_loss" in e]
+    start = next((e for e in reversed(events) if e["event"] == "start"), None)
+    if start:
+        done = steps[-1]["step"] if steps else start["step"]
+        st.progress(min(done / max(start["total_steps"], 1), 1.0),
+                    text=f"step {done} / {start['total_steps']} · {start['train_examples']} training examples")
+    if steps or evals:
+        frame = pd.DataFrame(
+            [{"step": e["step"], "train loss": e["loss"]} for e in steps]
+            + [{"step": e["step"], "held-out loss": e["eval_loss"]} for e in evals]).groupby("step").first()
+        st.line_chart(frame)
+
+
+def _job_panel(settings: Settings, name: str) -> None:
+    jobs = background.list_jobs(settings, name)
+    if not jobs:
+        st.caption("no retraining job yet")
+        return
+    job = jobs[0]
+    state: dict[str, Any] = job.state
+    status = job.status
+    icon = {"running": "⏳", "done": "✅", "failed": "❌", "cancelled": "⏹"}[status]
+    st.markdown(f"{icon} job `{job.id}` — **{status}** · phase {state.get('phase', 'starting')} · "
+                f"started {job.started}")
+    _loss_chart(job)
+    if status == "done" and "result" in state:
+        r = state["result"]
+        verdict = "promoted" if r["promoted"] else "kept inactive (worse than the active version)"
+        st.success(f"{r['candidate']}: held-out loss {r['candidate_eval']['eval_loss']:.4f} vs "
+                   f"{r['active']} {r['active_eval']['eval_loss']:.4f} → {verdict}")
+    if status == "failed":
+        st.error(state.get("error") or "the job stopped without saying why; see its log")
+    if status == "running" and st.button("Cancel the job", key=f"cancel_{job.id}"):
+        background.cancel(job)
+        st.rerun()
+    with st.expander("Job log"):
+        st.code(job.log_tail() or "(empty)")
+
+
+def render(settings: Settings, account: Account) -> None:
+    st.header("Adapters")
+    names = registry.list_names(settings)
+    if not names:
+        st.info("No adapter yet. Train one with `finetune train data/sft --name claims` (see the README).")
+        return
+    name = st.selectbox("Adapter", names, key="adapter_name",
+                        index=names.index(settings.default_adapter) if settings.default_adapter in names else 0)
+    versions = _versions_table(settings, name)
+    c1, c2 = st.columns([3, 1])
+    target = c1.selectbox("Make this version active (promote or roll back)", [v.ref for v in versions],
+                          index=next((i for i, v in enumerate(versions) if v.active), 0), key="promote_ref")
+    if c2.button("Activate", key="promote"):
+        try:
+            registry.promote(settings, target)
+            st.success(f"{target} is active; the chat uses it from the next question")
+            st.rerun()
+        except AssistantError as exc:
+            st.error(str(exc))
+
+    st.subheader("Retrain from staff feedback")
+    fb = feedback_dataset(settings)
+    st.markdown(f"usable feedback: **{fb.positives}** helpful answers, **{fb.corrections}** corrected answers "
+                f"({fb.skipped_negative} thumbs-down without a correction skipped, {fb.duplicates} duplicates "
+                "merged); mixed with the adapter's base training set; the new version is promoted only if its "
+                "held-out loss is not worse than the active version's.")
+    c1, c2 = st.columns(2)
+    max_steps = c1.number_input("Optimizer steps (0: the active version's recipe)", 0, 10_000, 0, key="rt_steps")
+    lr = c2.number_input("Learning rate (0: the recipe's)", 0.0, 1.0, 0.0, format="%.5f", key="rt_lr")
+    if st.button("Start retraining", key="retrain", type="primary", disabled=not fb.rows):
+        extra = (["--max-steps", str(int(max_steps))] if max_steps else []) + (["--lr", str(lr)] if lr else [])
+        try:
+            job = background.start_retrain(settings, name, extra)
+            st.toast(f"retraining started (job {job.id})")
+        except AssistantError as exc:
+            st.error(str(exc))
+
+    # refreshes itself while a job runs; the rest of the page stays interactive
+    running = any(j.status == "running" for j in background.list_jobs(settings, name))
+    st.fragment(lambda: _job_panel(settings, name), run_every=3 if running else None)()

@@ -1,0 +1,126 @@
+"""Chat: the user's saved conversations, streamed answers with thinking, tool trace, sources, feedback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from assistant import conversations
+from assistant.config import Settings
+from assistant.users import Account
+from ui import answer_view, state
+
+AUTO = "automatic (department's adapter)"
+BASE = "none (base model)"
+
+
+def _conversation(settings: Settings, acc: Account) -> tuple[conversations.Conversation, list]:
+    db = settings.app_db
+    convs = conversations.list_for(db, acc.name)
+    if not convs:
+        convs = [conversations.create(db, acc.name)]
+    ids = {c.id for c in convs}
+    if st.session_state.get("conv") not in ids:
+        st.session_state["conv"] = convs[0].id
+    current = next(c for c in convs if c.id == st.session_state["conv"])
+    return current, convs
+
+
+def _sidebar(settings: Settings, acc: Account, current: Any, convs: list) -> dict[str, Any]:
+    db = settings.app_db
+    with st.sidebar:
+        st.subheader("Conversations")
+        if st.button("New conversation", key="new_conv", icon=":material/add:", width="stretch"):
+            st.session_state["conv"] = conversations.create(db, acc.name).id
+            st.rerun()
+        for c in convs:
+            if st.button(c.title, key=f"conv_{c.id}", width="stretch",
+                         type="primary" if c.id == current.id else "secondary"):
+                st.session_state["conv"] = c.id
+                st.rerun()
+        with st.expander("Rename or delete this conversation"):
+            title = st.text_input("Title", value=current.title, key=f"title_{current.id}")
+            c1, c2 = st.columns(2)
+            if c1.button("Rename", key="rename_conv"):
+                conversations.rename(db, current.id, acc.name, title)
+                st.rerun()
+            if c2.button("Delete", key="delete_conv"):
+                conversations.delete(db, current.id, acc.name)
+                st.session_state.pop("conv", None)
+                st.rerun()
+        st.subheader("Options")
+        opts: dict[str, Any] = {"think": st.toggle("Thinking mode", value=settings.thinking, key="think",
+                                                   help="Qwen3 reasons before answering (slower); "
+                                                        "/think or /no_think in a question also switch it.")}
+        kbs = state.accessible_kbs(settings, acc)
+        opts["kb"] = settings.default_kb
+        if len(kbs) > 1:
+            default = kbs.index(settings.default_kb) if settings.default_kb in kbs else 0
+            opts["kb"] = st.selectbox("Knowledge base", kbs, index=default, key="kb")
+        elif kbs:
+            opts["kb"] = kbs[0]
+        opts["adapter"] = None
+        if acc.role == "admin":  # staff get their department's adapter; admins may compare versions
+            from finetune import registry
+
+            refs = [v.ref for n in registry.list_names(settings) for v in registry.list_versions(settings, n)]
+            choice = st.selectbox("Adapter", [AUTO, BASE, *refs], key="adapter")
+            opts["adapter"] = None if choice == AUTO else ("none" if choice == BASE else choice)
+    return opts
+
+
+def _ask(settings: Settings, acc: Account, conv_id: str, question: str, history: list[dict[str, str]],
+         opts: dict[str, Any]) -> None:
+    with st.chat_message("user"):
+        st.markdown(question)
+    with st.chat_message("assistant"):
+        try:
+            assistant = state.assistant(settings)
+        except Exception as exc:  # a missing or broken model is the admin's problem: say what to do
+            st.error(f"The model is not loaded ({type(exc).__name__}: {exc}). An administrator runs "
+                     "`bash scripts/setup.sh --model` or sets ASSISTANT_MODEL, then restarts the UI.")
+            return
+        status, thinking_box, answer_box = st.empty(), st.empty(), st.empty()
+        buf = {"answer": "", "thinking": ""}
+
+        def on_event(kind: str, payload: Any) -> None:
+            if kind == "token":
+                buf["answer"] += payload
+                answer_box.markdown(buf["answer"] + "▌")
+            elif kind == "thinking":
+                buf["thinking"] += payload
+                thinking_box.caption("💭 " + buf["thinking"][-400:])
+            elif kind == "sources":
+                status.caption(f"📚 {len(payload)} passages found · generating …")
+            elif kind == "tool":
+                outcome = "ok" if payload.ok else "refused" if payload.denied else "error"
+                status.caption(f"🔧 {payload.name} → {outcome}")
+
+        ans = assistant.ask(question, acc.user, history, opts["kb"], opts["adapter"], opts["think"], on_event,
+                            conv_id)
+        payload = ans.to_dict() | {"question": ans.question, "history": history[-6:],
+                                   "tools": assistant.tools.schemas(acc.user)}
+        conversations.add_turn(settings.app_db, conv_id, acc.name, question, ans.answer, payload)
+    st.rerun()  # show the finished turn the same way a reload shows it (sources, feedback)
+
+
+def render(settings: Settings, acc: Account) -> None:
+    current, convs = _conversation(settings, acc)
+    opts = _sidebar(settings, acc, current, convs)
+    st.header(current.title)
+    msgs = conversations.messages(settings.app_db, current.id, acc.name)
+    if not msgs:
+        st.caption("Ask about policies, claims, contracts and manuals — e.g. “意外身故保险金怎么申请？”, "
+                   "“Who must approve a claim above CNY 300,000?” or “查一下保单 POL-2024-0001 的状态”.")
+    for i, m in enumerate(msgs):
+        with st.chat_message(m["role"]):
+            if m["role"] == "user":
+                st.markdown(m["content"])
+            else:
+                payload = m["payload"] or {"answer": m["content"]}
+                answer_view.answer(payload, key=f"{current.id}_{i}")
+                answer_view.feedback(settings, acc, payload)
+    question = st.chat_input("Ask a question (/think for step-by-step reasoning)", key="question")
+    if question and question.strip():
+        _ask(settings, acc, current.id, question.strip(), conversations.history(msgs), opts)

@@ -1,0 +1,26 @@
+"""Login: name + password against the hashed accounts (`assistant users add`)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from assistant.config import Settings
+from assistant.users import authenticate, list_users
+
+
+def render(settings: Settings) -> None:
+    st.title("Domain assistant")
+    st.caption("Answers from your company's documents, with sources. Sign in with your staff account.")
+    if not list_users(settings.app_db):
+        st.info("No accounts yet. An administrator creates them with "
+                "`.venv/bin/assistant users add NAME --role admin` (or `assistant users demo`).")
+    name = st.text_input("User name", key="login_name")
+    password = st.text_input("Password", type="password", key="login_password")
+    if st.button("Log in", key="login", type="primary"):
+        acc = authenticate(settings.app_db, name, password)
+        if acc is None:
+            st.error("Wrong user name or password.")
+            return
+        st.session_state.clear()
+        st.session_state["account"] = acc
+        st.rerun()
