@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     # retrieval (the chain)
     fusion: Literal["rrf", "weighted"] = Field(default="rrf", description="How dense and BM25 results combine.")
     dense_weight: float = Field(default=0.6, ge=0, le=1, description="Dense share in weighted fusion.")
+    reranker: str | None = Field(
+        default=None, description="Cross-encoder that re-scores the fused candidates: a sentence-transformers "
+        "CrossEncoder id (e.g. BAAI/bge-reranker-v2-m3, downloads because you named it) or a local folder.")
+    rerank_candidates: int = Field(default=20, ge=1, description="Fused candidates the reranker re-scores.")
     min_relevance: float = Field(
         default=0.83, ge=0, le=1,
         description="Relevance floor: below this best dense cosine the documents are taken not to answer.",

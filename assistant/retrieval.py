@@ -1,6 +1,6 @@
 """Hybrid retrieval: FAISS dense search fused with BM25 (jieba for Chinese) by reciprocal rank or
-weighted scores; filters (department/access tag, document) applied inside both searches, before ranking;
-a relevance floor so that "nothing relevant" is a result, not a guess."""
+weighted scores; an optional cross-encoder reranker over the fused candidates; filters (department/access
+tag, document) applied inside both searches, before ranking; a relevance floor so that "nothing relevant" is a result, not a guess."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
 
 from assistant.config import Settings
 from ingest.pipeline import Searcher
+from ingest.errors import AssistantError
 from ingest.store import SearchHit
 
 logging.getLogger("jieba").setLevel(logging.WARNING)  # once, not per tokenised text
@@ -36,10 +38,11 @@ class Retrieved:
     dense: float | None = None  # cosine similarity, when the dense search found it
     bm25: float | None = None
     ranks: dict[str, int] = field(default_factory=dict)
+    rerank: float | None = None  # the cross-encoder's score, when a reranker is configured
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.hit.to_dict(), "score": round(self.score, 6), "dense_score": self.dense,
-                "bm25_score": self.bm25}
+                "bm25_score": self.bm25, "rerank_score": self.rerank}
 
 
 @dataclass
@@ -47,6 +50,18 @@ class RetrievalResult:
     passages: list[Retrieved]
     relevant: bool  # False: below the relevance floor, the chain answers "the documents do not say"
     best_dense: float | None
+
+
+@lru_cache(maxsize=2)
+def cross_encoder(spec: str) -> Any:
+    """A sentence-transformers CrossEncoder, loaded once per process."""
+    from sentence_transformers import CrossEncoder
+
+    try:
+        return CrossEncoder(spec)
+    except (OSError, ValueError) as exc:
+        raise AssistantError(f"reranker '{spec}' could not be loaded ({exc}); set ASSISTANT_RERANKER to a local "
+                             "cross-encoder folder or a model id you can download, or unset it") from None
 
 
 class HybridRetriever:
@@ -141,7 +156,15 @@ class HybridRetriever:
                         e.dense = s
                     else:
                         e.bm25 = s
-        ranked = sorted(fused.values(), key=lambda r: r.score, reverse=True)[:k]
+        ranked = sorted(fused.values(), key=lambda r: r.score, reverse=True)
+        if self.settings.reranker:  # the cross-encoder reads query and passage together: a finer order
+            ranked = ranked[: max(k, self.settings.rerank_candidates)]
+            scores = cross_encoder(self.settings.reranker).predict([(query, r.hit.text) for r in ranked],
+                                                                   show_progress_bar=False)
+            for r, s in zip(ranked, scores, strict=True):
+                r.rerank = float(s)
+            ranked.sort(key=lambda r: r.rerank, reverse=True)
+        ranked = ranked[:k]
         best = max((s for _, s in dense), default=None)
         relevant = best is not None and best >= self.settings.min_relevance
         return RetrievalResult(ranked, relevant, best)

