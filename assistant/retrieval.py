@@ -1,6 +1,7 @@
 """Hybrid retrieval: FAISS dense search fused with BM25 (jieba for Chinese) by reciprocal rank or
 weighted scores; an optional cross-encoder reranker over the fused candidates; filters (department/access
-tag, document) applied inside both searches, before ranking; a relevance floor so that "nothing relevant" is a result, not a guess."""
+tag, document) applied inside both searches, before ranking; a relevance floor so that "nothing relevant"
+is a result, not a guess."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from typing import Any, Literal
 import numpy as np
 
 from assistant.config import Settings
-from ingest.pipeline import Searcher
 from ingest.errors import AssistantError
+from ingest.pipeline import Searcher
 from ingest.store import SearchHit
 
 logging.getLogger("jieba").setLevel(logging.WARNING)  # once, not per tokenised text
