@@ -71,6 +71,18 @@ def test_login_checks_the_hashed_password(ui_env: dict) -> None:
     assert stored.startswith("scrypt$") and PASSWORDS["wang.staff"] not in stored
 
 
+def test_repeated_wrong_passwords_lock_the_login_for_a_while(ui_env: dict) -> None:
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.text_input(key="login_name").input("admin")
+    for _ in range(5):
+        at.text_input(key="login_password").input("guess-guess").run()
+        at.button(key="login").click().run()
+        assert at.error[0].value == "Wrong user name or password."
+    at.text_input(key="login_password").input(PASSWORDS["admin"])
+    at.button(key="login").click().run()  # even the right password waits out the lockout
+    assert at.error[0].value.startswith("Too many failed attempts") and "account" not in at.session_state
+
+
 def test_admin_pages_are_hidden_from_staff(ui_env: dict) -> None:
     staff = login("wang.staff")
     assert not staff.sidebar.radio  # chat only: no page switcher, no knowledge base / adapters / users

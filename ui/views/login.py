@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 from assistant.config import Settings
 from assistant.users import authenticate, list_users
+
+MAX_FAILURES, LOCKOUT_S = 5, 60
 
 
 def render(settings: Settings) -> None:
@@ -17,8 +21,14 @@ def render(settings: Settings) -> None:
     name = st.text_input("User name", key="login_name")
     password = st.text_input("Password", type="password", key="login_password")
     if st.button("Log in", key="login", type="primary"):
+        failures = st.session_state.get("login_failures", [])
+        recent = [t for t in failures if time.time() - t < LOCKOUT_S]
+        if len(recent) >= MAX_FAILURES:  # slows password guessing from one browser session
+            st.error(f"Too many failed attempts. Wait {LOCKOUT_S - int(time.time() - recent[0])} s and try again.")
+            return
         acc = authenticate(settings.app_db, name, password)
         if acc is None:
+            st.session_state["login_failures"] = [*recent, time.time()]
             st.error("Wrong user name or password.")
             return
         st.session_state.clear()
