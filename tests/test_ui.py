@@ -111,7 +111,7 @@ def test_chat_turn_shows_the_tool_trace_and_cited_sources(ui_env: dict) -> None:
     labels = [e.label for e in last.expander]
     assert any(lbl.startswith("[") and "claims.md" in lbl and "第一条 报案" in lbl for lbl in labels), labels
     cited = next(e for e in last.expander if "claims.md" in e.label)
-    assert "95500-88" in cited.markdown[0].value  # the cited passage itself
+    assert "出险后十日内拨打 95500\\-88 报案" in cited.markdown[0].value  # the cited passage, shown literally
     # persisted: a reload (new session, same user) shows the same conversation with its payloads
     rag, tool = conversations.list_for(ui_env["db"], "wang.staff")[:2]  # newest first
     assert (rag.title, tool.title) == (Q_RAG, Q_TOOL)

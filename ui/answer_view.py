@@ -4,6 +4,7 @@ passage and the PDF page, timing, and the feedback controls."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,12 @@ def pdf_page_png(path: str, page: int, mtime: float) -> bytes:
     return buf.getvalue()
 
 
+def quote(text: str) -> str:
+    """A passage as a Markdown quote that shows its text literally (no headings, lists or links)."""
+    lines = [re.sub(r"([\\`*_{}\[\]()#+\-.!|>~<$])", r"\\\1", line) for line in text.splitlines()]
+    return "\n".join(f"> {line}  " if line.strip() else ">" for line in lines)
+
+
 def _source_label(s: dict[str, Any]) -> str:
     page = f" · p.{s['page'] + 1}" if s.get("page") is not None else ""
     clause = f" · {s['clause']}" if s.get("clause") else ""
@@ -44,7 +51,7 @@ def sources(payload: dict[str, Any], key: str) -> None:
     st.markdown("**Sources**")
     for s in cited:
         with st.expander(_source_label(s)):
-            st.markdown("> " + s["text"].replace("\n", "\n> "))
+            st.markdown(quote(s["text"]))
             path = Path(s["path"]) if s.get("path") else None
             if path is None or s.get("page") is None or path.suffix.lower() != ".pdf":
                 continue

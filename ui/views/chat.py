@@ -70,7 +70,7 @@ def _sidebar(settings: Settings, acc: Account, current: Any, convs: list) -> dic
     return opts
 
 
-def _ask(settings: Settings, acc: Account, conv_id: str, question: str, history: list[dict[str, str]],
+def _ask(settings: Settings, acc: Account, conv_id: str, question: str, msgs: list[dict[str, Any]],
          opts: dict[str, Any]) -> None:
     with st.chat_message("user"):
         st.markdown(question)
@@ -81,7 +81,9 @@ def _ask(settings: Settings, acc: Account, conv_id: str, question: str, history:
             st.error(f"The model is not loaded ({type(exc).__name__}: {exc}). An administrator runs "
                      "`bash scripts/setup.sh --model` or sets ASSISTANT_MODEL, then restarts the UI.")
             return
-        status, thinking_box, answer_box = st.empty(), st.empty(), st.empty()
+        live = st.empty()
+        with live.container():
+            status, thinking_box, answer_box = st.empty(), st.empty(), st.empty()
         buf = {"answer": "", "thinking": ""}
 
         def on_event(kind: str, payload: Any) -> None:
@@ -97,21 +99,28 @@ def _ask(settings: Settings, acc: Account, conv_id: str, question: str, history:
                 outcome = "ok" if payload.ok else "refused" if payload.denied else "error"
                 status.caption(f"🔧 {payload.name} → {outcome}")
 
+        history = conversations.history(msgs)
         ans = assistant.ask(question, acc.user, history, opts["kb"], opts["adapter"], opts["think"], on_event,
                             conv_id)
         payload = ans.to_dict() | {"question": ans.question, "history": history[-6:],
                                    "tools": assistant.tools.schemas(acc.user)}
         conversations.add_turn(settings.app_db, conv_id, acc.name, question, ans.answer, payload)
-    st.rerun()  # show the finished turn the same way a reload shows it (sources, feedback)
+        # the streamed text gives way to the finished turn, drawn exactly as a reload draws it (no rerun:
+        # a rerun here would leave the streamed copy on screen until the next run finished)
+        with live.container():
+            answer_view.answer(payload, key=f"{conv_id}_{len(msgs) + 1}")
+            answer_view.feedback(settings, acc, payload)
 
 
 def render(settings: Settings, acc: Account) -> None:
     current, convs = _conversation(settings, acc)
     opts = _sidebar(settings, acc, current, convs)
-    st.header(current.title)
+    top = st.empty()
+    top.header(current.title)
     msgs = conversations.messages(settings.app_db, current.id, acc.name)
     if not msgs:
-        st.caption("Ask about policies, claims, contracts and manuals — e.g. “意外身故保险金怎么申请？”, "
+        hint = st.empty()
+        hint.caption("Ask about policies, claims, contracts and manuals — e.g. “意外身故保险金怎么申请？”, "
                    "“Who must approve a claim above CNY 300,000?” or “查一下保单 POL-2024-0001 的状态”.")
     for i, m in enumerate(msgs):
         with st.chat_message(m["role"]):
@@ -123,4 +132,7 @@ def render(settings: Settings, acc: Account) -> None:
                 answer_view.feedback(settings, acc, payload)
     question = st.chat_input("Ask a question (/think for step-by-step reasoning)", key="question")
     if question and question.strip():
-        _ask(settings, acc, current.id, question.strip(), conversations.history(msgs), opts)
+        if not msgs:  # the first question names the conversation
+            top.header(question.strip().splitlines()[0][:60])
+            hint.empty()
+        _ask(settings, acc, current.id, question.strip(), msgs, opts)
