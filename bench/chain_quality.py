@@ -1,7 +1,10 @@
 """Answer quality of the whole chain (retrieval + model + citations) on the shared evaluation data.
 
-    .venv/bin/python bench/chain_quality.py rgb --lang zh --limit 20 [--adapter claims | --adapter none]
+    .venv/bin/python bench/chain_quality.py rgb --lang zh --limit 20 [--adapters none,claims]
     .venv/bin/python bench/chain_quality.py financebench --docs 3
+
+Each adapter in `--adapters` (default: the base model and the active `claims` version) answers the same
+questions over the same knowledge base in the same run; the base model is the baseline.
 
 RGB (the RGB protocol, per language): the questions' passages are pooled into a fresh knowledge base
 and each question goes through the chain; accuracy = the answer contains an acceptable answer.
@@ -39,22 +42,23 @@ def _write_passages(folder: Path, texts: list[str]) -> None:
         (folder / f"p{i:05d}.txt").write_text(t, encoding="utf-8")
 
 
-def _assistant(home: Path, adapter: str | None) -> Any:
-    """The chain over the bench's own knowledge base and audit log, with the user's model and adapters."""
+_RUNTIME: list[Any] = []
+
+
+def _assistant(home: Path, adapter: str) -> tuple[Any, str]:
+    """The chain over the bench's own knowledge base and audit log, with the user's model and adapters
+    (the model is loaded once and shared by every adapter compared)."""
     from assistant.chain import build_assistant
     from assistant.config import load_settings
     from assistant.runtime import ModelRuntime
     from finetune import registry
 
     user_settings = load_settings()
-    runtime = ModelRuntime.load(user_settings.model, user_settings)  # adapters resolve in the user's registry
-    ref = None
-    if adapter != "none":
-        name = adapter or user_settings.default_adapter
-        if adapter or name in registry.list_names(user_settings):
-            ref = registry.get(user_settings, name).ref
+    if not _RUNTIME:
+        _RUNTIME.append(ModelRuntime.load(user_settings.model, user_settings))
+    ref = None if adapter == "none" else registry.get(user_settings, adapter).ref  # the user's registry
     settings = load_settings(home=home, max_new_tokens=96, max_tool_steps=2, adapter=ref)
-    return build_assistant(settings, runtime=runtime)
+    return build_assistant(settings, runtime=_RUNTIME[0]), ref or "base model"
 
 
 def rgb(args: Any) -> None:
@@ -76,30 +80,31 @@ def rgb(args: Any) -> None:
     pipeline.add_paths(load_settings(home=home), [home / "docs_neg"], kb_name="negative")
     print(f"RGB {args.lang}: {len(rows)} questions; {len(pos)} passages (positive+noise), {len(neg)} negative-only;"
           f" ingest {time.perf_counter() - t0:.0f} s")
-    a = _assistant(home, args.adapter)
     user = User("bench", "admin")
-    acc = rej = 0
-    lat: list[float] = []
-    out = []
-    for i, r in enumerate(rows, 1):
-        wanted = _flat(r["answer"])
-        ans = a.ask(r["query"], user, kb="mixed")
-        ok = _contains(ans.answer, wanted)
-        neg_ans = a.ask(r["query"], user, kb="negative")
-        rejected = is_refusal(neg_ans.answer)
-        acc += ok
-        rej += rejected
-        lat.append(ans.latency_s)
-        out.append({"q": r["query"], "answer": ans.answer, "ok": ok, "negative_answer": neg_ans.answer,
-                    "rejected": rejected})
-        print(f"{i}/{len(rows)} ok={ok} rejected={rejected} {ans.latency_s:.1f}s", flush=True)
-    print_table(f"chain on RGB {args.lang} (adapter {args.adapter or 'default'})", [{
-        "questions": len(rows), "answer_accuracy": round(acc / len(rows), 3),
-        "negative_rejection": round(rej / len(rows), 3), "mean_latency_s": round(sum(lat) / len(lat), 1)}],
-        ["questions", "answer_accuracy", "negative_rejection", "mean_latency_s"])
-    Path("bench/results").mkdir(exist_ok=True)
-    Path(f"bench/results/chain_rgb_{args.lang}_{args.adapter or 'default'}.json").write_text(
-        json.dumps(out, ensure_ascii=False, indent=1), encoding="utf-8")
+    table = []
+    for adapter in args.adapters.split(","):
+        a, label = _assistant(home, adapter)
+        acc = rej = 0
+        lat: list[float] = []
+        out = []
+        for i, r in enumerate(rows, 1):
+            wanted = _flat(r["answer"])
+            ans = a.ask(r["query"], user, kb="mixed")
+            ok = _contains(ans.answer, wanted)
+            neg_ans = a.ask(r["query"], user, kb="negative")
+            rejected = is_refusal(neg_ans.answer)
+            acc += ok
+            rej += rejected
+            lat.append(ans.latency_s)
+            out.append({"q": r["query"], "answer": ans.answer, "ok": ok, "negative_answer": neg_ans.answer,
+                        "rejected": rejected})
+            print(f"{label} {i}/{len(rows)} ok={ok} rejected={rejected} {ans.latency_s:.1f}s", flush=True)
+        table.append({"model": label, "questions": len(rows), "answer_accuracy": round(acc / len(rows), 3),
+                      "negative_rejection": round(rej / len(rows), 3), "mean_latency_s": round(sum(lat) / len(lat), 1)})
+        Path("bench/results").mkdir(exist_ok=True)
+        Path(f"bench/results/chain_rgb_{args.lang}_{adapter}.json").write_text(
+            json.dumps(out, ensure_ascii=False, indent=1), encoding="utf-8")
+    print_table(f"chain on RGB {args.lang}", table, list(table[0]))
 
 
 def financebench(args: Any) -> None:
@@ -115,28 +120,30 @@ def financebench(args: Any) -> None:
     t0 = time.perf_counter()
     pipeline.add_paths(load_settings(home=home), pdfs)
     print(f"FinanceBench: {len(pdfs)} filings, {len(qs)} questions; ingest {time.perf_counter() - t0:.0f} s")
-    a = _assistant(home, args.adapter)
     user = User("bench", "admin")
-    acc = cite = 0
-    out = []
-    for i, q in enumerate(qs, 1):
-        ans = a.ask(q["question"], user)
-        figures = re.findall(r"\$?-?\d[\d,]*\.?\d*%?", q["answer"])
-        key = [f.replace("$", "").replace(",", "") for f in figures[:1]] or [q["answer"][:40]]
-        ok = _contains(ans.answer.replace(",", "").replace("$", ""), key)
-        pages = {e["evidence_page_num"] for e in q["evidence"]}
-        cited_ok = any(s.source == f"{q['doc_name']}.pdf" and s.page in pages for s in ans.sources)
-        acc += ok
-        cite += cited_ok
-        out.append({"q": q["question"], "reference": q["answer"], "answer": ans.answer, "ok": ok,
-                    "cited": [(s.source, s.page) for s in ans.sources], "citation_ok": cited_ok})
-        print(f"{i}/{len(qs)} ok={ok} citation={cited_ok} {ans.latency_s:.1f}s", flush=True)
-    print_table(f"chain on FinanceBench, {len(pdfs)} filings (adapter {args.adapter or 'default'})", [{
-        "questions": len(qs), "answer_accuracy": round(acc / len(qs), 3),
-        "page_correct_citation": round(cite / len(qs), 3)}], ["questions", "answer_accuracy", "page_correct_citation"])
-    Path("bench/results").mkdir(exist_ok=True)
-    Path(f"bench/results/chain_financebench_{args.adapter or 'default'}.json").write_text(
-        json.dumps(out, ensure_ascii=False, indent=1), encoding="utf-8")
+    table = []
+    for adapter in args.adapters.split(","):
+        a, label = _assistant(home, adapter)
+        acc = cite = 0
+        out = []
+        for i, q in enumerate(qs, 1):
+            ans = a.ask(q["question"], user)
+            figures = re.findall(r"\$?-?\d[\d,]*\.?\d*%?", q["answer"])
+            key = [f.replace("$", "").replace(",", "") for f in figures[:1]] or [q["answer"][:40]]
+            ok = _contains(ans.answer.replace(",", "").replace("$", ""), key)
+            pages = {e["evidence_page_num"] for e in q["evidence"]}
+            cited_ok = any(s.source == f"{q['doc_name']}.pdf" and s.page in pages for s in ans.sources)
+            acc += ok
+            cite += cited_ok
+            out.append({"q": q["question"], "reference": q["answer"], "answer": ans.answer, "ok": ok,
+                        "cited": [(s.source, s.page) for s in ans.sources], "citation_ok": cited_ok})
+            print(f"{label} {i}/{len(qs)} ok={ok} citation={cited_ok} {ans.latency_s:.1f}s", flush=True)
+        table.append({"model": label, "questions": len(qs), "answer_accuracy": round(acc / len(qs), 3),
+                      "page_correct_citation": round(cite / len(qs), 3)})
+        Path("bench/results").mkdir(exist_ok=True)
+        Path(f"bench/results/chain_financebench_{adapter}.json").write_text(
+            json.dumps(out, ensure_ascii=False, indent=1), encoding="utf-8")
+    print_table(f"chain on FinanceBench, {len(pdfs)} filings", table, list(table[0]))
 
 
 def main() -> None:
@@ -145,7 +152,7 @@ def main() -> None:
     p.add_argument("--lang", choices=["zh", "en"], default="zh")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--docs", type=int, default=3)
-    p.add_argument("--adapter", default=None, help="NAME, NAME@vN or 'none' (default: the chain's choice)")
+    p.add_argument("--adapters", default="none,claims", help="comma-separated: NAME, NAME@vN or 'none' (base)")
     args = p.parse_args()
     rgb(args) if args.dataset == "rgb" else financebench(args)
 
