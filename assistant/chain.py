@@ -22,6 +22,7 @@ from assistant.config import Settings
 from assistant.llm import message_from_openai, parsed_message
 from assistant.prompts import CITATION, Passage, is_chinese, no_answer, system_prompt
 from assistant.retrieval import HybridRetriever, RetrievalResult
+from assistant.toolcalls import parse_output
 from assistant.tools import ToolRegistry, ToolResult, User
 from ingest.errors import AssistantError
 
@@ -55,6 +56,8 @@ class StreamRouter:
                     self.buf, self.state = stripped[len(_THINK_OPEN):], "think"
                 elif _THINK_OPEN.startswith(stripped):
                     return  # could still become <think>
+                elif stripped.startswith("{"):
+                    self.state = "json"  # small models write bare JSON tool calls: hold it until it is whole
                 else:
                     self.state = "answer"
             elif self.state == "think":
@@ -80,11 +83,18 @@ class StreamRouter:
                     self.emit("token", self.buf[:n])
                     self.buf = self.buf[n:]
                 return
+            elif self.state == "json":
+                return
             else:  # tool: swallowed; the chain reports the parsed call instead
                 self.buf = ""
                 return
 
     def finish(self) -> None:
+        if self.state == "json":
+            parsed = parse_output(self.buf)
+            if parsed.calls or parsed.errors:
+                self.buf = ""  # a tool call (or a broken one): the chain reports it, the user never sees JSON
+            self.state = "answer"
         if self.buf and self.state in ("answer", "start"):
             self.emit("token", self.buf)
         elif self.buf and self.state == "think":

@@ -130,6 +130,20 @@ def test_stream_router_holds_back_partial_tags() -> None:
     assert thinking.strip() == "step 1" and answer == "Answer [1] done"
 
 
+def test_stream_router_never_shows_a_bare_json_tool_call() -> None:
+    def route(pieces: list[str]) -> str:
+        out: list[str] = []
+        r = StreamRouter(lambda k, p: out.append(p) if k == "token" else None)
+        for piece in pieces:
+            r.feed(piece)
+        r.finish()
+        return "".join(out)
+
+    # what the offline model writes instead of <tool_call> tags
+    assert route(['\n{"name": "get_policy_status", ', '"arguments": {"policy_id": "POL-2024-0003"}}']) == ""
+    assert route(['{"totals": ', '[1, 2]} is the shape']) == '{"totals": [1, 2]} is the shape'  # not a call
+
+
 def test_empty_knowledge_base_and_forbidden_kb_are_clear_errors(env: dict, tmp_path: Path) -> None:
     a: Assistant = env["assistant"]
     ans = a.ask("anything", STAFF, kb="empty")
