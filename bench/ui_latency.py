@@ -76,7 +76,7 @@ def main() -> None:
                 page.get_by_placeholder("Ask a question (/think for step-by-step reasoning)").wait_for()
 
             login(a.user)
-            page.get_by_role("button", name="New conversation").click()
+            page.get_by_role("button", name="New conversation").first.click()
             for i, q in enumerate(QUESTIONS):
                 box = page.get_by_placeholder("Ask a question (/think for step-by-step reasoning)")
                 n_done = page.get_by_text(re.compile(r"audit #\d+")).count()
