@@ -53,16 +53,23 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+_READY: set[str] = set()  # databases whose schema this process has already created
+
+
 @contextmanager
 def connect(path: Path) -> Iterator[sqlite3.Connection]:
     """A connection in one transaction: committed on success, rolled back on any error."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        _READY.discard(str(path))  # a new (or deleted and recreated) file needs its schema
     conn = sqlite3.connect(str(path), timeout=10)
     conn.row_factory = sqlite3.Row
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.executescript(SCHEMA)
+        conn.execute("PRAGMA foreign_keys=ON")  # per connection
+        if str(path) not in _READY:  # WAL mode and tables persist in the file: once per process is enough
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA)
+            _READY.add(str(path))
         with conn:
             yield conn
     finally:

@@ -218,6 +218,13 @@ class KnowledgeBase:
                 shutil.rmtree(p, ignore_errors=True)
 
 
+def list_knowledge_bases(settings: Settings) -> list[str]:
+    """Names of the knowledge bases that hold a committed version."""
+    root = settings.kb_root
+    names = sorted(d.name for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+    return [n for n in names if not n.startswith(".") and KnowledgeBase(settings, n).exists()]
+
+
 class _NoEmbeddings(Embeddings):
     """Placeholder for loading a store only to read or copy its vectors (never embeds)."""
 

@@ -35,7 +35,9 @@ def account() -> Account | None:
 
 def accessible_kbs(s: Settings, acc: Account) -> list[str]:
     """Knowledge bases that exist and that this user may use (ASSISTANT_KB_ACCESS)."""
-    names = sorted(d.name for d in s.kb_root.iterdir() if (d / "CURRENT").exists()) if s.kb_root.is_dir() else []
+    from ingest.store import list_knowledge_bases
+
+    names = list_knowledge_bases(s)
     if acc.role == "admin":
         return names
     return [n for n in names if not s.kb_access.get(n) or acc.department in s.kb_access[n]]

@@ -14,7 +14,7 @@ from assistant.users import Account
 from ingest import pipeline
 from ingest.errors import AssistantError
 from ingest.loaders import SUPPORTED_SUFFIXES
-from ingest.store import KnowledgeBase
+from ingest.store import KnowledgeBase, list_knowledge_bases
 
 KB_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
@@ -56,9 +56,7 @@ def _ingest(settings: Settings, kb: str, department: str | None, paths: list[Pat
 
 def render(settings: Settings, account: Account) -> None:
     st.header("Knowledge base")
-    existing = sorted(d.name for d in settings.kb_root.iterdir() if (d / "CURRENT").exists()) \
-        if settings.kb_root.is_dir() else []
-    choices = sorted(set(existing) | {settings.default_kb})
+    choices = sorted(set(list_knowledge_bases(settings)) | {settings.default_kb})
     c1, c2 = st.columns(2)
     kb = c1.selectbox("Knowledge base", choices, index=choices.index(settings.default_kb), key="kb_admin")
     new = c2.text_input("…or a new one (lowercase name)", key="kb_new").strip()
