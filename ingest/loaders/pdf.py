@@ -19,7 +19,7 @@ import pypdf
 from pypdf.errors import FileNotDecryptedError, PdfReadError
 
 from ingest.errors import FileRejected
-from ingest.loaders.base import LoadedDocument, Page, table_to_lines
+from ingest.loaders.base import DEFAULT_OPTIONS, LoadedDocument, Page, ParseOptions, table_to_lines, too_much_text
 
 # pdfminer logs every malformed object at WARNING; the file-level result is what users need.
 logging.getLogger("pdfminer").setLevel(logging.ERROR)
@@ -42,9 +42,16 @@ class _Line:
         return max(w["x1"] for w in self.words)
 
 
-def load_pdf(path: Path, on_page: Callable[[], None] | None = None) -> LoadedDocument:
-    password = _check_openable(path)
+def load_pdf(
+    path: Path, on_page: Callable[[], None] | None = None, options: ParseOptions = DEFAULT_OPTIONS
+) -> LoadedDocument:
+    password, n_pages = _check_openable(path)
+    if n_pages > options.max_pages:
+        raise FileRejected(
+            path, f"{n_pages:,} pages, over the {options.max_pages:,}-page limit (ASSISTANT_MAX_PAGES); split the PDF"
+        )
     pages: list[Page] = []
+    chars = 0
     image_only_pages = 0
     try:
         with pdfplumber.open(str(path), password=password) as pdf:
@@ -54,6 +61,9 @@ def load_pdf(path: Path, on_page: Callable[[], None] | None = None) -> LoadedDoc
                 if not text.strip() and page.images:
                     image_only_pages += 1
                 pages.append(Page(text=text, page=index))
+                chars += len(text)
+                if chars > options.max_text_chars:
+                    raise too_much_text(path, options)
                 page.close()  # drop the page's parsed layout: memory stays flat on long filings
                 if on_page is not None:
                     on_page()
@@ -101,8 +111,9 @@ def _strip_running_lines(pages: list[Page], edge: int = 2) -> None:
         ).strip()
 
 
-def _check_openable(path: Path) -> str:
-    """Raise FileRejected for corrupt or password-protected PDFs; return the password to use."""
+def _check_openable(path: Path) -> tuple[str, int]:
+    """Raise FileRejected for corrupt or password-protected PDFs; return the password to use and the
+    page count."""
     try:
         reader = pypdf.PdfReader(str(path))
         if reader.is_encrypted:
@@ -116,7 +127,8 @@ def _check_openable(path: Path) -> str:
                     "encrypted (password-protected) PDF; remove the password "
                     "(e.g. `qpdf --decrypt --password=... in.pdf out.pdf`) and add the decrypted file.",
                 )
-        if len(reader.pages) == 0:
+        n_pages = len(reader.pages)
+        if n_pages == 0:
             raise FileRejected(path, "the PDF has no pages")
     except FileRejected:
         raise
@@ -126,7 +138,7 @@ def _check_openable(path: Path) -> str:
         raise FileRejected(
             path, f"corrupt PDF, cannot be read ({type(exc).__name__}: {exc}); re-export or repair it"
         ) from exc
-    return ""
+    return "", n_pages
 
 
 def _page_text(page) -> str:
