@@ -115,6 +115,7 @@ class Source:
     dense: float | None = None
     bm25: float | None = None
     path: str | None = None  # the source file (the UI opens the cited PDF page)
+    page_label: str | None = None  # how to cite a sheet or slide ("sheet 费率表", "slide 3"); None: "p.N"
 
 
 @dataclass
@@ -142,7 +143,8 @@ class Answer:
     def to_dict(self) -> dict[str, Any]:
         return {
             "answer": self.answer,
-            "sources": [{"n": s.n, "source": s.source, "page": s.page, "clause": s.clause, "text": s.text,
+            "sources": [{"n": s.n, "source": s.source, "page": s.page, "page_label": s.page_label,
+                         "clause": s.clause, "text": s.text,
                          "score": round(s.score, 4), "chunk_id": s.chunk_id, "path": s.path} for s in self.sources],
             "tool_calls": [{"name": t.name, "arguments": t.arguments, "result": t.result if t.ok else None,
                             "error": t.error, "denied": t.denied, "duration_s": t.duration_s}
@@ -272,14 +274,14 @@ class Assistant:
         if res.relevant:
             ans.passages = [Source(i, r.hit.source, r.hit.page, r.hit.clause or None, r.hit.text, r.score,
                                    r.hit.chunk_id, dense=r.dense, bm25=r.bm25,
-                                   path=r.hit.metadata.get("path"))
+                                   path=r.hit.metadata.get("path"), page_label=r.hit.metadata.get("page_label"))
                             for i, r in enumerate(res.passages, 1)]
         return res
 
     @staticmethod
     def messages(question: str, history: list[dict[str, str]], passages: list[Source]) -> list[BaseMessage]:
         """The prompt: system (rules + numbered passages), the recent history, the question."""
-        numbered = [Passage(p.source, p.text, p.page, p.clause) for p in passages]
+        numbered = [Passage(p.source, p.text, p.page, p.clause, p.page_label) for p in passages]
         out: list[BaseMessage] = [SystemMessage(system_prompt(numbered, is_chinese(question)))]
         for h in history[-6:]:
             out.append(HumanMessage(h["content"]) if h["role"] == "user" else AIMessage(h["content"]))

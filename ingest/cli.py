@@ -198,7 +198,7 @@ def search(
     with _user_errors():
         hits = pipeline.search(s, query, k=k, kb_name=kb, departments=department)
     if json_out:
-        _print_json([h.to_dict() for h in hits])
+        _print_json([h.to_dict() | _page_fields(h) for h in hits])
         return
     if not hits:
         out.print("no results")
@@ -207,6 +207,11 @@ def search(
         out.print(f"[bold]{i}. {safe(h.source)}[/bold] {safe(page)} [cyan]{safe(h.clause)}[/cyan]  score={h.score:.3f}")
         snippet = flatten(h.text)
         out.print(f"   {safe(snippet[:300])}{'…' if len(snippet) > 300 else ''}")
+
+
+def _page_fields(hit: Any) -> dict[str, Any]:
+    """The citation label of sheets and slides and the OCR confidence of scanned pages, where present."""
+    return {k: hit.metadata[k] for k in ("page_label", "ocr_confidence") if k in hit.metadata}
 
 
 @app.command()

@@ -137,10 +137,10 @@ def test_whitespace_only_file_rejected(docs_dir: Path) -> None:
 
 
 def test_unsupported_type_rejected(docs_dir: Path) -> None:
-    path = docs_dir / "sheet.xlsx"
+    path = docs_dir / "deck.key"
     path.write_bytes(b"PK\x03\x04 not really")
     reason = _rejected(path)
-    assert "unsupported file type '.xlsx'" in reason and ".pdf" in reason
+    assert "unsupported file type '.key'" in reason and ".pdf" in reason and ".xlsx" in reason
 
 
 def test_corrupt_docx_rejected(docs_dir: Path) -> None:

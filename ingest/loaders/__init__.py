@@ -15,6 +15,8 @@ from ingest.loaders.base import DEFAULT_OPTIONS, LoadedDocument, Page, ParseOpti
 from ingest.loaders.docx import load_docx
 from ingest.loaders.html import load_html
 from ingest.loaders.pdf import load_pdf
+from ingest.loaders.sheet import load_csv, load_xls, load_xlsx
+from ingest.loaders.slides import load_pptx
 from ingest.loaders.text import load_text
 
 PageCallback = Callable[[], None] | None
@@ -29,6 +31,11 @@ LOADERS: dict[str, tuple[str, Loader]] = {
     ".text": ("text", lambda p, o, cb: load_text(p, "text", o)),
     ".html": ("html", lambda p, o, cb: load_html(p, o)),
     ".htm": ("html", lambda p, o, cb: load_html(p, o)),
+    ".xlsx": ("xlsx", lambda p, o, cb: load_xlsx(p, o, cb)),
+    ".xlsm": ("xlsx", lambda p, o, cb: load_xlsx(p, o, cb)),
+    ".xls": ("xls", lambda p, o, cb: load_xls(p, o, cb)),
+    ".csv": ("csv", lambda p, o, cb: load_csv(p, o, cb)),
+    ".pptx": ("pptx", lambda p, o, cb: load_pptx(p, o, cb)),
 }
 
 SUPPORTED_SUFFIXES = tuple(sorted(LOADERS))
