@@ -40,6 +40,15 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
+# OCR (rapidocr-onnxruntime) imports OpenCV, which needs libGL and glib from the system.
+if command -v apt-get >/dev/null && ! ldconfig -p 2>/dev/null | grep -q "libGL.so.1"; then
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && sudo_cmd="sudo"
+  echo "== installing libgl1 libglib2.0-0 (apt, for OCR)"
+  $sudo_cmd apt-get update -qq >/dev/null || true
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq libgl1 libglib2.0-0 >/dev/null
+fi
+
 if [ "$want_model" = 1 ]; then
   .venv/bin/python -m assistant.models
 fi

@@ -14,6 +14,7 @@ from ingest.errors import FileRejected
 from ingest.loaders.base import DEFAULT_OPTIONS, LoadedDocument, Page, ParseOptions, name_problem, too_much_text
 from ingest.loaders.docx import load_docx
 from ingest.loaders.html import load_html
+from ingest.loaders.ocr import load_image
 from ingest.loaders.pdf import load_pdf
 from ingest.loaders.sheet import load_csv, load_xls, load_xlsx
 from ingest.loaders.slides import load_pptx
@@ -36,6 +37,7 @@ LOADERS: dict[str, tuple[str, Loader]] = {
     ".xls": ("xls", lambda p, o, cb: load_xls(p, o, cb)),
     ".csv": ("csv", lambda p, o, cb: load_csv(p, o, cb)),
     ".pptx": ("pptx", lambda p, o, cb: load_pptx(p, o, cb)),
+    **{s: ("image", lambda p, o, cb: load_image(p, o, cb)) for s in (".png", ".jpg", ".jpeg", ".tif", ".tiff")},
 }
 
 SUPPORTED_SUFFIXES = tuple(sorted(LOADERS))
