@@ -29,10 +29,10 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     a = p.parse_args()
 
+    from assistant.backends.local import to_template_messages
     from assistant.chain import build_assistant
-    from assistant.config import load_settings
-    from assistant.llm import to_template_messages
-    from assistant.tools import User
+    from core.identity import User
+    from core.settings import load_settings
 
     settings = load_settings(max_new_tokens=a.max_new_tokens, max_tool_steps=1)
     assistant = build_assistant(settings)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from common import print_table  # common puts the repository on sys.path
 
+from core.testing.scans import save_scan, scan_image
 from ingest.loaders.base import ParseOptions
 from ingest.loaders.ocr import ENGINES, OcrText, prepare
-from tests.scans import save_scan, scan_image
 
 ZH = [
     ["第五条 意外身故保险金", "被保险人因意外伤害事故身故的，保险人按照保险金额给付意外身故保险金。",

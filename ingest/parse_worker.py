@@ -15,8 +15,8 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from assistant.config import Settings
-from ingest.errors import FileRejected
+from core.errors import FileRejected
+from core.settings import Settings
 from ingest.loaders import LoadedDocument, ParseOptions, load_file
 
 _IDLE_EXIT_S = 120.0  # a worker nobody asked for this long exits; the next file starts another

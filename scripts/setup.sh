@@ -50,5 +50,5 @@ if command -v apt-get >/dev/null && ! ldconfig -p 2>/dev/null | grep -q "libGL.s
 fi
 
 if [ "$want_model" = 1 ]; then
-  .venv/bin/python -m assistant.models
+  .venv/bin/python -m core.models
 fi

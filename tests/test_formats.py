@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from assistant.config import Settings
-from assistant.prompts import Passage
+from core.errors import FileRejected
+from core.prompts import Passage
+from core.settings import Settings
+from core.testing.office_files import make_csv, make_pptx, make_xls, make_xlsx
 from ingest import pipeline
 from ingest.cli import app
-from ingest.errors import FileRejected
 from ingest.loaders import ParseOptions, load_file
-from tests.office_files import make_csv, make_pptx, make_xls, make_xlsx
 
 RATES_ZH = [
     [None],

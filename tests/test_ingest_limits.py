@@ -11,10 +11,10 @@ import docx
 import pytest
 from typer.testing import CliRunner
 
-from assistant.config import Settings
+from core.errors import FileRejected
+from core.settings import Settings
 from ingest import pipeline
 from ingest.cli import app
-from ingest.errors import FileRejected
 from ingest.loaders import ParseOptions, load_file
 
 runner = CliRunner()

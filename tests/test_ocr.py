@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from assistant.config import Settings
+from core.errors import FileRejected
+from core.settings import Settings
+from core.testing.scans import save_scan
 from ingest import pipeline
-from ingest.errors import FileRejected
 from ingest.loaders import ParseOptions, load_file
-from tests.scans import save_scan
 
 ZH_PAGE = ["第十二条 保险费的支付", "分期支付保险费的，宽限期为六十日。", "宽限期内发生保险事故的，保险人仍承担保险责任。"]
 EN_PAGE = ["ARTICLE 7 TERMINATION", "Confidentiality obligations survive for five (5) years after termination.",
@@ -39,8 +39,8 @@ def test_ocr_only_pages_without_a_text_layer(docs_dir: Path) -> None:
     """A PDF of one typed page and one scanned page: the typed one keeps its text layer."""
     from fpdf import FPDF
 
-    from tests.pdfs import add_fonts
-    from tests.scans import scan_image
+    from core.testing.pdfs import add_fonts
+    from core.testing.scans import scan_image
 
     pdf = FPDF(format="A4")
     family = add_fonts(pdf)

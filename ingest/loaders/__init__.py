@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ingest.errors import FileRejected
+from core.errors import FileRejected
 from ingest.loaders.base import DEFAULT_OPTIONS, LoadedDocument, Page, ParseOptions, name_problem, too_much_text
 from ingest.loaders.docx import load_docx
 from ingest.loaders.html import load_html

@@ -7,7 +7,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.errors import FileRejected
+from core.errors import FileRejected
 
 
 @dataclass

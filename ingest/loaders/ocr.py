@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ingest.errors import FileRejected
+from core.errors import FileRejected
 from ingest.loaders.base import DEFAULT_OPTIONS, LoadedDocument, Page, ParseOptions, too_much_text
 
 MAX_PIXELS = 60_000_000  # a decompression bomb is refused; a 600 dpi A3 scan is ~70 M pixels halved below

@@ -18,7 +18,7 @@ import pdfplumber
 import pypdf
 from pypdf.errors import FileNotDecryptedError, PdfReadError
 
-from ingest.errors import FileRejected
+from core.errors import FileRejected
 from ingest.loaders.base import DEFAULT_OPTIONS, LoadedDocument, Page, ParseOptions, table_to_lines, too_much_text
 from ingest.loaders.ocr import ocr_image
 

@@ -14,7 +14,7 @@ import io
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ingest.errors import FileRejected
+from core.errors import FileRejected
 from ingest.loaders.base import DEFAULT_OPTIONS, Budget, LoadedDocument, Page, ParseOptions, check_zip, table_to_lines
 from ingest.loaders.text import decode_bytes
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import streamlit as st
 
-from assistant import conversations
-from assistant.config import Settings
-from assistant.users import Account
+from assistant.app import conversations
+from assistant.app.users import Account
+from core.settings import Settings
 from ui import answer_view, state
 
 AUTO = "automatic (department's adapter)"
@@ -62,7 +62,7 @@ def _sidebar(settings: Settings, acc: Account, current: Any, convs: list) -> dic
             opts["kb"] = kbs[0]
         opts["adapter"] = None
         if acc.role == "admin":  # staff get their department's adapter; admins may compare versions
-            from finetune import registry
+            from core import registry
 
             refs = [v.ref for n in registry.list_names(settings) for v in registry.list_versions(settings, n)]
             choice = st.selectbox("Adapter", [AUTO, BASE, *refs], key="adapter")

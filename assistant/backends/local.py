@@ -18,9 +18,9 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Tool
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict
 
-from assistant.config import Settings
-from assistant.runtime import ModelRuntime
-from assistant.toolcalls import parse_output
+from assistant.backends.runtime import ModelRuntime
+from core.settings import Settings
+from core.toolcalls import parse_output
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
 

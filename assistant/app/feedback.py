@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from assistant.appdb import connect, now_iso
+from assistant.app.db import connect, now_iso
+from assistant.backends.local import to_template_messages
 from assistant.chain import Assistant, Source
-from assistant.llm import to_template_messages
-from ingest.errors import AssistantError
+from core.errors import AssistantError
 
 
 def turn_example(question: str, history: list[dict[str, str]], payload: dict[str, Any],

@@ -17,14 +17,15 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
-from assistant.audit import AuditLog
-from assistant.config import Settings
-from assistant.llm import message_from_openai, parsed_message
-from assistant.prompts import CITATION, Passage, is_chinese, no_answer, system_prompt
-from assistant.retrieval import HybridRetriever, RetrievalResult
-from assistant.toolcalls import parse_output
-from assistant.tools import ToolRegistry, ToolResult, User
-from ingest.errors import AssistantError
+from assistant.app.audit import AuditLog
+from assistant.backends.local import message_from_openai, parsed_message
+from assistant.chain.retrieval import HybridRetriever, RetrievalResult
+from assistant.tools.registry import ToolRegistry, ToolResult
+from core.errors import AssistantError
+from core.identity import User
+from core.prompts import CITATION, Passage, is_chinese, no_answer, system_prompt
+from core.settings import Settings
+from core.toolcalls import parse_output
 
 Emit = Callable[[str, Any], None]  # (kind, payload): token | thinking | tool | sources | status
 _THINK_OPEN, _THINK_CLOSE, _CALL = "<think>", "</think>", "<tool_call>"
@@ -203,7 +204,7 @@ class Assistant:
             raise AssistantError(f"user '{user.name}' may not use knowledge base '{kb}'")
 
     def resolve_adapter(self, user: User, requested: str | None) -> str | None:
-        from finetune import registry
+        from core import registry
 
         if requested:
             return requested if requested != "none" else None
@@ -291,7 +292,7 @@ class Assistant:
     def prompt_for(self, question: str, user: User, history: list[dict[str, str]] | None = None,
                    kb: str | None = None) -> tuple[list[dict[str, Any]], list[dict], Answer]:
         """Exactly what the model would be sent for this question (training data for chain behaviour)."""
-        from assistant.llm import to_template_messages
+        from assistant.backends.local import to_template_messages
 
         ans = Answer(question, "", [], [])
         self._retrieve(question, history or [], kb or self.settings.default_kb, user, ans)
@@ -380,16 +381,16 @@ class Assistant:
 def build_assistant(settings: Settings, runtime: Any = None, chat: BaseChatModel | None = None,
                     tools: ToolRegistry | None = None, kb_access: dict[str, set[str]] | None = None) -> Assistant:
     """The assistant over the configured backend, the demo business tools and the audit log."""
-    from assistant.business_db import ensure_business_db
-    from assistant.demo_tools import demo_registry
-    from assistant.llm import LocalQwenChat, openai_chat
+    from assistant.backends.local import LocalQwenChat, openai_chat
+    from assistant.tools.demo.business_db import ensure_business_db
+    from assistant.tools.demo.tools import demo_registry
 
     if chat is None:
         if settings.backend == "openai":
             chat = openai_chat(settings, settings.adapter, settings.thinking)
             name = f"openai:{settings.openai_base_url}"
         else:
-            from assistant.runtime import ModelRuntime
+            from assistant.backends.runtime import ModelRuntime
 
             runtime = runtime or ModelRuntime.load(settings.model, settings)
             chat = LocalQwenChat(runtime=runtime, max_new_tokens=settings.max_new_tokens)

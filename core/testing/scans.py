@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from tests.pdfs import find_cjk_font, find_latin_font
+from core.testing.pdfs import find_cjk_font, find_latin_font
 
 DPI = 200
 A4 = (int(8.27 * DPI), int(11.69 * DPI))

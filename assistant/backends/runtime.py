@@ -13,9 +13,9 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from assistant.config import Settings
-from assistant.models import LoadedModel, load_model
-from ingest.errors import AssistantError
+from core.errors import AssistantError
+from core.models import LoadedModel, load_model
+from core.settings import Settings
 
 
 @dataclass
@@ -49,7 +49,7 @@ class ModelRuntime:
 
     def ensure_adapter(self, ref: str) -> str:
         """Load a registry adapter (once) and return its key; refused if trained on another base."""
-        from finetune import registry
+        from core import registry
 
         av = registry.get(self.settings, ref)
         key = av.ref.replace("@", "-")
