@@ -48,9 +48,10 @@ class Settings(BaseSettings):
     max_paragraphs: int = Field(default=200_000, ge=1, description="Paragraphs, table rows or lines per file.")
     max_text_chars: int = Field(default=20_000_000, ge=1, description="Characters of extracted text per file.")
     max_pages: int = Field(default=5_000, ge=1, description="Pages per PDF (slides per deck, sheets per workbook).")
-    ocr: Literal["rapidocr", "tesseract", "off"] = Field(
-        default="rapidocr", description="OCR for scans and images (pages without a text layer): 'rapidocr' "
-        "(ONNX models inside the package), 'tesseract' (Debian's tesseract-ocr + chi_sim), or 'off'.",
+    ocr: Literal["tesseract", "rapidocr", "off"] = Field(
+        default="tesseract", description="OCR for scans and images (pages without a text layer): 'tesseract' "
+        "(Debian's tesseract-ocr + tesseract-ocr-chi-sim; best mean accuracy and fastest in bench/ocr_engines.py), "
+        "'rapidocr' (ONNX models inside the pip package; best on hard Chinese scans), or 'off'.",
     )
     # retrieval (the chain)
     fusion: Literal["rrf", "weighted"] = Field(default="rrf", description="How dense and BM25 results combine.")

@@ -20,6 +20,7 @@ from core.settings import Settings
 from ingest.loaders import LoadedDocument, ParseOptions, load_file
 
 _IDLE_EXIT_S = 120.0  # a worker nobody asked for this long exits; the next file starts another
+_START_TIMEOUT_S = 300.0
 
 
 def options_from(settings: Settings) -> ParseOptions:
@@ -34,6 +35,7 @@ def options_from(settings: Settings) -> ParseOptions:
 
 def _serve(conn: Connection) -> None:
     """The worker: parse each requested file, stream page ticks, answer with the document or a reason."""
+    conn.send(("ready", None))  # the parsers are imported: what follows is the files' time
     while conn.poll(_IDLE_EXIT_S):
         try:
             path, options = conn.recv()
@@ -64,6 +66,11 @@ class ParseWorker:
         self._proc.start()
         child.close()
         self._conn = parent
+        # starting Python and importing the parsers is not the file's time: wait for the worker first
+        if not parent.poll(_START_TIMEOUT_S):
+            self.stop()
+            raise RuntimeError(f"the parse worker did not start within {_START_TIMEOUT_S:g} s")
+        parent.recv()
         return parent
 
     def stop(self) -> None:
@@ -78,13 +85,17 @@ class ParseWorker:
         self, path: Path, options: ParseOptions, timeout_s: float, on_page: Callable[[], None] | None = None
     ) -> LoadedDocument:
         with self._lock:
-            conn = self._start()
             try:
-                conn.send((path, options))
-            except (BrokenPipeError, OSError):  # it exited while idle: start another
-                self.stop()
                 conn = self._start()
-                conn.send((path, options))
+                try:
+                    conn.send((path, options))
+                except (BrokenPipeError, OSError):  # it exited while idle: start another
+                    self.stop()
+                    conn = self._start()
+                    conn.send((path, options))
+            except (RuntimeError, EOFError, OSError) as exc:
+                self.stop()
+                raise FileRejected(path, f"could not start the parser process ({exc}); try again") from exc
             deadline = time.monotonic() + timeout_s
             while True:
                 left = deadline - time.monotonic()

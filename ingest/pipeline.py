@@ -162,7 +162,7 @@ class Ingestor:
         result = FileResult(path=path, status="added", doc_id=doc_id)
         docs = snapshot.documents
         try:
-            check_file(path)  # name fit to cite, supported type, readable: before hashing
+            check_file(path)  # a name fit to cite and a supported type, before hashing
             digest = sha256_file(path)
         except FileRejected as exc:
             return _failed(result, exc.reason, t0)

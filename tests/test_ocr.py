@@ -14,9 +14,13 @@ from core.testing.scans import save_scan
 from ingest import pipeline
 from ingest.loaders import ParseOptions, load_file
 
-ZH_PAGE = ["第十二条 保险费的支付", "分期支付保险费的，宽限期为六十日。", "宽限期内发生保险事故的，保险人仍承担保险责任。"]
+# a page long enough to be its own chunk (shorter ones are merged with a neighbour page)
+ZH_PAGE = ["第十二条 保险费的支付", "分期支付保险费的，宽限期为六十日。", "宽限期内发生保险事故的，保险人仍承担保险责任。",
+           "宽限期满仍未交纳保险费的，合同效力中止。", "合同效力中止之日起二年内，双方可协商恢复合同效力。"]
 EN_PAGE = ["ARTICLE 7 TERMINATION", "Confidentiality obligations survive for five (5) years after termination.",
-           "Either party may terminate for convenience on 180 days' notice."]
+           "Either party may terminate for convenience on 180 days' notice.",
+           "Termination does not affect rights accrued before the termination date.",
+           "Fees for services rendered until termination remain payable within thirty days."]
 ZH_PHOTO = ["理赔须知", "理赔申请应在事故发生后三十日内提交。", "客服热线 400-820-1234。"]
 EN_PHOTO = ["Claims desk", "Dental claims are reimbursed at 80 percent up to USD 1,500 a year."]
 
@@ -100,3 +104,10 @@ def test_scans_and_photos_found_with_page_citations(settings: Settings, docs_dir
     assert hit.source == "notice.png" and "三十日" in _squeeze(hit.text)
     hit = top("dental reimbursement rate")
     assert hit.source == "desk.jpg" and "80percent" in _squeeze(hit.text)
+
+
+@pytest.mark.parametrize("engine", ["tesseract", "rapidocr"])
+def test_each_engine_reads_a_chinese_photo(docs_dir: Path, engine: str) -> None:
+    doc = load_file(save_scan(docs_dir / "notice.png", [ZH_PHOTO]), options=ParseOptions(ocr=engine))
+    assert "三十日内提交" in _squeeze(doc.pages[0].text)
+    assert 0.5 < doc.pages[0].ocr_confidence <= 1

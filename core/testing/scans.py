@@ -16,7 +16,8 @@ A4 = (int(8.27 * DPI), int(11.69 * DPI))
 
 
 def scan_image(
-    lines: list[str], seed: int = 0, font_px: int = 36, tilt_deg: float = 0.4, blur: float = 0.7, jpeg: int = 0
+    lines: list[str], seed: int = 0, font_px: int = 36, tilt_deg: float = 0.4, blur: float = 0.7, jpeg: int = 0,
+    crop: bool = False,
 ) -> Image.Image:
     """An A4 page at 200 dpi holding `lines` (Chinese and Latin), as a scanner would return it; `jpeg`
     > 0 passes it through JPEG at that quality (a phone photo's artefacts)."""
@@ -24,7 +25,9 @@ def scan_image(
     if cjk is None or latin is None:
         raise RuntimeError("fonts missing: the test setup installs Debian's fonts-droid-fallback and fonts-dejavu-core")
     fonts = {True: ImageFont.truetype(str(latin), int(font_px * 0.8)), False: ImageFont.truetype(str(cjk), font_px)}
-    page = Image.new("L", A4, 255)
+    # a photo or a receipt is cut to its text; a scanned page is a whole A4 sheet
+    size = (A4[0], min(A4[1], int(1.3 * DPI + len(lines) * font_px * 1.7))) if crop else A4
+    page = Image.new("L", size, 255)
     draw = ImageDraw.Draw(page)
     y = int(0.8 * DPI)
     for line in lines:
@@ -38,8 +41,8 @@ def scan_image(
     page = page.rotate(tilt_deg, resample=Image.BICUBIC, fillcolor=255)
     page = page.filter(ImageFilter.GaussianBlur(blur))
     px = page.load()
-    for _ in range(A4[0] * A4[1] // 400):  # speckle
-        px[rng.randrange(A4[0]), rng.randrange(A4[1])] = rng.choice((0, 90, 180))
+    for _ in range(size[0] * size[1] // 400):  # speckle
+        px[rng.randrange(size[0]), rng.randrange(size[1])] = rng.choice((0, 90, 180))
     if jpeg:
         buf = io.BytesIO()
         page.save(buf, format="JPEG", quality=jpeg)
@@ -59,8 +62,8 @@ def _runs(line: str) -> list[str]:
 
 def save_scan(path: Path, pages: list[list[str]], seed: int = 0) -> Path:
     """PNG/JPEG: the first page; TIFF: one frame per page; PDF: image-only pages, no text layer."""
-    images = [scan_image(lines, seed + i) for i, lines in enumerate(pages)]
     suffix = path.suffix.lower()
+    images = [scan_image(lines, seed + i, crop=suffix != ".pdf") for i, lines in enumerate(pages)]
     if suffix == ".pdf":
         from fpdf import FPDF
 

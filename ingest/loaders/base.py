@@ -53,7 +53,7 @@ class ParseOptions:
     max_paragraphs: int = 200_000
     max_text_chars: int = 20_000_000
     max_pages: int = 5_000
-    ocr: str = "rapidocr"  # "rapidocr" | "tesseract" | "off"
+    ocr: str = "tesseract"  # "tesseract" | "rapidocr" | "off"
 
 
 DEFAULT_OPTIONS = ParseOptions()

@@ -1,9 +1,10 @@
 """OCR for scans and photos, air-gapped: the engine's models come inside a package, nothing is downloaded.
 
-Engines (ASSISTANT_OCR): 'rapidocr' (RapidOCR's PP-OCRv4 ONNX models shipped in the
-`rapidocr-onnxruntime` wheel; the default, chosen by `bench/ocr_engines.py`), 'tesseract' (Debian's
-`tesseract-ocr` with `tesseract-ocr-chi-sim`), 'off'. Text comes back in reading order (lines top to
-bottom, boxes left to right) with the mean confidence of its boxes (0-1).
+Engines (ASSISTANT_OCR): 'tesseract' (Debian's `tesseract-ocr` with `tesseract-ocr-chi-sim`; the default:
+best mean character accuracy over Chinese and English scans and twice as fast in `bench/ocr_engines.py`),
+'rapidocr' (RapidOCR's PP-OCRv4 ONNX models shipped in the `rapidocr-onnxruntime` wheel: no system
+package, best on hard Chinese scans, but it loses spaces between English words), 'off'. Text comes back
+in reading order (lines top to bottom, boxes left to right) with the mean confidence of its boxes (0-1).
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from ingest.loaders.base import DEFAULT_OPTIONS, LoadedDocument, Page, ParseOpti
 
 MAX_PIXELS = 60_000_000  # a decompression bomb is refused; a 600 dpi A3 scan is ~70 M pixels halved below
 MAX_SIDE = 3500  # larger images are scaled down before OCR: detection gains nothing and time grows
+
+
+class OcrUnavailable(RuntimeError):
+    """The configured engine is not installed; the message says how to install it."""
 
 
 @dataclass
@@ -79,13 +84,14 @@ class RapidOcr:
         try:
             from rapidocr_onnxruntime import RapidOCR
         except ImportError as exc:  # pragma: no cover - the dependency is in pyproject
-            raise RuntimeError("rapidocr-onnxruntime is not installed; `pip install rapidocr-onnxruntime`") from exc
+            raise OcrUnavailable("OCR needs rapidocr-onnxruntime: `pip install rapidocr-onnxruntime`") from exc
         self._engine = RapidOCR()
 
     def read(self, image) -> OcrText:
         import numpy as np
 
-        result, _ = self._engine(np.asarray(image.convert("RGB"))[:, :, ::-1])  # BGR, as OpenCV reads
+        # no angle classifier: it turned upright lines of made scans upside down and they read as nothing
+        result, _ = self._engine(np.asarray(image.convert("RGB"))[:, :, ::-1], use_cls=False)  # BGR
         boxes = []
         for quad, text, score in result or []:
             xs, ys = [p[0] for p in quad], [p[1] for p in quad]
@@ -98,7 +104,10 @@ class Tesseract:
 
     def __init__(self, languages: str = "chi_sim+eng") -> None:
         if shutil.which("tesseract") is None:
-            raise RuntimeError("tesseract is not installed; `apt-get install tesseract-ocr tesseract-ocr-chi-sim`")
+            raise OcrUnavailable(
+                "OCR needs tesseract: `apt-get install tesseract-ocr tesseract-ocr-chi-sim` "
+                "(scripts/setup.sh does it), or set ASSISTANT_OCR=rapidocr"
+            )
         self.languages = languages
 
     def read(self, image) -> OcrText:
@@ -106,7 +115,7 @@ class Tesseract:
         image.convert("RGB").save(buf, format="PNG")
         proc = subprocess.run(
             ["tesseract", "stdin", "stdout", "-l", self.languages, "--psm", "3", "tsv"],
-            input=buf.getvalue(), capture_output=True, timeout=600,
+            input=buf.getvalue(), capture_output=True, timeout=300,
         )
         if proc.returncode != 0:
             raise RuntimeError(f"tesseract failed: {proc.stderr.decode(errors='replace')[-300:]}")
@@ -134,17 +143,23 @@ def engine(name: str):
     return ENGINES[name]()
 
 
-def prepare(image):
-    """Grey, at most MAX_SIDE pixels a side."""
+def prepare(image, denoise: bool = True):
+    """Grey, at most MAX_SIDE pixels a side, scanner speckle removed (a 3x3 median: on made scans it
+    brought back a whole line that speckle had hidden from the text detector; bench/ocr_engines.py)."""
+    from PIL import ImageFilter
+
     image = image.convert("L")
     scale = MAX_SIDE / max(image.size)
     if scale < 1:
         image = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))))
-    return image
+    return image.filter(ImageFilter.MedianFilter(3)) if denoise else image
 
 
-def ocr_image(image, options: ParseOptions) -> OcrText:
-    return engine(options.ocr).read(prepare(image))
+def ocr_image(image, options: ParseOptions, path: Path) -> OcrText:
+    try:
+        return engine(options.ocr).read(prepare(image))
+    except OcrUnavailable as exc:
+        raise FileRejected(path, f"a scan, and {exc}") from exc
 
 
 def _frames(path: Path) -> Iterator:
@@ -174,7 +189,7 @@ def load_image(
     for index, frame in enumerate(_frames(path)):
         if index >= options.max_pages:
             raise FileRejected(path, f"over {options.max_pages:,} frames (ASSISTANT_MAX_PAGES); split the file")
-        read = ocr_image(frame, options)
+        read = ocr_image(frame, options, path)
         chars += len(read.text)
         if chars > options.max_text_chars:
             raise too_much_text(path, options)

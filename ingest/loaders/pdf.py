@@ -67,7 +67,7 @@ def load_pdf(
                         image_only_pages += 1
                     else:  # a scanned page: OCR only the pages without a text layer
                         renderer = renderer or _Renderer(path, password)
-                        read = ocr_image(renderer.render(index), options)
+                        read = ocr_image(renderer.render(index), options, path)
                         text, confidence = read.text, read.confidence
                         ocr_pages += 1
                 pages.append(Page(text=text, page=index, ocr_confidence=confidence))
