@@ -139,7 +139,8 @@ def test_bad_files_reported_others_ingested(settings: Settings, docs_dir: Path) 
     _write(docs_dir, "good.md", CONTRACT)
     (docs_dir / "corrupt.pdf").write_bytes(b"%PDF-1.4 garbage" * 10)
     (docs_dir / "empty.txt").write_bytes(b"")
-    (docs_dir / "table.xlsx").write_bytes(b"PK")
+    (docs_dir / "table.xlsx").write_bytes(b"PK")  # a spreadsheet that is not one
+    (docs_dir / "deck.key").write_bytes(b"PK")
     make_pdf(docs_dir / "locked.pdf", ["secret"], encrypt_password="pw")
     result = runner.invoke(app, ["add", str(docs_dir), "--home", str(settings.home), "--json"])
     assert result.exit_code == 1, result.output
@@ -149,7 +150,8 @@ def test_bad_files_reported_others_ingested(settings: Settings, docs_dir: Path) 
     assert status["good.md"][0] == "added"
     assert status["corrupt.pdf"][0] == "failed" and "corrupt" in status["corrupt.pdf"][1]
     assert status["empty.txt"][0] == "failed" and "empty" in status["empty.txt"][1]
-    assert status["table.xlsx"][0] == "failed" and "unsupported" in status["table.xlsx"][1]
+    assert status["table.xlsx"][0] == "failed" and "not a valid XLSX" in status["table.xlsx"][1]
+    assert status["deck.key"][0] == "failed" and "unsupported" in status["deck.key"][1]
     assert status["locked.pdf"][0] == "failed" and "password" in status["locked.pdf"][1]
     assert [d["source"] for d in pipeline.list_documents(settings)] == ["good.md"]
 
