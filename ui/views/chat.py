@@ -102,8 +102,7 @@ def _ask(settings: Settings, acc: Account, conv_id: str, question: str, msgs: li
         history = conversations.history(msgs)
         ans = assistant.ask(question, acc.user, history, opts["kb"], opts["adapter"], opts["think"], on_event,
                             conv_id)
-        payload = ans.to_dict() | {"question": ans.question, "history": history[-6:],
-                                   "tools": assistant.tools.schemas(acc.user)}
+        payload = ans.to_dict() | {"question": ans.question}  # with the exact transcript the model was sent
         conversations.add_turn(settings.app_db, conv_id, acc.name, question, ans.answer, payload)
         # the streamed text gives way to the finished turn, drawn exactly as a reload draws it (no rerun:
         # a rerun here would leave the streamed copy on screen until the next run finished)
