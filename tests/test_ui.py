@@ -141,7 +141,10 @@ def test_feedback_is_stored_with_the_turn_and_is_training_data(ui_env: dict, tmp
     # the stored example is the chain's exact prompt, loadable by the fine-tuning data loader
     example = row["example"]
     assert example["messages"][0]["role"] == "system" and "95500-88" in example["messages"][0]["content"]
-    assert example["messages"][-2] == {"role": "user", "content": Q_RAG}
+    # exactly as the model was sent it (issue 11): the recorded transcript, a malformed tool-call round and the
+    # error the model was shown included, then the final answer
+    assert example["messages"][:-1] == payload["transcript"]
+    assert [m for m in example["messages"] if m["role"] == "user"][-1] == {"role": "user", "content": Q_RAG}
     assert {t["function"]["name"] for t in example["tools"]} >= {"get_policy_status"}
     f = tmp_path / "fb.jsonl"
     f.write_text(json.dumps(example, ensure_ascii=False) + "\n", encoding="utf-8")
