@@ -16,12 +16,15 @@ import re
 # autolink literals, Streamlit icons/colour directives; $: LaTeX; ` \ * _ ~ | #: code, escapes, emphasis,
 # tables, headings (harmless, escaped so that the text reads exactly as written)
 _SPECIAL = re.compile(r"([\\`*_\[\]()<>!&:@$~|#{}])")
-_WWW = re.compile(r"(?i)\b(www)\.")
+# GFM turns bare URLs, `www.` names and e-mail addresses into links even when their characters are escaped:
+# an invisible word joiner inside the marker stops that (the text reads, and wraps, the same)
+_AUTOLINK = re.compile(r"(?i)(://|\bwww(?=\.)|@)")
+WJ = "\u2060"
 
 
 def text(s: object) -> str:
     """`s` as Markdown that renders to exactly its characters (line breaks kept)."""
-    out = _WWW.sub(r"\1\\.", _SPECIAL.sub(r"\\\1", str(s)))
+    out = _SPECIAL.sub(r"\\\1", _AUTOLINK.sub(lambda m: m.group(1)[0] + WJ + m.group(1)[1:], str(s)))
     return out.replace("\r\n", "\n").replace("\n", "  \n")
 
 

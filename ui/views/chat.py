@@ -10,7 +10,7 @@ import streamlit as st
 from assistant import conversations
 from assistant.config import Settings
 from assistant.users import Account
-from ui import answer_view, state
+from ui import answer_view, csp, state
 from ui import safe_markdown as md
 
 AUTO = "automatic (department's adapter)"
@@ -115,6 +115,7 @@ def _ask(settings: Settings, acc: Account, conv_id: str, question: str, msgs: li
 
 
 def render(settings: Settings, acc: Account) -> None:
+    csp.install()  # before any text from the model or the documents is drawn
     current, convs = _conversation(settings, acc)
     opts = _sidebar(settings, acc, current, convs)
     top = st.empty()

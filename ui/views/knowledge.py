@@ -94,12 +94,12 @@ def _upload(settings: Settings, account: Account, kb: str, department: str | Non
     take, replaces, refused = plan_uploads(settings, kb, files, replace)
     for r in refused:
         st.error(md.text(r))
-    if not take:
-        return
-    paths = [save_upload(settings, kb, f.name, f.getvalue()) for f in take]
-    report = _ingest(settings, kb, department, paths)
+    results: list[pipeline.FileResult] = []
     removed = []
-    for r in report.results:
+    if take:
+        paths = [save_upload(settings, kb, f.name, f.getvalue()) for f in take]
+        results = _ingest(settings, kb, department, paths).results
+    for r in results:
         old = replaces.get(r.path.name)
         if old is not None and r.status in ("added", "updated"):  # the new version is in: the old one goes
             pipeline.remove_document(settings, old["doc_id"], kb)
@@ -107,7 +107,7 @@ def _upload(settings: Settings, account: Account, kb: str, department: str | Non
             st.info(md.text(f"{r.path.name}: replaced the earlier document of this name ({old['doc_id']})"))
     record_event(settings.audit_db, "document_ingest", account.name, role=account.role, kb=kb, department=department,
                  files=[{"file": r.path.name, "status": r.status, "doc_id": r.doc_id, "reason": r.reason}
-                        for r in report.results], replaced=removed, refused=refused)
+                        for r in results], replaced=removed, refused=refused)
 
 
 def render(settings: Settings, account: Account) -> None:
