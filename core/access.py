@@ -21,12 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ingest.errors import AssistantError
-
-if TYPE_CHECKING:  # duck-typed at run time (name, role, department, is_admin): no import cycle with the tools
-    from assistant.tools import User
+from core.errors import AssistantError
+from core.identity import User
 
 
 class AccessDenied(AssistantError):

@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from assistant import conversations
-from assistant.users import add_user
+from assistant.app import conversations
+from assistant.app.users import add_user
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "Quiet-Harbour-Lantern-2026"

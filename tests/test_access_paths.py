@@ -16,19 +16,19 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
-from assistant import conversations
+from assistant.app import conversations
+from assistant.app.cited_files import open_cited
+from assistant.app.users import add_user
+from assistant.backends.runtime import ModelRuntime
 from assistant.chain import Assistant, build_assistant
-from assistant.cited_files import open_cited
-from assistant.config import Settings
-from assistant.models import load_model
-from assistant.runtime import ModelRuntime
-from assistant.tools import User
-from assistant.users import add_user
 from core.access import AccessPolicy
+from core.errors import AssistantError
+from core.identity import User
+from core.models import load_model
+from core.settings import Settings
+from core.testing.tiny_qwen3 import build_tiny_qwen3
 from ingest import pipeline
-from ingest.errors import AssistantError
 from ingest.store import KnowledgeBase
-from tests.tiny_qwen3 import build_tiny_qwen3
 
 APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
 PASSWORD = "Quiet-Harbour-Lantern-2026"

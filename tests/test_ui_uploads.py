@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from assistant.audit import list_events
-from assistant.config import Settings
-from assistant.users import add_user
+from assistant.app.audit import list_events
+from assistant.app.users import add_user
+from core.settings import Settings
 from ingest import pipeline
 
 APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")

@@ -3,7 +3,7 @@ passage and the PDF page, timing, and the feedback controls.
 
 Everything that came from the model, a document or a tool is shown as literal text (ui.safe_markdown): no
 image, link or HTML in it can make the browser fetch anything. A cited file is served by document id, only
-if this user may see that document now and the file is still the one ingested (assistant.cited_files)."""
+if this user may see that document now and the file is still the one ingested (assistant.app.cited_files)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from typing import Any
 
 import streamlit as st
 
-from assistant.cited_files import open_cited
-from assistant.config import Settings
-from assistant.feedback import add_feedback, feedback_for, turn_example
-from assistant.users import Account
+from assistant.app.cited_files import open_cited
+from assistant.app.feedback import add_feedback, feedback_for, turn_example
+from assistant.app.users import Account
 from core.access import AccessPolicy
-from ingest.errors import AssistantError
+from core.errors import AssistantError
+from core.settings import Settings
 from ui import safe_markdown as md
 
 

@@ -33,17 +33,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ValidationError
 
 from core.access import ToolRule
-
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    role: str = "staff"  # staff | claims | underwriting | finance | admin ...
-    department: str | None = None
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
+from core.identity import User
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from assistant.config import Settings
-from assistant.tools import User
 from core.access import AccessDenied, AccessPolicy
-from ingest.errors import AssistantError
+from core.errors import AssistantError
+from core.identity import User
+from core.settings import Settings
 
 
 @dataclass(frozen=True)
