@@ -165,7 +165,7 @@ class ToolRegistry:
         if not isinstance(arguments, dict):
             return done(ok=False, error=f"arguments of '{name}' must be a JSON object")
         schema = t.args_schema
-        declared = set(schema.model_fields) if schema is not None else set()  # type: ignore[union-attr]
+        declared = set(getattr(schema, "model_fields", None) or ())
         extra = sorted(set(arguments) - declared)
         if extra:
             reserved = " (reserved: a tool call cannot be nested in the arguments)" \
