@@ -4,8 +4,8 @@ browser send anything elsewhere.
 
 Streamlit has no setting for response headers (checked: 1.67 has none, and its server is not ours to
 patch), so the policy goes in as a `<meta http-equiv>` element that a small script adds to the document
-head; browsers enforce such a policy from the moment it is inserted. It is installed at the top of every
-page run, before any model or document text is drawn.
+head; browsers enforce such a policy from the moment it is inserted. The chat page installs it first
+thing, before any model or document text is drawn (ui/app.py may call `install()` before login as well).
 """
 
 from __future__ import annotations
