@@ -185,7 +185,9 @@ def test_upload_ingests_good_files_and_reports_bad_ones(ui_env: dict) -> None:
     assert result.loc[result["file"] == "broken.pdf", "problem"].iloc[0]  # the reason is shown
     docs = pipeline.list_documents(pipeline.Settings(home=ui_env["home"]), "uploads")
     assert [d["source"] for d in docs] == ["renewals.md"] and docs[0]["chunks"] >= 1
-    assert (ui_env["home"] / "uploads" / "uploads" / "renewals.md").is_file()
+    # kept under a folder of its own, so a later file of the same name cannot overwrite it
+    assert [p.name for p in (ui_env["home"] / "uploads" / "uploads").glob("*/*")] == ["renewals.md"]
+    assert docs[0]["path"] == str(next((ui_env["home"] / "uploads" / "uploads").glob("*/renewals.md")))
 
 
 def test_admin_adds_a_user_who_can_then_log_in(ui_env: dict) -> None:

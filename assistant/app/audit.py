@@ -1,5 +1,9 @@
 """Append-only audit log (SQLite): every turn with who asked what, what was retrieved, which model and
-adapter answered, every tool call with its arguments, result and duration, the answer, latency, errors.
+adapter answered, every tool call with its arguments, result and duration, the answer, latency, errors;
+and events (`record_event`: denied and malformed tool calls, documents ingested or removed, logins ...).
+
+A turn is recorded however it ends: `status` is `complete`, `partial` (interrupted mid-stream, e.g. the
+user pressed Stop: tools may already have acted) or `error`.
 
 Triggers refuse UPDATE and DELETE, so the log cannot be edited through SQL; WAL keeps readers and the
 writer apart, and each turn is one transaction, so a crash never leaves half a record.
@@ -28,13 +32,16 @@ CREATE TABLE IF NOT EXISTS turns (
     answer TEXT, thinking TEXT,
     cited TEXT,                     -- JSON [chunk_id]
     latency_s REAL, retrieval_ms REAL, prefill_s REAL, tokens_per_s REAL,
-    error TEXT
+    error TEXT,
+    status TEXT,                    -- complete | partial | error
+    malformed_calls TEXT            -- JSON [error]: tool calls the model wrote that could not be parsed
 );
 CREATE TRIGGER IF NOT EXISTS turns_no_update BEFORE UPDATE ON turns
     BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS turns_no_delete BEFORE DELETE ON turns
     BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 """
+_ADDED_COLUMNS = {"status": "TEXT", "malformed_calls": "TEXT"}  # columns newer than the first schema
 
 
 class AuditLog:
@@ -44,6 +51,10 @@ class AuditLog:
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
+            have = {r[1] for r in conn.execute("PRAGMA table_info(turns)")}
+            for col, kind in _ADDED_COLUMNS.items():  # an audit.db from before: add, never rewrite
+                if col not in have:
+                    conn.execute(f"ALTER TABLE turns ADD COLUMN {col} {kind}")
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(str(self.path), timeout=10)
@@ -78,7 +89,45 @@ class AuditLog:
 
 def _decode(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)
-    for k in ("retrieved", "tool_calls", "cited"):
+    for k in ("retrieved", "tool_calls", "cited", "malformed_calls"):
         if d.get(k):
             d[k] = json.loads(d[k])
     return d
+
+
+# Events that are not chat turns (logins, account and adapter changes): their own append-only table.
+EVENTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts TEXT NOT NULL,
+    event TEXT NOT NULL,            -- login, login_failed, login_throttled, user_added, adapter_promoted, ...
+    user TEXT NOT NULL,             -- who did it (or tried to)
+    detail TEXT NOT NULL            -- JSON: target account, versions, client address, reason ...
+);
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+"""
+
+
+def record_event(log: AuditLog | Path, event: str, user: str, **detail: Any) -> int:
+    """Append one event (e.g. `record_event(settings.audit_db, "login_failed", name, address=ip)`)."""
+    log = log if isinstance(log, AuditLog) else AuditLog(log)
+    with log._connect() as conn:
+        conn.executescript(EVENTS_SCHEMA)
+        cur = conn.execute("INSERT INTO events (ts, event, user, detail) VALUES (?, ?, ?, ?)",
+                           (datetime.now(UTC).isoformat(timespec="milliseconds"), event, user,
+                            json.dumps(detail, ensure_ascii=False, default=str)))
+        return int(cur.lastrowid)
+
+
+def list_events(log: AuditLog | Path, event: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """The latest events first, optionally of one kind."""
+    log = log if isinstance(log, AuditLog) else AuditLog(log)
+    with log._connect() as conn:
+        conn.executescript(EVENTS_SCHEMA)
+        where = " WHERE event = ?" if event else ""
+        rows = conn.execute(f"SELECT * FROM events{where} ORDER BY id DESC LIMIT ?",
+                            ([event] if event else []) + [limit]).fetchall()
+    return [dict(r) | {"detail": json.loads(r["detail"])} for r in rows]
