@@ -60,7 +60,7 @@ def world(root: Path) -> dict[str, Any]:
     db = ensure_business_db(settings.business_db)
 
     def chain(*replies: str) -> Assistant:
-        from tests.scripted_chat import ScriptedChat
+        from assistant.backends.scripted import ScriptedChat
 
         return Assistant(settings, ScriptedChat(replies=list(replies), seen=[]), demo_registry(db),
                          AuditLog(settings.audit_db), "scripted")
@@ -228,7 +228,7 @@ def unknown_tool(w: dict) -> tuple[bool, str]:
 
 
 def browser_attack(root: Path) -> None:
-    from tests.hostile_ui import app_server, leak_server, seed, view_hostile_answer
+    from ui.testing import app_server, leak_server, seed, view_hostile_answer
 
     home = root / "ui-home"
     with leak_server() as (leak, seen):
