@@ -82,3 +82,41 @@ def _decode(row: sqlite3.Row) -> dict[str, Any]:
         if d.get(k):
             d[k] = json.loads(d[k])
     return d
+
+
+# Events that are not chat turns (logins, account and adapter changes): their own append-only table.
+EVENTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts TEXT NOT NULL,
+    event TEXT NOT NULL,            -- login, login_failed, login_throttled, user_added, adapter_promoted, ...
+    user TEXT NOT NULL,             -- who did it (or tried to)
+    detail TEXT NOT NULL            -- JSON: target account, versions, client address, reason ...
+);
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+"""
+
+
+def record_event(log: AuditLog | Path, event: str, user: str, **detail: Any) -> int:
+    """Append one event (e.g. `record_event(settings.audit_db, "login_failed", name, address=ip)`)."""
+    log = log if isinstance(log, AuditLog) else AuditLog(log)
+    with log._connect() as conn:
+        conn.executescript(EVENTS_SCHEMA)
+        cur = conn.execute("INSERT INTO events (ts, event, user, detail) VALUES (?, ?, ?, ?)",
+                           (datetime.now(UTC).isoformat(timespec="milliseconds"), event, user,
+                            json.dumps(detail, ensure_ascii=False, default=str)))
+        return int(cur.lastrowid)
+
+
+def list_events(log: AuditLog | Path, event: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """The latest events first, optionally of one kind."""
+    log = log if isinstance(log, AuditLog) else AuditLog(log)
+    with log._connect() as conn:
+        conn.executescript(EVENTS_SCHEMA)
+        where = " WHERE event = ?" if event else ""
+        rows = conn.execute(f"SELECT * FROM events{where} ORDER BY id DESC LIMIT ?",
+                            ([event] if event else []) + [limit]).fetchall()
+    return [dict(r) | {"detail": json.loads(r["detail"])} for r in rows]
