@@ -161,10 +161,12 @@ def set_role(db: Path, name: str, role: str, department: str | None) -> Account:
     role, department = normalise_tag(role) or "", normalise_tag(department)
     _check(name, role, department)
     with connect(db) as conn:
-        if conn.execute("UPDATE users SET role = ?, department = ? WHERE name = ?",
-                        (role, department, name)).rowcount == 0:
+        was = conn.execute("SELECT role FROM users WHERE name = ?", (name,)).fetchone()
+        if was is None:
             raise AssistantError(f"no user '{name}' (see `assistant users list`)")
-        _keep_an_admin(conn, name)
+        conn.execute("UPDATE users SET role = ?, department = ? WHERE name = ?", (role, department, name))
+        if was["role"] == "admin":
+            _keep_an_admin(conn, name)
     return get_user(db, name)  # type: ignore[return-value]
 
 
@@ -190,9 +192,9 @@ def authenticate(db: Path, name: str, password: str) -> Account | None:
     return _account(row)
 
 
-# Throttling: after FREE_FAILURES failed logins for an account (or FREE_FAILURES_ADDR from one client address,
-# which may be shared by many staff behind one proxy) each further failure locks that key for BACKOFF_S,
-# doubling per failure up to MAX_LOCK_S. A quiet FORGET_S since the last failure starts the count afresh.
+# Throttling: FREE_FAILURES failed logins for an account (FREE_FAILURES_ADDR from one client address, which
+# may be shared by many staff behind one proxy) lock that key for BACKOFF_S, each further failure for twice as
+# long, up to MAX_LOCK_S. A quiet FORGET_S since the last failure starts the count afresh.
 FREE_FAILURES, FREE_FAILURES_ADDR = 5, 20
 BACKOFF_S, MAX_LOCK_S, FORGET_S = 60.0, 3600.0, 86400.0
 
@@ -228,15 +230,16 @@ def login(db: Path, name: str, password: str, address: str | None = None,
         for key, free in keys:
             row = conn.execute("SELECT failures, last_failure FROM login_throttle WHERE key = ?", (key,)).fetchone()
             failures = 1 if row is None or now - row["last_failure"] > FORGET_S else row["failures"] + 1
-            lock = min(BACKOFF_S * 2 ** (failures - free - 1), MAX_LOCK_S) if failures > free else 0.0
+            lock = min(BACKOFF_S * 2 ** (failures - free), MAX_LOCK_S) if failures >= free else 0.0
             conn.execute("INSERT OR REPLACE INTO login_throttle (key, failures, last_failure, locked_until) "
                          "VALUES (?, ?, ?, ?)", (key, failures, now, now + lock))
     account = authenticate(db, name, password)
     if account is not None:
         with connect(db) as conn:  # the account's count starts afresh; the address gets its attempt back
             conn.execute("DELETE FROM login_throttle WHERE key = ?", (keys[0][0],))
-            conn.execute("UPDATE login_throttle SET failures = MAX(failures - 1, 0), locked_until = 0 "
-                         "WHERE key = ? AND failures <= ?", (keys[1][0], FREE_FAILURES_ADDR))
+            conn.execute("UPDATE login_throttle SET failures = failures - 1, locked_until = "
+                         "CASE WHEN failures - 1 < ? THEN 0 ELSE locked_until END WHERE key = ?",
+                         (FREE_FAILURES_ADDR, keys[1][0]))
     return account
 
 
