@@ -10,8 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from assistant.clikit import err, out, print_json, settings_or_exit, user_errors
-from assistant.tools import User
+from core.clikit import err, out, print_json, settings_or_exit, user_errors
+from core.identity import User
 
 app = typer.Typer(help="Ask the domain assistant: cited answers from the knowledge base, business tools.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -161,7 +161,7 @@ def _audit_event(settings: Any, event: str, **detail: Any) -> None:
     """Account changes made at the terminal are audited like the admin page's, under the OS user."""
     import getpass
 
-    from assistant.audit import record_event
+    from assistant.app.audit import record_event
 
     record_event(settings.audit_db, event, f"cli:{getpass.getuser()}", **detail)
 
@@ -174,7 +174,7 @@ def users_add(
     must_change: MustChangeOpt = False, home: HomeOpt = None,
 ) -> None:
     """Create a user (password: 10+ characters, not a common one, not containing the name)."""
-    from assistant.users import add_user
+    from assistant.app.users import add_user
 
     settings = settings_or_exit(home=home)
     if password is None:
@@ -190,7 +190,7 @@ def users_add(
 def users_list(home: HomeOpt = None,
                as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """List users (never their passwords)."""
-    from assistant.users import list_users
+    from assistant.app.users import list_users
 
     settings = settings_or_exit(home=home)
     accounts = list_users(settings.app_db)
@@ -206,7 +206,7 @@ def users_list(home: HomeOpt = None,
 @users_app.command("remove")
 def users_remove(name: Annotated[str, typer.Argument(help="Login name.")], home: HomeOpt = None) -> None:
     """Delete a user (their saved conversations stay; the audit log is never touched). Their open sessions end."""
-    from assistant.users import remove_user
+    from assistant.app.users import remove_user
 
     settings = settings_or_exit(home=home)
     with user_errors():
@@ -220,7 +220,7 @@ def users_role(name: Annotated[str, typer.Argument(help="Login name.")],
                role: Annotated[str, typer.Option("--role", help="The new role.")],
                department: DeptOpt = None, home: HomeOpt = None) -> None:
     """Change a user's role and department (their open sessions end at the next step)."""
-    from assistant.users import get_user, set_role
+    from assistant.app.users import get_user, set_role
 
     settings = settings_or_exit(home=home)
     with user_errors():
@@ -235,7 +235,7 @@ def users_role(name: Annotated[str, typer.Argument(help="Login name.")],
 def users_password(name: Annotated[str, typer.Argument(help="Login name.")], password: PasswordOpt = None,
                    must_change: MustChangeOpt = False, home: HomeOpt = None) -> None:
     """Set a user's password (e.g. a reset; with --must-change they choose their own at the next login)."""
-    from assistant.users import set_password
+    from assistant.app.users import set_password
 
     settings = settings_or_exit(home=home)
     if password is None:
@@ -254,7 +254,7 @@ def users_demo(
 ) -> None:
     """Create the demo accounts that are missing, each with a random password printed only now (or the
     documented ones with --demo-passwords); the admin must choose a new password at its first login."""
-    from assistant.users import DEMO_USERS, ensure_demo_users
+    from assistant.app.users import DEMO_USERS, ensure_demo_users
 
     settings = settings_or_exit(home=home)
     made = {m[0]: m[1] for m in ensure_demo_users(settings.app_db, random_passwords=not demo_passwords,

@@ -22,14 +22,14 @@ DATA = ROOT / "data" / "sft"
 def _load(model_name: str, settings: Any) -> Any:
     import torch
 
-    from assistant.models import LoadedModel, load_model, pick_device
+    from core.models import LoadedModel, load_model, pick_device
 
     if model_name != "qwen3-0.6b-random":
         return load_model(model_name, settings, for_training=True)
     # Qwen3-0.6B's real shapes, random weights: throughput does not depend on weight values
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
-    from tests.tiny_qwen3 import qwen3_tokenizer_dir
+    from core.testing.tiny_qwen3 import qwen3_tokenizer_dir
 
     tok = AutoTokenizer.from_pretrained(str(qwen3_tokenizer_dir()))
     cfg = Qwen3Config(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
@@ -51,7 +51,7 @@ def ours(model_name: str, steps: int, batch: int, max_length: int, seed: int) ->
     import random
     import tempfile
 
-    from assistant.config import Settings, load_settings
+    from core.settings import Settings, load_settings
     from finetune.data import Dataset, load_datasets
     from finetune.recipe import Recipe
     from finetune.trainer import train
@@ -78,7 +78,7 @@ def baseline(model_name: str, steps: int, batch: int, max_length: int, seed: int
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainingArguments
 
-    from assistant.config import load_settings
+    from core.settings import load_settings
     from finetune.data import load_datasets
     from finetune.render import render_text
 

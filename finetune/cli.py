@@ -1,4 +1,4 @@
-"""`finetune` CLI: a thin Typer shell over `finetune.jobs` and `finetune.registry`."""
+"""`finetune` CLI: a thin Typer shell over `finetune.jobs` and the adapter registry (`core.registry`)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from assistant.clikit import err, out, print_json, settings_or_exit, user_errors
-from finetune import jobs, registry
+from core import registry
+from core.clikit import err, out, print_json, settings_or_exit, user_errors
+from core.errors import AssistantError
+from finetune import jobs
 from finetune.recipe import load_recipe
-from ingest.errors import AssistantError
 
 app = typer.Typer(help="Train, evaluate and version LoRA adapters for the assistant's model.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -216,7 +217,7 @@ def promote(ref: Annotated[str, typer.Argument(help="NAME@vN to make active (als
     """Make a version the active one."""
     import getpass
 
-    from assistant.audit import record_event
+    from assistant.app.audit import record_event
 
     settings = settings_or_exit(home=home)
     with user_errors():

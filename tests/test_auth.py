@@ -16,9 +16,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
-from assistant.audit import list_events
-from assistant.cli import app as assistant_cli
-from assistant.users import (
+from assistant.app.audit import list_events
+from assistant.app.users import (
     DEMO_USERS,
     FREE_FAILURES,
     FREE_FAILURES_ADDR,
@@ -33,7 +32,8 @@ from assistant.users import (
     set_password,
     set_role,
 )
-from ingest.errors import AssistantError
+from assistant.cli import app as assistant_cli
+from core.errors import AssistantError
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "ui" / "app.py")
@@ -158,7 +158,7 @@ def test_roles_and_departments_are_case_insensitive(tmp_path: Path) -> None:
     acc = add_user(db, "hr.li", GOOD, " Staff", "HR")
     assert (acc.role, acc.department) == ("staff", "hr") and get_user(db, "hr.li").department == "hr"
     assert set_role(db, "hr.li", "CLAIMS", "Claims").department == "claims"
-    from assistant.config import Settings
+    from core.settings import Settings
 
     assert Settings(kb_access={"people": ["HR", " Legal"]}).kb_access == {"people": ["hr", "legal"]}
 

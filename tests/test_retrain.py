@@ -14,16 +14,17 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from assistant.audit import list_events
+from assistant.app.audit import list_events
+from assistant.app.feedback import add_feedback, list_feedback, pending_corrections, review_correction, turn_example
+from assistant.app.users import DEMO_USERS, ensure_demo_users
 from assistant.chain import Assistant, build_assistant
-from assistant.config import Settings
-from assistant.feedback import add_feedback, list_feedback, pending_corrections, review_correction, turn_example
-from assistant.tools import User
-from assistant.users import DEMO_USERS, ensure_demo_users
-from finetune import background, registry
+from core import registry
+from core.errors import AssistantError
+from core.identity import User
+from core.settings import Settings
+from finetune import background
 from finetune.retrain import feedback_dataset, retrain
 from ingest import pipeline
-from ingest.errors import AssistantError
 from tests.chain_env import Q_RAG, Q_TOOL, STAFF
 
 APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")

@@ -7,8 +7,8 @@ import logging
 
 import streamlit as st
 
-from assistant.config import Settings
-from assistant.users import Account, get_user
+from assistant.app.users import Account, get_user
+from core.settings import Settings
 
 log = logging.getLogger("ui")
 ENDED = "session_ended"  # why the last session ended, shown once on the login page

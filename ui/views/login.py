@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from assistant.audit import record_event
-from assistant.config import Settings
-from assistant.users import Account, LoginThrottled, authenticate, list_users, login, set_password
-from ingest.errors import AssistantError
+from assistant.app.audit import record_event
+from assistant.app.users import Account, LoginThrottled, authenticate, list_users, login, set_password
+from core.errors import AssistantError
+from core.settings import Settings
 from ui import session
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from assistant.audit import record_event
-from assistant.config import Settings
-from assistant.users import MIN_PASSWORD, Account, add_user, list_users, remove_user, set_role
-from ingest.errors import AssistantError
+from assistant.app.audit import record_event
+from assistant.app.users import MIN_PASSWORD, Account, add_user, list_users, remove_user, set_role
+from core.errors import AssistantError
+from core.settings import Settings
 
 ROLES = ["staff", "claims", "underwriting", "service", "finance", "admin"]
 

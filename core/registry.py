@@ -18,9 +18,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from assistant.config import Settings
-from assistant.files import atomic_write_text, fsync_dir
-from ingest.errors import AssistantError, NotFound
+from core.errors import AssistantError, NotFound
+from core.files import atomic_write_text, fsync_dir
+from core.settings import Settings
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
@@ -234,7 +234,7 @@ def apply_adapter(lm: Any, av: AdapterVersion, adapter_name: str | None = None) 
     """Load `av` onto `lm.model` (a LoadedModel) after checking the base; returns the peft model."""
     from peft import PeftModel
 
-    from assistant.models import base_fingerprint
+    from core.models import base_fingerprint
 
     model = lm.model
     is_peft = hasattr(model, "peft_config")
