@@ -73,6 +73,11 @@ class Settings(BaseSettings):
         "unlisted ones are open to everyone; admins see all.",
     )
 
+    @field_validator("kb_access")
+    @classmethod
+    def _lowercase_departments(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {kb: [d.strip().lower() for d in depts] for kb, depts in v.items()}  # "HR" is "hr"
+
     @field_validator("home")
     @classmethod
     def _absolute_home(cls, v: Path) -> Path:

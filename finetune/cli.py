@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -214,9 +215,16 @@ def eval_(
 def promote(ref: Annotated[str, typer.Argument(help="NAME@vN to make active (also: roll back).")],
             home: HomeOpt = None) -> None:
     """Make a version the active one."""
+    import getpass
+
+    from assistant.app.audit import record_event
+
     settings = settings_or_exit(home=home)
     with user_errors():
+        before = registry.active_ref(settings, ref.partition("@")[0])
         av = registry.promote(settings, ref)
+    record_event(settings.audit_db, registry.promotion_event(before, av.ref), f"cli:{getpass.getuser()}",
+                 adapter=av.name, version=av.ref, previous=before)
     out.print(f"{av.ref} is now the active version of '{av.name}'")
 
 
@@ -259,10 +267,14 @@ def retrain(
     tolerance: Annotated[float, typer.Option(help="Promote if held-out loss is at most (1+tolerance)× the active's.")]
     = 0.0,
     job_dir: Annotated[Path | None, typer.Option("--job-dir", help="Write progress here (the UI's jobs).")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who asked for it (the audit log; default: the OS user).")]
+    = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Learn from staff feedback: new version from feedback + base set, promoted only if not worse."""
+    import getpass
+
     from finetune.background import JobState
     from finetune.retrain import retrain as run_retrain
 
@@ -287,7 +299,8 @@ def retrain(
     if state:
         state.update(phase="starting")
     try:
-        res = run_retrain(settings, name, data, overrides, eval_ratio, feedback_weight, tolerance, on_event, on_phase)
+        res = run_retrain(settings, name, data, overrides, eval_ratio, feedback_weight, tolerance, on_event, on_phase,
+                          requested_by=by or f"cli:{getpass.getuser()}")
     except AssistantError as exc:
         if state:
             state.update(phase="failed", error=str(exc))
@@ -309,8 +322,7 @@ def retrain(
     if res.promoted:
         out.print(f"[bold green]{res.candidate} promoted[/bold green] (not worse than {res.active})")
     else:
-        out.print(f"[yellow]{res.candidate} kept inactive[/yellow]: worse than {res.active}; "
-                  f"`finetune promote {res.candidate}` to use it anyway")
+        out.print(f"[yellow]{res.candidate} kept inactive[/yellow]: {escape(res.reason)}")
 
 
 if __name__ == "__main__":

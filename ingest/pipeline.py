@@ -274,6 +274,7 @@ def add_paths(
     on_step: StepFn | None = None,
 ) -> IngestReport:
     """Ingest files and folders into a knowledge base. Bad files are reported, never fatal."""
+    department = (department or "").strip().lower() or None  # access tags are case-insensitive: "HR" is "hr"
     t0 = time.perf_counter()
     kb = KnowledgeBase(settings, kb_name)
     ingestor = Ingestor(settings, on_step=on_step)
@@ -417,11 +418,11 @@ class Searcher:
         store = self.snapshot.store
         if store is None or not query.strip():
             return []
-        allowed = set(departments) if departments is not None else None
+        allowed = {(d or "").strip().lower() or None for d in departments} if departments is not None else None
         wanted = set(sources) if sources is not None else None
 
         def keep(md: dict[str, Any]) -> bool:
-            if allowed is not None and md.get("department") not in allowed:
+            if allowed is not None and ((md.get("department") or "").lower() or None) not in allowed:
                 return False
             return wanted is None or md.get("source") in wanted or md.get("doc_id") in wanted
 

@@ -71,7 +71,11 @@ def test_login_checks_the_hashed_password(ui_env: dict) -> None:
     assert stored.startswith("scrypt$") and PASSWORDS["wang.staff"] not in stored
 
 
-def test_repeated_wrong_passwords_lock_the_login_for_a_while(ui_env: dict) -> None:
+def test_repeated_wrong_passwords_lock_the_login_for_a_while(ui_env: dict, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    own = tmp_path / "home"  # the lock is kept in the database: lock an admin no other test logs in as
+    ensure_demo_users(own / "app.db")
+    monkeypatch.setenv("ASSISTANT_HOME", str(own))
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.text_input(key="login_name").input("admin")
     for _ in range(5):

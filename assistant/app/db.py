@@ -15,7 +15,16 @@ CREATE TABLE IF NOT EXISTS users (
     password_hash TEXT NOT NULL,
     role TEXT NOT NULL,
     department TEXT,
-    created TEXT NOT NULL
+    created TEXT NOT NULL,
+    must_change INTEGER NOT NULL DEFAULT 0   -- 1: the next login must set a new password first
+);
+-- failed logins per account ('user:NAME') and per client address ('addr:IP'): the back-off lives here,
+-- not in a browser session, so new sessions and new tabs do not reset it
+CREATE TABLE IF NOT EXISTS login_throttle (
+    key TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL,
+    last_failure REAL NOT NULL,
+    locked_until REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
@@ -44,6 +53,8 @@ CREATE TABLE IF NOT EXISTS feedback (
     example TEXT NOT NULL,           -- JSON: the turn as a training conversation (messages + tools)
     adapter TEXT,
     created TEXT NOT NULL,
+    review TEXT,                     -- corrections only: NULL pending, 'approved' or 'rejected' by an admin
+    reviewer TEXT,
     UNIQUE (audit_id, user)
 );
 """
@@ -51,6 +62,21 @@ CREATE TABLE IF NOT EXISTS feedback (
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# columns added after the first release: databases made before get them on first use
+_ADDED_COLUMNS = {
+    "users": [("must_change", "INTEGER NOT NULL DEFAULT 0")],
+    "feedback": [("review", "TEXT"), ("reviewer", "TEXT")],
+}
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    for table, columns in _ADDED_COLUMNS.items():
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        for name, decl in columns:
+            if name not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
 
 _READY: set[str] = set()  # databases whose schema this process has already created
@@ -69,6 +95,7 @@ def connect(path: Path) -> Iterator[sqlite3.Connection]:
         if str(path) not in _READY:  # WAL mode and tables persist in the file: once per process is enough
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
+            _migrate(conn)
             _READY.add(str(path))
         with conn:
             yield conn

@@ -2,6 +2,9 @@
 
 Each record keeps the turn as a training conversation (the chain's exact prompt: system with the numbered
 passages, history, question, tool calls and results, answer) so retraining needs nothing else.
+
+A corrected answer is staff-written text that would become what the model learns to say: it is trained on only
+after an admin approved it (`review_correction`); changing an approved correction makes it pending again.
 """
 
 from __future__ import annotations
@@ -55,7 +58,11 @@ def add_feedback(db: Path, audit_id: int, user: str, rating: int, example: dict[
             "INSERT INTO feedback (audit_id, user, rating, comment, correction, example, adapter, created) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (audit_id, user) DO UPDATE SET rating = excluded.rating, "
             "comment = excluded.comment, correction = excluded.correction, example = excluded.example, "
-            "adapter = excluded.adapter, created = excluded.created RETURNING id",
+            "adapter = excluded.adapter, created = excluded.created, "
+            # a reviewed correction stays reviewed only while its text is the one reviewed
+            "review = CASE WHEN feedback.correction IS excluded.correction THEN feedback.review END, "
+            "reviewer = CASE WHEN feedback.correction IS excluded.correction THEN feedback.reviewer END "
+            "RETURNING id",
             (audit_id, user, rating, comment, correction, json.dumps(example, ensure_ascii=False, default=str),
              adapter, now_iso()))
         return int(cur.fetchone()[0])
@@ -73,3 +80,18 @@ def feedback_for(db: Path, audit_id: int, user: str) -> dict[str, Any] | None:
         row = conn.execute("SELECT rating, comment, correction FROM feedback WHERE audit_id = ? AND user = ?",
                            (audit_id, user)).fetchone()
     return dict(row) if row else None
+
+
+def pending_corrections(db: Path) -> list[dict[str, Any]]:
+    """Corrections waiting for an admin's review, oldest first."""
+    return [r for r in list_feedback(db) if r["correction"] and r["review"] is None]
+
+
+def review_correction(db: Path, feedback_id: int, approve: bool, reviewer: str) -> None:
+    """Approve (train on it) or reject (never train on it) a corrected answer."""
+    with connect(db) as conn:
+        row = conn.execute("SELECT correction FROM feedback WHERE id = ?", (feedback_id,)).fetchone()
+        if row is None or not row["correction"]:
+            raise AssistantError(f"no corrected answer with feedback id {feedback_id}")
+        conn.execute("UPDATE feedback SET review = ?, reviewer = ? WHERE id = ?",
+                     ("approved" if approve else "rejected", reviewer, feedback_id))
