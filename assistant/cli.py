@@ -161,7 +161,7 @@ def _audit_event(settings: Any, event: str, **detail: Any) -> None:
     """Account changes made at the terminal are audited like the admin page's, under the OS user."""
     import getpass
 
-    from assistant.app.audit import record_event
+    from core.audit import record_event
 
     record_event(settings.audit_db, event, f"cli:{getpass.getuser()}", **detail)
 

@@ -43,10 +43,10 @@ def attack(name: str) -> Callable[[Callable[..., tuple[bool, str]]], Callable[..
 
 def world(root: Path) -> dict[str, Any]:
     """A knowledge base with a public and an HR-only document, the demo tools, a chain around `ScriptedChat`."""
-    from assistant.app.audit import AuditLog
     from assistant.chain import Assistant
     from assistant.tools.demo.business_db import ensure_business_db
     from assistant.tools.demo.tools import demo_registry
+    from core.audit import AuditLog
     from core.settings import Settings
     from ingest import pipeline
 
@@ -208,7 +208,7 @@ def interrupted(w: dict) -> tuple[bool, str]:
 
 @attack("denied and malformed tool calls go unaudited")
 def refused_calls(w: dict) -> tuple[bool, str]:
-    from assistant.app.audit import list_events
+    from core.audit import list_events
     from core.identity import User
 
     a = w["chain"](call_text("get_claim_status", {"claim_id": "CLM-2024-0001"}),

@@ -217,7 +217,7 @@ def promote(ref: Annotated[str, typer.Argument(help="NAME@vN to make active (als
     """Make a version the active one."""
     import getpass
 
-    from assistant.app.audit import record_event
+    from core.audit import record_event
 
     settings = settings_or_exit(home=home)
     with user_errors():

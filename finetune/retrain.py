@@ -29,10 +29,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from assistant.app.audit import record_event
-from assistant.app.feedback import list_feedback
 from core import registry
+from core.audit import record_event
 from core.errors import AssistantError
+from core.feedback import list_feedback
 from core.files import atomic_write_text
 from core.settings import Settings
 from finetune import jobs

@@ -16,7 +16,6 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
-from assistant.app.audit import list_events
 from assistant.app.users import (
     DEMO_USERS,
     FREE_FAILURES,
@@ -33,6 +32,7 @@ from assistant.app.users import (
     set_role,
 )
 from assistant.cli import app as assistant_cli
+from core.audit import list_events
 from core.errors import AssistantError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -234,15 +234,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _outside_address() -> str | None:
-    """This machine's address on its network (not loopback), or None when it has none."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses a TCP socket listens on at `port`, read from the kernel's tables (/proc/net/tcp*):
+    no packet leaves this machine, not even to its own network address."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            s.connect(("192.0.2.1", 9))  # no packet is sent: only picks the outgoing interface
-            ip = s.getsockname()[0]
+            lines = Path(table).read_text().splitlines()[1:]
         except OSError:
-            return None
-    return None if ip.startswith("127.") else ip
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr, _, hexport = local.partition(":")
+            if state == "0A" and int(hexport, 16) == port:  # 0A = LISTEN
+                found.add(addr)
+    return found
+
+
+LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1 and ::1 as the kernel writes them
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -254,10 +263,9 @@ def _reachable(host: str, port: int) -> bool:
 
 
 def test_the_ui_serves_this_machine_only_by_default(home: Path, tmp_path: Path) -> None:
-    """The attack: connect to the chat from another host's point of view (this machine's network address)."""
-    outside = _outside_address()
-    if outside is None:
-        pytest.skip("this machine has no network address besides loopback")
+    """The attack would connect from another host: the server must listen on loopback only."""
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("no /proc/net/tcp to read listening sockets from")
     port = _free_port()
     log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 (closed below)
     # the project's own .streamlit/config.toml, read from the working directory as `streamlit run` does
@@ -268,7 +276,9 @@ def test_the_ui_serves_this_machine_only_by_default(home: Path, tmp_path: Path) 
         while not _reachable("127.0.0.1", port):
             assert proc.poll() is None and time.time() < deadline, (tmp_path / "streamlit.log").read_text()
             time.sleep(0.3)
-        assert not _reachable(outside, port)
+        # reachable from another host only if bound to a non-loopback address (0.0.0.0 / :: included)
+        listening = _listening_addresses(port)
+        assert listening and listening <= LOOPBACK, listening
     finally:
         proc.terminate()
         proc.wait(timeout=20)

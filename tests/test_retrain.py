@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from assistant.app.audit import list_events
-from assistant.app.feedback import add_feedback, list_feedback, pending_corrections, review_correction, turn_example
+from assistant.app.feedback import turn_example
 from assistant.app.users import DEMO_USERS, ensure_demo_users
 from assistant.chain import Assistant, build_assistant
 from core import registry
+from core.audit import list_events
 from core.errors import AssistantError
+from core.feedback import add_feedback, list_feedback, pending_corrections, review_correction
 from core.identity import User
 from core.settings import Settings
 from finetune import background

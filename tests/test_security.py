@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 
-from assistant.app.audit import AuditLog, list_events
 from assistant.backends.base import to_template_messages
 from assistant.backends.scripted import ScriptedChat
 from assistant.chain import Assistant, Source
 from assistant.tools.demo.business_db import connect, ensure_business_db
 from assistant.tools.demo.tools import demo_registry, safe_eval
 from assistant.tools.registry import ToolRegistry, business_tool
+from core.audit import AuditLog, list_events
 from core.control_tokens import neutralise
 from core.identity import User
 from core.settings import Settings

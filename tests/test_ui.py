@@ -14,8 +14,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from assistant.app import conversations
-from assistant.app.feedback import list_feedback
 from assistant.app.users import DEMO_USERS, ensure_demo_users
+from core.feedback import list_feedback
 from finetune.data import load_datasets
 from ingest import pipeline
 from tests.chain_env import Q_RAG, Q_TOOL

@@ -13,10 +13,11 @@ from typing import Any
 import streamlit as st
 
 from assistant.app.cited_files import open_cited
-from assistant.app.feedback import add_feedback, feedback_for, turn_example
+from assistant.app.feedback import turn_example
 from assistant.app.users import Account
 from core.access import AccessPolicy
 from core.errors import AssistantError
+from core.feedback import add_feedback, feedback_for
 from core.settings import Settings
 from ui import safe_markdown as md
 

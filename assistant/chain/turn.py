@@ -19,12 +19,12 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
-from assistant.app.audit import AuditLog, record_event
 from assistant.backends import ChatBackend, ModelTurn, as_backend
 from assistant.backends.base import to_template_messages
 from assistant.chain.retrieval import HybridRetriever, RetrievalResult
 from assistant.tools.registry import ToolContext, ToolRegistry, ToolResult
 from core.access import AccessPolicy
+from core.audit import AuditLog, record_event
 from core.control_tokens import neutralise
 from core.errors import AssistantError
 from core.identity import User

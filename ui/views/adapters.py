@@ -9,11 +9,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from assistant.app.audit import record_event
-from assistant.app.feedback import pending_corrections, review_correction
 from assistant.app.users import Account
 from core import registry
+from core.audit import record_event
 from core.errors import AssistantError
+from core.feedback import pending_corrections, review_correction
 from core.settings import Settings
 from finetune import background
 from finetune.retrain import feedback_dataset

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from assistant.app.audit import record_event
 from assistant.app.users import Account
+from core.audit import record_event
 from core.errors import AssistantError
 from core.files import atomic_write_bytes
 from core.settings import Settings

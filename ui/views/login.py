@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from assistant.app.audit import record_event
 from assistant.app.users import Account, LoginThrottled, authenticate, list_users, login, set_password
+from core.audit import record_event
 from core.errors import AssistantError
 from core.settings import Settings
 from ui import session

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from assistant.app.audit import record_event
 from assistant.app.users import MIN_PASSWORD, Account, add_user, list_users, remove_user, set_role
+from core.audit import record_event
 from core.errors import AssistantError
 from core.settings import Settings
 
