@@ -44,8 +44,8 @@ def _print_answer(ans: Any, streamed: bool) -> None:
         err.print(f"[cyan]tool[/cyan] {t.name}({t.arguments}) → {status} {escape(str(t.result if t.ok else t.error))}"
                   f" [{t.duration_s * 1000:.0f} ms]")
     for s in ans.sources:
-        page = f" p.{s.page + 1}" if s.page is not None else ""
-        err.print(f"[green][{s.n}][/green] {s.source}{page} {s.clause or ''}")
+        page = f" {s.page_label}" if s.page_label else (f" p.{s.page + 1}" if s.page is not None else "")
+        err.print(f"[green][{s.n}][/green] {escape(s.source + page)} {escape(s.clause or '')}")
     err.print(f"[dim]{ans.latency_s:.1f} s · model {ans.model} · adapter {ans.adapter or 'none'} · "
               f"audit #{ans.audit_id}[/dim]")
 

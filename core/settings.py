@@ -38,6 +38,21 @@ class Settings(BaseSettings):
     )
     lock_timeout_s: float = Field(default=10.0, ge=0, description="How long to wait for another ingest.")
     default_kb: str = "default"
+    # ingest limits: a small hostile file must not hold the knowledge base lock for long. A file over
+    # a limit is reported by name and skipped; the others are ingested.
+    parse_timeout_s: float = Field(
+        default=120.0, ge=0, description="Longest a file may parse without finishing a page (each page restarts "
+        "the clock); parsing runs in a worker process that is killed past it. 0: parse in-process, no limit.",
+    )
+    max_unzipped_mb: int = Field(default=256, ge=1, description="Decompressed size cap of a DOCX/XLSX/PPTX.")
+    max_paragraphs: int = Field(default=200_000, ge=1, description="Paragraphs, table rows or lines per file.")
+    max_text_chars: int = Field(default=20_000_000, ge=1, description="Characters of extracted text per file.")
+    max_pages: int = Field(default=5_000, ge=1, description="Pages per PDF (slides per deck, sheets per workbook).")
+    ocr: Literal["tesseract", "rapidocr", "off"] = Field(
+        default="tesseract", description="OCR for scans and images (pages without a text layer): 'tesseract' "
+        "(Debian's tesseract-ocr + tesseract-ocr-chi-sim; best mean accuracy and fastest in bench/ocr_engines.py), "
+        "'rapidocr' (ONNX models inside the pip package; best on hard Chinese scans), or 'off'.",
+    )
     # retrieval (the chain)
     fusion: Literal["rrf", "weighted"] = Field(default="rrf", description="How dense and BM25 results combine.")
     dense_weight: float = Field(default=0.6, ge=0, le=1, description="Dense share in weighted fusion.")

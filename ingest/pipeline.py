@@ -16,7 +16,8 @@ from core.files import sha256_file
 from core.settings import Settings
 from ingest.chunking import CHUNKER_VERSION, Chunk, chunk_document
 from ingest.embeddings import TokenCountingEmbeddings, canonical_name, load_embeddings
-from ingest.loaders import LoadedDocument, is_supported, load_file
+from ingest.loaders import LoadedDocument, check_file
+from ingest.parse_worker import parse_file
 from ingest.store import KnowledgeBase, SearchHit, Snapshot, hits_from, new_store, now_iso, require_kb
 
 
@@ -161,8 +162,7 @@ class Ingestor:
         result = FileResult(path=path, status="added", doc_id=doc_id)
         docs = snapshot.documents
         try:
-            if not is_supported(path):
-                load_file(path)  # raises FileRejected with the supported list
+            check_file(path)  # a name fit to cite and a supported type, before hashing
             digest = sha256_file(path)
         except FileRejected as exc:
             return _failed(result, exc.reason, t0)
@@ -187,7 +187,7 @@ class Ingestor:
                 return result
         try:
             on_page = (lambda: self.on_step("page", 1)) if self.on_step else None
-            loaded = load_file(path, on_page=on_page)
+            loaded = parse_file(self.settings, path, on_page=on_page)  # a worker, under a time limit
         except FileRejected as exc:
             kept = "; the previously ingested version stays in the knowledge base" if old is not None else ""
             return _failed(result, exc.reason + kept, t0)
@@ -214,6 +214,7 @@ class Ingestor:
                 "chunk_index": i,
                 "tokens": c.tokens,
                 "sha256": digest,
+                **loaded.page_meta(c.page),  # sheet/slide citation label, OCR confidence
             }
             for i, (cid, c) in enumerate(zip(ids, chunks, strict=True))
         ]
@@ -231,7 +232,7 @@ class Ingestor:
             "size": path.stat().st_size,
             "format": loaded.format,
             "title": loaded.title,
-            "pages": loaded.page_count if loaded.format == "pdf" else 0,
+            "pages": sum(1 for p in loaded.pages if p.page is not None),  # PDF pages, sheets, slides
             "chunks": len(chunks),
             "tokens": sum(c.tokens for c in chunks),
             "chunk_ids": ids,

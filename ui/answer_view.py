@@ -43,7 +43,8 @@ quote = md.quote
 
 
 def _source_label(s: dict[str, Any]) -> str:
-    page = f" · p.{s['page'] + 1}" if s.get("page") is not None else ""
+    label = s.get("page_label") or (f"p.{s['page'] + 1}" if s.get("page") is not None else "")
+    page = f" · {label}" if label else ""
     clause = f" · {s['clause']}" if s.get("clause") else ""
     return md.text(f"[{s['n']}] {s['source']}{page}{clause}")
 
