@@ -5,8 +5,6 @@ is a result, not a guess."""
 
 from __future__ import annotations
 
-import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -15,21 +13,13 @@ from typing import Any, Literal
 import numpy as np
 
 from assistant.config import Settings
+from ingest import lexical
 from ingest.errors import AssistantError
+from ingest.lexical import bm25_tokens
 from ingest.pipeline import Searcher
 from ingest.store import SearchHit
 
-logging.getLogger("jieba").setLevel(logging.WARNING)  # once, not per tokenised text
-_WORD = re.compile(r"[\w\u4e00-\u9fff]")
-_STOP = {"的", "了", "是", "在", "和", "与", "及", "或", "吗", "呢", "what", "the", "a", "an", "of", "to", "is",
-         "are", "and", "or", "in", "on", "for", "how", "do", "does", "i", "we", "can", "be", "by", "with", "之"}
-
-
-def bm25_tokens(text: str) -> list[str]:
-    import jieba
-
-    return [t for t in (w.strip() for w in jieba.lcut_for_search(text.lower())) if t and _WORD.match(t)
-            and t not in _STOP]
+__all__ = ["HybridRetriever", "RetrievalResult", "Retrieved", "bm25_tokens"]
 
 
 @dataclass
@@ -71,22 +61,25 @@ class HybridRetriever:
         self.settings = settings
         self.searcher = Searcher(settings, kb_name)
         self.fusion = fusion or settings.fusion
-        store = self.searcher.snapshot.store
+        snapshot = self.searcher.snapshot
+        store = snapshot.store
         self._ids: list[str] = []
         self._meta: list[dict[str, Any]] = []
         self._bm25 = None
-        if store is not None:
-            self._ids = [store.index_to_docstore_id[i] for i in range(store.index.ntotal)]
-            docs = [store.docstore.search(i) for i in self._ids]
+        self.bm25_loaded = False  # True: the version's saved BM25 index was read, nothing re-tokenised
+        if store is not None and len(store):
+            self._ids = list(store.ids)
+            docs = store.documents()
             self._meta = [d.metadata for d in docs]
             self._texts = [d.page_content for d in docs]
-            import bm25s
-
-            titles = {d: doc.get("title", "") for d, doc in self.searcher.snapshot.documents.items()}
-            corpus = [bm25_tokens(f"{titles.get(m.get('doc_id'), '')} {m.get('clause') or ''} {t}") for m, t in
-                      zip(self._meta, self._texts, strict=True)]
-            self._bm25 = bm25s.BM25()
-            self._bm25.index(corpus, show_progress=False)
+            folder = self.searcher.kb.version_dir(snapshot.version)
+            self._bm25 = lexical.load_bm25(folder, self._ids) if folder is not None else None
+            self.bm25_loaded = self._bm25 is not None
+            if self._bm25 is None:  # a version without its BM25 files (written by hand, or damaged)
+                titles = {d: doc.get("title") or "" for d, doc in snapshot.documents.items()}
+                texts = [lexical.lexical_text(titles.get(m.get("doc_id"), ""), m, t)
+                         for m, t in zip(self._meta, self._texts, strict=True)]
+                self._bm25 = lexical.build_bm25(lexical.chunk_terms(texts, {})[0])
 
     def _mask(self, departments: Iterable[str | None] | None, sources: Iterable[str] | None) -> np.ndarray | None:
         if departments is None and sources is None:

@@ -250,10 +250,7 @@ class Ingestor:
     @staticmethod
     def _retag(snapshot: Snapshot, doc: dict[str, Any], department: str) -> None:
         assert snapshot.store is not None
-        for cid in doc["chunk_ids"]:
-            stored = snapshot.store.docstore.search(cid)
-            if hasattr(stored, "metadata"):
-                stored.metadata["department"] = department
+        snapshot.store.update_metadata(doc["chunk_ids"], department=department)
         doc["department"] = department
 
 
@@ -379,8 +376,7 @@ def _reembed_stored(ingestor: Ingestor, old: Snapshot, fresh: Snapshot, doc: dic
     result = FileResult(path=Path(doc["path"]), status="updated", doc_id=doc["doc_id"])
     if old.store is None:
         return _failed(result, "source file is gone and no stored chunks remain", t0)
-    stored = [old.store.docstore.search(cid) for cid in doc["chunk_ids"]]
-    stored = [d for d in stored if hasattr(d, "page_content")]
+    stored = old.store.get_by_ids(doc["chunk_ids"])
     title = _title_of(Path(doc["path"]))
     texts = [embedding_text(title, Chunk(d.page_content, None, None, d.metadata.get("clause", ""), 0)) for d in stored]
     vectors = ingestor.embed(texts)
@@ -427,9 +423,7 @@ class Searcher:
 
         vec = self.embeddings.embed_query(query)
         filt = keep if (allowed is not None or wanted is not None) else None
-        n = store.index.ntotal
-        results = store.similarity_search_with_score_by_vector(vec, k=k, filter=filt, fetch_k=min(n, max(50, 10 * k)))
-        return hits_from(results)
+        return hits_from(store.similarity_search_with_score_by_vector(vec, k=k, filter=filt))
 
 
 def search(
