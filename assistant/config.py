@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     lock_timeout_s: float = Field(default=10.0, ge=0, description="How long to wait for another ingest.")
     default_kb: str = "default"
     # retrieval (the chain)
-    fusion: Literal["rrf", "weighted"] = Field(default="rrf", description="How dense and BM25 results combine.")
+    fusion: Literal["calibrated", "rrf", "weighted", "dense", "bm25"] = Field(
+        default="calibrated", description="How dense and BM25 results combine (dense/bm25: one leg alone).")
     dense_weight: float = Field(default=0.6, ge=0, le=1, description="Dense share in weighted fusion.")
     reranker: str | None = Field(
         default=None, description="Cross-encoder that re-scores the fused candidates: a sentence-transformers "

@@ -43,6 +43,36 @@ class RetrievalResult:
     best_dense: float | None
 
 
+# BM25's share in calibrated fusion, per query language: jieba's segmentation makes Chinese BM25
+# noisier than English words (measured in bench/retrieval_eval.py)
+_BM25_WEIGHT_ZH = 0.3
+_BM25_WEIGHT_EN = 0.5
+
+
+def _z(x: np.ndarray) -> np.ndarray:
+    std = float(x.std())
+    return (x - x.mean()) / std if std > 1e-9 else np.zeros_like(x)
+
+
+def _is_chinese(text: str) -> bool:
+    cjk = sum("\u4e00" <= c <= "\u9fff" for c in text)
+    return cjk >= max(2, 0.2 * len(text.replace(" ", "")))
+
+
+def _one_per_page(ranked: list[Retrieved]) -> list[Retrieved]:
+    """Each PDF page once, at its best chunk's place (the next page takes the freed slot); chunks of
+    documents without pages stay apart."""
+    seen: set[tuple[str, int] | str] = set()
+    out = []
+    for r in ranked:
+        md = r.hit.metadata
+        key: tuple[str, int] | str = (r.hit.doc_id, md["page"]) if md.get("page") is not None else r.hit.chunk_id
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
 @lru_cache(maxsize=2)
 def cross_encoder(spec: str) -> Any:
     """A sentence-transformers CrossEncoder, loaded once per process."""
@@ -57,7 +87,7 @@ def cross_encoder(spec: str) -> Any:
 
 class HybridRetriever:
     def __init__(self, settings: Settings, kb_name: str | None = None,
-                 fusion: Literal["rrf", "weighted"] | None = None) -> None:
+                 fusion: Literal["calibrated", "rrf", "weighted", "dense", "bm25"] | None = None) -> None:
         self.settings = settings
         self.searcher = Searcher(settings, kb_name)
         self.fusion = fusion or settings.fusion
@@ -94,25 +124,44 @@ class HybridRetriever:
         return np.array(keep, dtype=bool)
 
     def _dense(self, query: str, n: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
+        return self._dense_by_vector(self._embed(query), n, mask)
+
+    def _embed(self, query: str) -> np.ndarray:
+        return np.array([self.searcher.embeddings.embed_query(query)], dtype=np.float32)
+
+    def _dense_by_vector(self, vec: np.ndarray, n: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
         import faiss
 
         store = self.searcher.snapshot.store
-        vec = np.array([self.searcher.embeddings.embed_query(query)], dtype=np.float32)
         params = None
         if mask is not None:  # filter inside the index search: exact at any scale, no over-fetching
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.flatnonzero(mask).astype(np.int64)))
         scores, idx = store.index.search(vec, n, params=params)
         return [(int(i), float(s)) for i, s in zip(idx[0], scores[0], strict=True) if i >= 0]
 
-    def _sparse(self, query: str, n: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
+    def _bm25_scores(self, query: str, mask: np.ndarray | None) -> np.ndarray | None:
+        """BM25 score of every chunk for the query (masked chunks 0), None when the query has no term."""
         tokens = bm25_tokens(query)
         if not tokens or self._bm25 is None:
+            return None
+        vocab = self._bm25.vocab_dict
+        known = [t for t in tokens if t in vocab]
+        if not known:
+            return np.zeros(len(self._ids), dtype=np.float32)
+        scores = np.asarray(self._bm25.get_scores(known), dtype=np.float32)
+        return scores * mask if mask is not None else scores
+
+    @staticmethod
+    def _top(scores: np.ndarray | None, n: int) -> list[tuple[int, float]]:
+        if scores is None:
             return []
-        kwargs: dict[str, Any] = {"k": n, "show_progress": False}
-        if mask is not None:
-            kwargs["weight_mask"] = mask.astype(np.float32)
-        docs, scores = self._bm25.retrieve([tokens], **kwargs)
-        return [(int(d), float(s)) for d, s in zip(docs[0], scores[0], strict=True) if s > 0]
+        n = min(n, len(scores))
+        idx = np.argpartition(-scores, n - 1)[:n]
+        idx = idx[np.argsort(-scores[idx], kind="stable")]
+        return [(int(i), float(scores[i])) for i in idx if scores[i] > 0]
+
+    def _sparse(self, query: str, n: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
+        return self._top(self._bm25_scores(query, mask), n)
 
     def retrieve(self, query: str, k: int = 5, departments: Iterable[str | None] | None = None,
                  sources: Iterable[str] | None = None) -> RetrievalResult:
@@ -122,9 +171,12 @@ class HybridRetriever:
         allowed = int(mask.sum()) if mask is not None else len(self._ids)
         if allowed == 0:
             return RetrievalResult([], False, None)
-        n = min(allowed, max(20, 4 * k))
-        dense = self._dense(query, n, mask)
-        sparse = self._sparse(query, n, mask)
+        # more candidates than k: chunks of one page collapse into one passage below
+        n = min(allowed, max(50, 6 * k))
+        vec = self._embed(query)
+        dense = self._dense_by_vector(vec, n, mask)
+        bm25_all = self._bm25_scores(query, mask)
+        sparse = self._top(bm25_all, n)
         fused: dict[int, Retrieved] = {}
 
         def entry(i: int) -> Retrieved:
@@ -132,25 +184,33 @@ class HybridRetriever:
                 fused[i] = Retrieved(self._hit(i), 0.0)
             return fused[i]
 
-        if self.fusion == "weighted":
-            top_bm25 = max((s for _, s in sparse), default=1.0) or 1.0
+        for name, results in (("dense", dense), ("bm25", sparse)):
+            for rank, (i, s) in enumerate(results, 1):
+                e = entry(i)
+                e.ranks[name] = rank
+                if name == "dense":
+                    e.dense = s
+                else:
+                    e.bm25 = s
+        if self.fusion == "dense":
             for i, s in dense:
-                e = entry(i)
-                e.dense, e.score = s, e.score + self.settings.dense_weight * s
+                fused[i].score = s
+            fused = {i: fused[i] for i, _ in dense}
+        elif self.fusion == "bm25":
             for i, s in sparse:
-                e = entry(i)
-                e.bm25, e.score = s, e.score + (1 - self.settings.dense_weight) * s / top_bm25
-        else:  # reciprocal rank fusion (k=60, Cormack et al.)
-            for name, results in (("dense", dense), ("bm25", sparse)):
-                for rank, (i, s) in enumerate(results, 1):
-                    e = entry(i)
-                    e.ranks[name] = rank
-                    e.score += 1.0 / (60 + rank)
-                    if name == "dense":
-                        e.dense = s
-                    else:
-                        e.bm25 = s
-        ranked = sorted(fused.values(), key=lambda r: r.score, reverse=True)
+                fused[i].score = s
+            fused = {i: fused[i] for i, _ in sparse}
+        elif self.fusion == "weighted":
+            top_bm25 = max((s for _, s in sparse), default=1.0) or 1.0
+            for e in fused.values():
+                e.score = self.settings.dense_weight * (e.dense or 0.0)
+                e.score += (1 - self.settings.dense_weight) * (e.bm25 or 0.0) / top_bm25
+        elif self.fusion == "rrf":  # reciprocal rank fusion (k=60, Cormack et al.)
+            for e in fused.values():
+                e.score = sum(1.0 / (60 + r) for r in e.ranks.values())
+        else:
+            self._calibrated(query, vec, fused, bm25_all)
+        ranked = _one_per_page(sorted(fused.values(), key=lambda r: r.score, reverse=True))
         if self.settings.reranker:  # the cross-encoder reads query and passage together: a finer order
             ranked = ranked[: max(k, self.settings.rerank_candidates)]
             scores = cross_encoder(self.settings.reranker).predict([(query, r.hit.text) for r in ranked],
@@ -162,6 +222,26 @@ class HybridRetriever:
         best = max((s for _, s in dense), default=None)
         relevant = best is not None and best >= self.settings.min_relevance
         return RetrievalResult(ranked, relevant, best)
+
+    def _calibrated(self, query: str, vec: np.ndarray, fused: dict[int, Retrieved],
+                    bm25_all: np.ndarray | None) -> None:
+        """Score-calibrated fusion: both legs scored exactly on every candidate either leg found, each
+        turned into a z-score over those candidates, BM25 added with a weight below dense's.
+
+        Raw scores are not comparable (cosines of one model crowd into a narrow band, BM25 is unbounded),
+        and rank fusion lets the weaker leg's top results outrank dense's good ones; z-scores put each leg
+        on its own per-query scale, and the weight keeps BM25 a supporter that breaks close dense calls
+        and lifts exact-term matches, never a co-equal voter."""
+        ids = np.fromiter(fused, dtype=np.int64)
+        vectors = self.searcher.snapshot.store.index.reconstruct_batch(ids)
+        d = vectors @ vec[0]
+        b = bm25_all[ids] if bm25_all is not None else np.zeros(len(ids), dtype=np.float32)
+        for i, s in zip(ids, d, strict=True):
+            fused[int(i)].dense = float(s)
+        weight = _BM25_WEIGHT_ZH if _is_chinese(query) else _BM25_WEIGHT_EN
+        score = _z(d) + (weight * _z(b) if b.max() > 0 else 0.0)
+        for i, s in zip(ids, score, strict=True):
+            fused[int(i)].score = float(s)
 
     def _hit(self, i: int) -> SearchHit:
         md = self._meta[i]
