@@ -6,7 +6,7 @@ is a result, not a guess."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -59,17 +59,27 @@ def _is_chinese(text: str) -> bool:
     return cjk >= max(2, 0.2 * len(text.replace(" ", "")))
 
 
-def _one_per_page(ranked: list[Retrieved]) -> list[Retrieved]:
-    """Each PDF page once, at its best chunk's place (the next page takes the freed slot); chunks of
-    documents without pages stay apart."""
-    seen: set[tuple[str, int] | str] = set()
-    out = []
+def _one_per_page(ranked: list[Retrieved], per_page: int = 3) -> list[Retrieved]:
+    """Each PDF page once, at its best chunk's place (the next page takes the freed slot). The page's
+    other candidate chunks (up to `per_page` in all) join its passage in reading order, so a page that
+    matched in two places shows both. Chunks of documents without pages stay apart."""
+    pages: dict[tuple[str, int], list[Retrieved]] = {}
+    out: list[Retrieved] = []
     for r in ranked:
-        md = r.hit.metadata
-        key: tuple[str, int] | str = (r.hit.doc_id, md["page"]) if md.get("page") is not None else r.hit.chunk_id
-        if key not in seen:
-            seen.add(key)
+        page = r.hit.metadata.get("page")
+        if page is None:
             out.append(r)
+            continue
+        group = pages.setdefault((r.hit.doc_id, page), [])
+        if not group:
+            out.append(r)
+        if len(group) < per_page:
+            group.append(r)
+    for group in pages.values():
+        if len(group) > 1:
+            best = group[0]
+            parts = sorted(group, key=lambda g: g.hit.metadata.get("chunk_index", 0))
+            best.hit = replace(best.hit, text="\n".join(g.hit.text for g in parts))
     return out
 
 
@@ -96,6 +106,8 @@ class HybridRetriever:
         self._ids: list[str] = []
         self._meta: list[dict[str, Any]] = []
         self._bm25 = None
+        self._query_vectors: dict[str, np.ndarray] = {}
+        self.one_per_page = True  # False only to measure the chunk-level ranking of earlier releases
         self.bm25_loaded = False  # True: the version's saved BM25 index was read, nothing re-tokenised
         if store is not None and len(store):
             self._ids = list(store.ids)
@@ -127,7 +139,13 @@ class HybridRetriever:
         return self._dense_by_vector(self._embed(query), n, mask)
 
     def _embed(self, query: str) -> np.ndarray:
-        return np.array([self.searcher.embeddings.embed_query(query)], dtype=np.float32)
+        vec = self._query_vectors.get(query)
+        if vec is None:  # a repeated question (a retry, a follow-up searched again) is not re-embedded
+            vec = np.array([self.searcher.embeddings.embed_query(query)], dtype=np.float32)
+            if len(self._query_vectors) >= 256:
+                self._query_vectors.pop(next(iter(self._query_vectors)))
+            self._query_vectors[query] = vec
+        return vec
 
     def _dense_by_vector(self, vec: np.ndarray, n: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
         import faiss
@@ -210,7 +228,9 @@ class HybridRetriever:
                 e.score = sum(1.0 / (60 + r) for r in e.ranks.values())
         else:
             self._calibrated(query, vec, fused, bm25_all)
-        ranked = _one_per_page(sorted(fused.values(), key=lambda r: r.score, reverse=True))
+        ranked = sorted(fused.values(), key=lambda r: r.score, reverse=True)
+        if self.one_per_page:
+            ranked = _one_per_page(ranked)
         if self.settings.reranker:  # the cross-encoder reads query and passage together: a finer order
             ranked = ranked[: max(k, self.settings.rerank_candidates)]
             scores = cross_encoder(self.settings.reranker).predict([(query, r.hit.text) for r in ranked],

@@ -11,10 +11,11 @@ the ingest code, so a chunking change rebuilds it):
   holds the answer's words (bench/data/corpus_questions.jsonl).
 - domain-zh: Chinese questions over the corpus's Chinese documents, with RGB zh news passages as
   distractors (bench/data/domain_zh_questions.jsonl).
-Rankings count units once (a PDF page, else a chunk), as the chain shows them.
+Rankings count units once (a PDF page, else a chunk), as the chain shows them; ms/q excludes the query
+embedding (shared by the modes).
 
     .venv/bin/python bench/retrieval_eval.py [--sets financebench,rgb-zh,...] [--fb-docs 5] [--rgb-limit 100]
-        [--modes dense,bm25,rrf,weighted,calibrated] [--cache .cache/bench]
+        [--modes dense,bm25,rrf-chunks,rrf,weighted,calibrated] [--cache .cache/bench]
 """
 
 from __future__ import annotations
@@ -29,11 +30,16 @@ from typing import Any
 from common import ROOT, parser, print_table, shared_dir
 
 DATA = Path(__file__).resolve().parent / "data"
-INGEST_CODE = ["ingest", "assistant/config.py"]
+# what decides a knowledge base's content: parsing, chunking, the embedded text, the settings' defaults
+INGEST_CODE = ["ingest/loaders", "ingest/chunking", "ingest/embeddings.py", "assistant/config.py"]
 
 
 def _code_hash() -> str:
-    h = hashlib.sha1()
+    import inspect
+
+    from ingest import pipeline
+
+    h = hashlib.sha1(inspect.getsource(pipeline.embedding_text).encode())
     for part in INGEST_CODE:
         p = ROOT / part
         for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
@@ -146,29 +152,37 @@ SETS = {"financebench": financebench, "rgb-zh": lambda a, c: rgb(a, c, "zh"), "r
         "corpus": corpus, "domain-zh": domain_zh}
 
 
-def evaluate(settings: Any, cases: list[Case], mode: str) -> dict[str, Any]:
+def evaluate(settings: Any, cases: list[Case], modes: list[str]) -> list[dict[str, Any]]:
+    """Each mode on the same retriever (the query is embedded once and shared by the modes)."""
     from assistant.retrieval import HybridRetriever
 
-    retriever = HybridRetriever(settings, fusion=mode)
-    r1 = r5 = r10 = mrr = 0.0
-    t0 = time.perf_counter()
+    retriever = HybridRetriever(settings)
+    stats = {m: {"mode": m, "R@1": 0.0, "R@5": 0.0, "R@10": 0.0, "MRR": 0.0, "ms/q": 0.0} for m in modes}
     for query, is_hit in cases:
-        for rank, p in enumerate(retriever.retrieve(query, k=10).passages, start=1):
-            if is_hit(p):
-                r1 += rank == 1
-                r5 += rank <= 5
-                r10 += 1
-                mrr += 1 / rank
-                break
+        retriever._embed(query)
+        for mode in modes:
+            # "rrf-chunks": the default of earlier releases (RRF, chunk-level: a page may fill several slots)
+            retriever.fusion = mode.removesuffix("-chunks")
+            retriever.one_per_page = not mode.endswith("-chunks")
+            t0 = time.perf_counter()
+            passages = retriever.retrieve(query, k=10).passages
+            st = stats[mode]
+            st["ms/q"] += (time.perf_counter() - t0) * 1000
+            for rank, p in enumerate(passages, start=1):
+                if is_hit(p):
+                    st["R@1"] += rank == 1
+                    st["R@5"] += rank <= 5
+                    st["R@10"] += 1
+                    st["MRR"] += 1 / rank
+                    break
     n = max(len(cases), 1)
-    return {"mode": mode, "R@1": round(r1 / n, 3), "R@5": round(r5 / n, 3), "R@10": round(r10 / n, 3),
-            "MRR": round(mrr / n, 3), "ms/q": round((time.perf_counter() - t0) / n * 1000, 1)}
+    return [{k: (round(v / n, 3) if k != "mode" else v) for k, v in st.items()} for st in stats.values()]
 
 
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--sets", default=",".join(SETS))
-    p.add_argument("--modes", default="dense,bm25,rrf,weighted,calibrated")
+    p.add_argument("--modes", default="dense,bm25,rrf-chunks,rrf,weighted,calibrated")
     p.add_argument("--fb-docs", type=int, default=0, help="only the N smallest filings (0 = all 10)")
     p.add_argument("--rgb-limit", type=int, default=100, help="first N questions of each RGB set (0 = all)")
     p.add_argument("--cache", default=str(ROOT / ".cache" / "bench"), help="where built knowledge bases are kept")
@@ -178,7 +192,7 @@ def main() -> None:
     summary = []
     for name in args.sets.split(","):
         settings, cases = SETS[name](args, cache)
-        rows = [evaluate(settings, cases, mode) for mode in args.modes.split(",")]
+        rows = evaluate(settings, cases, args.modes.split(","))
         print_table(f"{name}: {len(cases)} questions", rows, ["mode", "R@1", "R@5", "R@10", "MRR", "ms/q"])
         best_leg = max((r for r in rows if r["mode"] in ("dense", "bm25")), key=lambda r: r["R@5"], default=None)
         summary.append({"set": name, "n": len(cases), **{r["mode"]: r["R@5"] for r in rows},

@@ -21,16 +21,29 @@ _WORD = re.compile(r"[\w\u4e00-\u9fff]")
 _STOP = {"的", "了", "是", "在", "和", "与", "及", "或", "吗", "呢", "what", "the", "a", "an", "of", "to", "is",
          "are", "and", "or", "in", "on", "for", "how", "do", "does", "i", "we", "can", "be", "by", "with", "之"}
 
+# bump when bm25_tokens changes: saved indexes and cached tokens of another version are not reused
+TOKENIZER_VERSION = 2
+_ALNUM = re.compile(r"[a-z]+|[0-9]+(?:[.,][0-9]+)*|[^a-z0-9]+")
 BM25_DIR = "bm25"
 IDS_FILE = "ids.json"
 TERMS_FILE = "terms.json"
 
 
 def bm25_tokens(text: str) -> list[str]:
+    """jieba's search-mode words, lower-cased; letters and digits glued together also count apart
+    ("fy2022" -> "fy2022", "fy", "2022") so a fiscal year or quarter matches the plain year."""
     import jieba
 
-    return [t for t in (w.strip() for w in jieba.lcut_for_search(text.lower())) if t and _WORD.match(t)
-            and t not in _STOP]
+    out = []
+    for w in jieba.lcut_for_search(text.lower()):
+        w = w.strip()
+        if not w or not _WORD.match(w):
+            continue
+        if w not in _STOP:
+            out.append(w)
+        if w.isascii() and not w.isalpha() and not w.isdigit():
+            out.extend(p for p in _ALNUM.findall(w) if p != w and p not in _STOP and _WORD.match(p))
+    return out
 
 
 def lexical_text(title: str, metadata: dict[str, Any], text: str) -> str:
@@ -39,7 +52,7 @@ def lexical_text(title: str, metadata: dict[str, Any], text: str) -> str:
 
 
 def _key(text: str) -> str:
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
+    return hashlib.blake2b(f"{TOKENIZER_VERSION}\0{text}".encode(), digest_size=12).hexdigest()
 
 
 def load_terms(version_dir: Path | None) -> dict[str, list[str]]:
@@ -79,20 +92,21 @@ def save_bm25(folder: Path, model: Any, ids: list[str], used_terms: dict[str, li
     target = folder / BM25_DIR
     target.mkdir()
     model.save(str(target), show_progress=False)
-    (target / IDS_FILE).write_text(json.dumps(ids), encoding="utf-8")
+    (target / IDS_FILE).write_text(json.dumps({"tokenizer": TOKENIZER_VERSION, "ids": ids}), encoding="utf-8")
     (target / TERMS_FILE).write_text(json.dumps(used_terms, ensure_ascii=False, separators=(",", ":")),
                                      encoding="utf-8")
     return [p for p in target.iterdir() if p.is_file()]
 
 
 def load_bm25(version_dir: Path, ids: list[str]) -> Any | None:
-    """The version's saved BM25 index, or None when it has none or it does not match `ids`."""
+    """The version's saved BM25 index, or None when it has none, it does not match `ids` or it was
+    tokenised by another tokenizer version."""
     import bm25s
 
     target = version_dir / BM25_DIR
     try:
-        saved_ids = json.loads((target / IDS_FILE).read_text(encoding="utf-8"))
-        if saved_ids != ids:
+        saved = json.loads((target / IDS_FILE).read_text(encoding="utf-8"))
+        if not isinstance(saved, dict) or saved.get("tokenizer") != TOKENIZER_VERSION or saved.get("ids") != ids:
             return None
         return bm25s.BM25.load(str(target), mmap=False, allow_pickle=False, show_progress=False)
     except (OSError, ValueError):

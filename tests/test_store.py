@@ -81,7 +81,7 @@ def test_version_carries_its_bm25_index_and_readers_load_it(settings: Settings, 
     assert retriever.bm25_loaded
     # prove the reader uses the saved file, not the docstore: replace the saved index by one in which
     # only the first chunk holds a made-up word; the BM25 leg must then find exactly that chunk
-    ids = json.loads((folder / "bm25" / "ids.json").read_text())
+    ids = json.loads((folder / "bm25" / "ids.json").read_text())["ids"]
     swapped = lexical.build_bm25([["zqxjk"]] + [["other"]] * (len(ids) - 1))
     shutil.rmtree(folder / "bm25")
     lexical.save_bm25(folder, swapped, ids, {})
