@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,10 @@ class Ingestor:
         self.on_step = on_step
         self.embeddings = embeddings or load_embeddings(settings.embedding_model)
         self.timings: Counter[str] = Counter()
+        # a model whose tokenizer may not be shared across threads (HF fast tokenizers raise "Already
+        # borrowed") is used by one thread at a time; E5's C tokenizer is read-only and needs no lock
+        shared = getattr(self.embeddings, "thread_safe", False)
+        self._model_lock: AbstractContextManager = nullcontext() if shared else threading.Lock()
         self.reused = 0
         self.reuse_from: Snapshot | None = None  # an older version of the same model: vectors reusable (rebuild)
         if settings.chunk_size > self.embeddings.max_tokens - 32:
@@ -131,7 +137,9 @@ class Ingestor:
 
     def chunk(self, doc: LoadedDocument) -> list[Chunk]:
         s = self.settings
-        return chunk_document(doc, self.embeddings.count_tokens, s.chunk_size, s.chunk_overlap, s.min_chunk_tokens)
+        with self._model_lock:  # chunking counts tokens with the model's tokenizer, maybe on the parse thread
+            return chunk_document(doc, self.embeddings.count_tokens, s.chunk_size, s.chunk_overlap,
+                                  s.min_chunk_tokens)
 
     def embed(self, texts: list[str], tokens: list[int] | None = None) -> list[list[float]]:
         """Embed in batches filled up to the engine's token budget (or `embed_batch_size` texts)."""
@@ -145,7 +153,8 @@ class Ingestor:
             while end < len(texts) and end - start < cap and (end == start or used + sizes[end] <= budget):
                 used += sizes[end]
                 end += 1
-            vecs.extend(self.embeddings.embed_documents(texts[start:end]))
+            with self._model_lock:
+                vecs.extend(self.embeddings.embed_documents(texts[start:end]))
             if self.on_step:
                 self.on_step("chunks", end - start)
             start = end
