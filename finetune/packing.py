@@ -1,0 +1,73 @@
+"""Padding-free batches: a micro-batch's examples concatenated into one row, positions restarting per example.
+
+Attention must not cross examples. transformers already honours packed `position_ids` (with no attention
+mask and no cache it builds a block-causal mask), so a packed row is correct on any attention backend; the
+`packed_sdpa` backend registered here is only faster: it runs SDPA's causal kernel (flash attention on a GPU)
+once per example instead of one dense masked attention over the whole row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from finetune.render import IGNORE, Example
+
+PACKED_SDPA = "packed_sdpa"
+SEQ_LENS = "packed_seq_lens"  # forwarded by transformers from the model call down to the attention function
+
+
+def pack(examples: Sequence[Example]) -> dict[str, Any]:
+    """One row: ids and labels concatenated, position ids 0..n-1 per example, and the example lengths."""
+    ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    for e in examples:
+        n = len(e.input_ids)
+        ids += e.input_ids
+        # the first token is never predicted from the previous example's last one
+        labels += [IGNORE, *e.labels[1:]]
+        positions += range(n)
+    return {
+        "input_ids": torch.tensor([ids], dtype=torch.long),
+        "labels": torch.tensor([labels], dtype=torch.long),
+        "position_ids": torch.tensor([positions], dtype=torch.long),
+        SEQ_LENS: tuple(len(e.input_ids) for e in examples),
+    }
+
+
+def packed_sdpa_forward(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                        attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention, run per example when the call carries the packed lengths."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    lens = kwargs.pop(SEQ_LENS, None)
+    if not lens or len(lens) < 2 or query.shape[0] != 1 or query.shape[2] != sum(lens):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    outs, start = [], 0
+    for n in lens:  # causal within each example: SDPA picks its fastest kernel, no mask is materialised
+        end = start + n
+        out, _ = sdpa_attention_forward(module, query[:, :, start:end], key[:, :, start:end],
+                                        value[:, :, start:end], None, is_causal=True, **kwargs)
+        outs.append(out)
+        start = end
+    return torch.cat(outs, dim=1), None
+
+
+def enable_packed_attention(model: Any) -> bool:
+    """Switch an SDPA/eager model to `packed_sdpa` (same results on unpacked input). False: left as it was."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "_attn_implementation", None) not in ("sdpa", "eager", PACKED_SDPA):
+        return False  # flash-attention backends handle packed position ids natively
+    AttentionInterface.register(PACKED_SDPA, packed_sdpa_forward)
+    AttentionMaskInterface.register(PACKED_SDPA, sdpa_mask)
+    try:
+        base.set_attn_implementation(PACKED_SDPA)
+    except (AttributeError, ValueError, KeyError, ImportError):
+        base.config._attn_implementation = PACKED_SDPA
+    return base.config._attn_implementation == PACKED_SDPA
