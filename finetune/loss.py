@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 CHUNK_ELEMENTS = 2**27  # logits per chunk: 0.5 GB in fp32
+MIN_ROWS = 64
 
 
 class _LabelCrossEntropy(torch.autograd.Function):
@@ -22,7 +23,7 @@ class _LabelCrossEntropy(torch.autograd.Function):
                 dtype: torch.dtype, need_h: bool, need_w: bool) -> tuple[torch.Tensor, torch.Tensor]:
         n = hidden.shape[0]
         w = weight.to(dtype)
-        rows = max(64, CHUNK_ELEMENTS // max(1, w.shape[0]))
+        rows = max(MIN_ROWS, CHUNK_ELEMENTS // max(1, w.shape[0]))
         grad_h = torch.empty(hidden.shape, dtype=hidden.dtype, device=hidden.device) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
@@ -65,7 +66,7 @@ def label_cross_entropy(hidden: torch.Tensor, head: Any, targets: torch.Tensor,
     weight = getattr(head, "weight", None)
     plain = type(head) is torch.nn.Linear and head.bias is None and isinstance(weight, torch.Tensor)
     if not plain:  # a quantized or adapted head: its own forward, still chunked
-        rows = max(64, CHUNK_ELEMENTS // max(1, getattr(head, "out_features", 1 << 17)))
+        rows = max(MIN_ROWS, CHUNK_ELEMENTS // max(1, getattr(head, "out_features", 1 << 17)))
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         correct = torch.zeros((), dtype=torch.long, device=hidden.device)
         for s in range(0, hidden.shape[0], rows):

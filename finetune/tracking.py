@@ -111,9 +111,22 @@ class Trackers:
             t.close()
 
 
-def open_trackers(kinds: Sequence[str], run: Path, name: str, config: dict[str, Any]) -> Trackers:
+_MODULES = {"tensorboard": "tensorboard", "swanlab": "swanlab", "mlflow": "mlflow"}
+
+
+def check_trackers(kinds: Sequence[str]) -> None:
+    """Refuse unknown or uninstalled trackers before anything is loaded."""
+    import importlib.util
+
     unknown = [k for k in kinds if k not in _KINDS]
     if unknown:
         raise AssistantError(f"unknown tracker {', '.join(unknown)}; choose from {', '.join(TRACKERS)}")
+    for k in kinds:
+        if importlib.util.find_spec(_MODULES[k]) is None:
+            raise _missing(k)
+
+
+def open_trackers(kinds: Sequence[str], run: Path, name: str, config: dict[str, Any]) -> Trackers:
+    check_trackers(kinds)
     names = list(dict.fromkeys(kinds))
     return Trackers([_KINDS[k](run, name, config) for k in names], names)
