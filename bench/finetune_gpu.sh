@@ -30,16 +30,19 @@ for s in $shapes; do
   case $s in
     qwen3-14b) continue ;;  # last: the largest, so a slow start still leaves the others' figures
     tiny) run "$s" 900 --shape "$s" --steps 4 --max-length 256 ;;
-    *) run "$s" 240 --shape "$s" --steps 16 ;;
+    *) run "$s" 170 --shape "$s" --steps 16 ;;
   esac
 done
-if [[ " $shapes " == *" tiny "* ]]; then
+if [[ -n "${SKIP_QLORA:-}" ]]; then
+  :
+elif [[ " $shapes " == *" tiny "* ]]; then
   run tiny-qlora 300 --shape tiny --steps 2 --max-length 256 --qlora --which ours  # no CUDA: fails cleanly
 else
-  run qwen3-14b-qlora 200 --shape qwen3-14b --steps 16 --qlora --which ours
+  run qwen3-14b-qlora 150 --shape qwen3-14b --steps 16 --qlora --which ours
 fi
 if [[ " $shapes " == *" qwen3-14b "* ]]; then
-  run qwen3-14b 300 --shape qwen3-14b --steps 16
+  run qwen3-14b 240 --shape qwen3-14b --steps 16
+  run qwen3-14b-ckpt 150 --shape qwen3-14b --steps 16 --checkpointing on --which ours
 fi
 
 $py - "$out" <<'EOF' | tee "$out/summary.txt"

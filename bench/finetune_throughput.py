@@ -120,7 +120,7 @@ def _conversations(steps: int, batch: int, seed: int) -> list:
 
 
 def ours(model_name: str, shape: str | None, steps: int, batch: int, max_length: int, seed: int,
-         qlora: bool) -> dict[str, Any]:
+         qlora: bool, checkpointing: bool | None = None) -> dict[str, Any]:
     import tempfile
 
     import torch
@@ -138,7 +138,7 @@ def ours(model_name: str, shape: str | None, steps: int, batch: int, max_length:
     ds = Dataset(DATA, _conversations(steps, batch, seed), sha256="bench")
     recipe = Recipe(base=model_name, max_steps=steps, batch_size=batch, grad_accum=1, max_length=max_length,
                     eval_ratio=0.0, eval_steps=10_000, seed=seed, qlora=qlora, dropout=0.05, rank=16, alpha=32,
-                    gradient_checkpointing=True if qlora else None)
+                    gradient_checkpointing=True if qlora else checkpointing)
     steps_seen: list[dict] = []
     start: dict = {}
 
@@ -158,7 +158,7 @@ def ours(model_name: str, shape: str | None, steps: int, batch: int, max_length:
 
 
 def baseline(model_name: str, shape: str | None, steps: int, batch: int, max_length: int, seed: int,
-             qlora: bool) -> dict[str, Any]:
+             qlora: bool, checkpointing: bool | None = None) -> dict[str, Any]:
     import tempfile
 
     import torch
@@ -229,9 +229,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=3)
     p.add_argument("--qlora", action="store_true", help="4-bit NF4 base (CUDA, bitsandbytes); ours is capped at 24 GB")
     p.add_argument("--which", choices=["both", "ours", "recipe"], default="both")
+    p.add_argument("--checkpointing", choices=["auto", "on", "off"], default="auto",
+                   help="ours: gradient checkpointing (auto: the trainer's memory-aware default)")
     p.add_argument("--out", type=Path, help="also write the rows as JSON here")
     a = p.parse_args()
-    args = (a.model, a.shape, a.steps, a.batch_size, a.max_length, a.seed, a.qlora)
+    ckpt = {"auto": None, "on": True, "off": False}[a.checkpointing]
+    args = (a.model, a.shape, a.steps, a.batch_size, a.max_length, a.seed, a.qlora, ckpt)
     rows = []
     if a.which in ("both", "ours"):
         rows.append(_safe(ours, *args))
