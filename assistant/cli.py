@@ -10,8 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from assistant.clikit import err, out, print_json, settings_or_exit, user_errors
-from assistant.tools import User
+from core.clikit import err, out, print_json, settings_or_exit, user_errors
+from core.identity import User
 
 app = typer.Typer(help="Ask the domain assistant: cited answers from the knowledge base, business tools.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -164,7 +164,7 @@ def users_add(
     home: HomeOpt = None,
 ) -> None:
     """Create a user."""
-    from assistant.users import add_user
+    from assistant.app.users import add_user
 
     settings = settings_or_exit(home=home)
     if password is None:
@@ -178,7 +178,7 @@ def users_add(
 def users_list(home: HomeOpt = None,
                as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """List users (never their passwords)."""
-    from assistant.users import list_users
+    from assistant.app.users import list_users
 
     settings = settings_or_exit(home=home)
     accounts = list_users(settings.app_db)
@@ -194,7 +194,7 @@ def users_list(home: HomeOpt = None,
 @users_app.command("remove")
 def users_remove(name: Annotated[str, typer.Argument(help="Login name.")], home: HomeOpt = None) -> None:
     """Delete a user (their saved conversations stay; the audit log is never touched)."""
-    from assistant.users import remove_user
+    from assistant.app.users import remove_user
 
     settings = settings_or_exit(home=home)
     with user_errors():
@@ -205,7 +205,7 @@ def users_remove(name: Annotated[str, typer.Argument(help="Login name.")], home:
 @users_app.command("demo")
 def users_demo(home: HomeOpt = None) -> None:
     """Create the demo accounts that are missing and print the demo logins."""
-    from assistant.users import DEMO_USERS, authenticate, ensure_demo_users
+    from assistant.app.users import DEMO_USERS, authenticate, ensure_demo_users
 
     settings = settings_or_exit(home=home)
     made = {m[0] for m in ensure_demo_users(settings.app_db)}

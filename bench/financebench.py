@@ -34,7 +34,7 @@ def _evaluate(questions: list[dict], search) -> dict[str, float]:
 
 
 def run_ours(pdfs: list[str], questions: list[dict], model: str) -> dict[str, Any]:
-    from assistant.config import Settings
+    from core.settings import Settings
     from ingest import pipeline
 
     with tempfile.TemporaryDirectory() as home:

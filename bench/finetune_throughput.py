@@ -76,14 +76,14 @@ def quantize_nf4(model: Any) -> Any:
 
 
 def _load(model_name: str, shape: str | None, qlora: bool = False) -> Any:
-    from assistant.config import load_settings
-    from assistant.models import LoadedModel, load_model, pick_device
+    from core.models import LoadedModel, load_model, pick_device
+    from core.settings import load_settings
 
     if shape is None:
         return load_model(model_name, load_settings(), for_training=True, quantize_4bit=qlora)
     from transformers import AutoTokenizer
 
-    from tests.tiny_qwen3 import qwen3_tokenizer_dir
+    from core.testing.tiny_qwen3 import qwen3_tokenizer_dir
 
     tok = AutoTokenizer.from_pretrained(str(qwen3_tokenizer_dir()))
     device, dtype = pick_device()
@@ -125,7 +125,7 @@ def ours(model_name: str, shape: str | None, steps: int, batch: int, max_length:
 
     import torch
 
-    from assistant.config import Settings
+    from core.settings import Settings
     from finetune.data import Dataset
     from finetune.recipe import Recipe
     from finetune.trainer import train

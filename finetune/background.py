@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from assistant.config import Settings
-from assistant.files import atomic_write_text
-from ingest.errors import AssistantError
+from core.errors import AssistantError
+from core.files import atomic_write_text
+from core.settings import Settings
 
 
 @dataclass

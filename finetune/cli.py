@@ -1,4 +1,4 @@
-"""`finetune` CLI: a thin Typer shell over `finetune.jobs` and `finetune.registry`."""
+"""`finetune` CLI: a thin Typer shell over `finetune.jobs` and the adapter registry (`core.registry`)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from assistant.clikit import err, out, print_json, settings_or_exit, user_errors
-from finetune import jobs, registry
+from core import registry
+from core.clikit import err, out, print_json, settings_or_exit, user_errors
+from core.errors import AssistantError
+from finetune import jobs
 from finetune.recipe import load_recipe
-from ingest.errors import AssistantError
 
 app = typer.Typer(help="Train, evaluate and version LoRA adapters for the assistant's model.",
                   no_args_is_help=True, pretty_exceptions_enable=False)

@@ -16,19 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ingest.errors import AssistantError
+from core.errors import AssistantError, DataError
 
 FORMATS = ("alpaca", "messages", "sharegpt", "reasoning")
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                    "system": "system", "observation": "tool", "tool": "tool", "function_call": "assistant"}
 
-
-class DataError(AssistantError):
-    """A malformed training row: names the file, line and field."""
-
-    def __init__(self, path: Path | str, line: int, message: str) -> None:
-        super().__init__(f"{path}:{line}: {message}")
-        self.path, self.line = str(path), line
 
 
 @dataclass

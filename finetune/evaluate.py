@@ -16,14 +16,12 @@ from typing import Any
 
 import torch
 
-from assistant.prompts import NO_ANSWER_EN, NO_ANSWER_ZH, cited_numbers
-from assistant.toolcalls import parse_output
+from core.prompts import NO_ANSWER_EN, NO_ANSWER_ZH, cited_numbers, is_refusal
+from core.toolcalls import parse_output
 from finetune.data import Conversation
 from finetune.render import _messages_for
 
 _TOKEN = re.compile(r"[\u4e00-\u9fff]|[A-Za-z0-9]+(?:[.,][0-9]+)*")
-_REFUSAL_MARKERS = ("没有找到", "无法回答", "没有相关", "do not answer", "does not answer", "not in the documents",
-                    "cannot find", "no information")
 
 
 def tokens(text: str) -> list[str]:
@@ -39,11 +37,6 @@ def f1(pred: str, ref: str) -> float:
         return 0.0
     precision, recall = common / len(p), common / len(r)
     return 2 * precision * recall / (precision + recall)
-
-
-def is_refusal(text: str) -> bool:
-    low = text.lower()
-    return any(m in low for m in _REFUSAL_MARKERS)
 
 
 def target_turn(conv: Conversation) -> int:

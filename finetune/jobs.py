@@ -10,17 +10,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from assistant.config import Settings
-from assistant.files import fsync_dir
-from assistant.models import LoadedModel, base_fingerprint, load_model
-from finetune import registry
+from core import registry
+from core.errors import AssistantError
+from core.files import fsync_dir
+from core.models import LoadedModel, base_fingerprint, load_model
+from core.settings import Settings
 from finetune.data import load_datasets
 from finetune.evaluate import answer_metrics
 from finetune.recipe import Recipe
 from finetune.render import render
 from finetune.tracking import check_trackers
 from finetune.trainer import Event, evaluate_examples, pad_id_of, train
-from ingest.errors import AssistantError
 
 
 def train_adapter(

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ingest.errors import AssistantError
+from core.errors import AssistantError
 
 
 class Recipe(BaseModel):

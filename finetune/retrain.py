@@ -18,12 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from assistant.config import Settings
-from assistant.feedback import list_feedback
-from assistant.files import atomic_write_text
-from finetune import jobs, registry
+from assistant.app.feedback import list_feedback
+from core import registry
+from core.errors import AssistantError
+from core.files import atomic_write_text
+from core.settings import Settings
+from finetune import jobs
 from finetune.recipe import Recipe
-from ingest.errors import AssistantError
 
 
 @dataclass

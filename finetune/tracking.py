@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ingest.errors import AssistantError
+from core.errors import AssistantError
 
 TRACKERS = ("tensorboard", "swanlab", "mlflow")
 # event field -> metric name: what the curves show

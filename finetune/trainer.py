@@ -29,9 +29,10 @@ from typing import Any
 
 import torch
 
-from assistant.config import Settings
-from assistant.files import atomic_write_text, fsync_dir
-from assistant.models import LoadedModel, base_fingerprint, load_model
+from core.errors import AssistantError
+from core.files import atomic_write_text, fsync_dir
+from core.models import LoadedModel, base_fingerprint, load_model
+from core.settings import Settings
 from finetune.batching import collate, plan_batches
 from finetune.data import Dataset
 from finetune.lean import make_lean
@@ -40,7 +41,6 @@ from finetune.packing import SEQ_LENS, enable_packed_attention, pack
 from finetune.recipe import Recipe
 from finetune.render import IGNORE, Example, render
 from finetune.tracking import open_trackers
-from ingest.errors import AssistantError
 
 Event = dict[str, Any]
 # transformers 5 renamed an attribute peft still reads; the notice is not actionable for users

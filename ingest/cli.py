@@ -11,10 +11,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from assistant.clikit import err, out
-from assistant.clikit import print_json as _print_json
-from assistant.clikit import settings_or_exit as _settings
-from assistant.clikit import user_errors as _user_errors
+from core.clikit import err, out
+from core.clikit import print_json as _print_json
+from core.clikit import settings_or_exit as _settings
+from core.clikit import user_errors as _user_errors
 from ingest import pipeline
 from ingest.textutil import flatten
 

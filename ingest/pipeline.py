@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from assistant.config import Settings
-from assistant.files import sha256_file
+from core.errors import AssistantError, FileRejected, NotFound
+from core.files import sha256_file
+from core.settings import Settings
 from ingest.chunking import CHUNKER_VERSION, Chunk, chunk_document
 from ingest.embeddings import TokenCountingEmbeddings, canonical_name, load_embeddings
-from ingest.errors import AssistantError, FileRejected, NotFound
 from ingest.loaders import LoadedDocument, is_supported, load_file
 from ingest.store import KnowledgeBase, SearchHit, Snapshot, hits_from, new_store, now_iso, require_kb
 

@@ -28,9 +28,9 @@ from filelock import FileLock, Timeout
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
-from assistant.config import Settings
-from assistant.files import atomic_write_text, fsync_dir
-from ingest.errors import AssistantError, EmbeddingMismatch, KnowledgeBaseBusy, NotFound
+from core.errors import AssistantError, EmbeddingMismatch, KnowledgeBaseBusy, NotFound
+from core.files import atomic_write_text, fsync_dir
+from core.settings import Settings
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -41,5 +41,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 
 if [ "$want_model" = 1 ]; then
-  .venv/bin/python -m assistant.models
+  .venv/bin/python -m core.models
 fi

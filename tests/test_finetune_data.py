@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import AssistantError
+from core.testing.tiny_qwen3 import qwen3_tokenizer_dir
 from finetune.batching import collate, plan_batches
 from finetune.data import DataError, load_dataset, load_datasets, to_conversation
 from finetune.recipe import load_recipe
 from finetune.render import IGNORE, render
-from ingest.errors import AssistantError
-from tests.tiny_qwen3 import qwen3_tokenizer_dir
 
 TOOL = {"type": "function", "function": {"name": "get_policy_status", "description": "policy",
                                          "parameters": {"type": "object", "properties": {"policy_id": {"type": "string"}}}}}

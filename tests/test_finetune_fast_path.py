@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from assistant.config import Settings
-from assistant.models import load_model
+from core.models import load_model
+from core.settings import Settings
+from core.testing.tiny_qwen3 import build_tiny_qwen3
 from finetune import loss as loss_mod
 from finetune.batching import collate
 from finetune.data import load_datasets
@@ -20,7 +21,6 @@ from finetune.loss import label_cross_entropy
 from finetune.packing import enable_packed_attention, pack
 from finetune.render import render
 from finetune.trainer import batch_loss, pad_id_of
-from tests.tiny_qwen3 import build_tiny_qwen3
 
 
 @pytest.fixture(scope="module")

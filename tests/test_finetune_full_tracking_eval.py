@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from assistant.config import Settings
-from assistant.runtime import ModelRuntime
-from finetune import jobs, registry
+from assistant.backends.runtime import ModelRuntime
+from core import registry
+from core.errors import AssistantError
+from core.settings import Settings
+from core.testing.tiny_qwen3 import build_tiny_qwen3
+from finetune import jobs
 from finetune.cli import app
 from finetune.evaluate import OTHER, classification_report, closed_label_set, match_label
 from finetune.recipe import Recipe
-from ingest.errors import AssistantError
-from tests.tiny_qwen3 import build_tiny_qwen3
 
 POLICIES = ["POL-2024-0001", "POL-2024-0003", "POL-2024-0005", "POL-2024-0007"]
 NEWS = {

@@ -7,9 +7,9 @@ from pathlib import Path
 import docx
 import pytest
 
-from ingest.errors import FileRejected
+from core.errors import FileRejected
+from core.testing.pdfs import make_image_only_pdf, make_pdf, make_table_pdf, make_two_column_pdf
 from ingest.loaders import load_file
-from tests.pdfs import make_image_only_pdf, make_pdf, make_table_pdf, make_two_column_pdf
 
 
 def test_pdf_keeps_page_numbers(docs_dir: Path) -> None:

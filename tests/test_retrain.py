@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from assistant.config import Settings
-from assistant.feedback import add_feedback, turn_example
-from assistant.users import DEMO_USERS, ensure_demo_users
-from finetune import background, registry
+from assistant.app.feedback import add_feedback, turn_example
+from assistant.app.users import DEMO_USERS, ensure_demo_users
+from core import registry
+from core.errors import AssistantError
+from core.settings import Settings
+from finetune import background
 from finetune.retrain import feedback_dataset, retrain
-from ingest.errors import AssistantError
 from tests.chain_env import Q_RAG, Q_TOOL, STAFF
 
 APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")

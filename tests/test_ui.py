@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from assistant import conversations
-from assistant.feedback import list_feedback
-from assistant.users import DEMO_USERS, ensure_demo_users
+from assistant.app import conversations
+from assistant.app.feedback import list_feedback
+from assistant.app.users import DEMO_USERS, ensure_demo_users
 from finetune.data import load_datasets
 from ingest import pipeline
 from tests.chain_env import Q_RAG, Q_TOOL

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.users import DEMO_USERS, ensure_demo_users
+from assistant.app.users import DEMO_USERS, ensure_demo_users
 from tests.chain_env import Q_RAG
 
 ROOT = Path(__file__).resolve().parent.parent

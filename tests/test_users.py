@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from assistant.app.users import add_user, authenticate, hash_password, remove_user, verify_password
 from assistant.cli import app
-from assistant.users import add_user, authenticate, hash_password, remove_user, verify_password
-from ingest.errors import AssistantError
+from core.errors import AssistantError
 
 
 def test_hash_is_salted_and_verifies() -> None:

@@ -10,9 +10,9 @@ from typing import Any
 
 import streamlit as st
 
-from assistant.config import Settings
-from assistant.feedback import add_feedback, feedback_for, turn_example
-from assistant.users import Account
+from assistant.app.feedback import add_feedback, feedback_for, turn_example
+from assistant.app.users import Account
+from core.settings import Settings
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

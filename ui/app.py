@@ -8,7 +8,7 @@ import logging
 import streamlit as st
 from pydantic import ValidationError
 
-from ingest.errors import AssistantError
+from core.errors import AssistantError
 from ui import state
 from ui.views import adapters, chat, knowledge, login, users
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import streamlit as st
 
-from assistant.config import Settings, load_settings
-from assistant.users import Account
+from assistant.app.users import Account
+from core.settings import Settings, load_settings
 
 log = logging.getLogger("ui")
 

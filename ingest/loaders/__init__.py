@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ingest.errors import FileRejected
+from core.errors import FileRejected
 from ingest.loaders.base import LoadedDocument, Page
 from ingest.loaders.docx import load_docx
 from ingest.loaders.html import load_html

@@ -11,7 +11,7 @@ from docx.opc.exceptions import PackageNotFoundError
 from docx.table import Table
 from docx.text.paragraph import Paragraph
 
-from ingest.errors import FileRejected
+from core.errors import FileRejected
 from ingest.loaders.base import LoadedDocument, Page, table_to_lines
 
 _HEADING = re.compile(r"^(?:Heading|标题)\s*(\d)$", re.IGNORECASE)

@@ -18,7 +18,7 @@ import pdfplumber
 import pypdf
 from pypdf.errors import FileNotDecryptedError, PdfReadError
 
-from ingest.errors import FileRejected
+from core.errors import FileRejected
 from ingest.loaders.base import LoadedDocument, Page, table_to_lines
 
 # pdfminer logs every malformed object at WARNING; the file-level result is what users need.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from charset_normalizer import from_bytes
 
-from ingest.errors import FileRejected
+from core.errors import FileRejected
 from ingest.loaders.base import LoadedDocument, Page
 
 

@@ -8,11 +8,12 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from assistant.config import Settings
-from assistant.users import Account
-from finetune import background, registry
+from assistant.app.users import Account
+from core import registry
+from core.errors import AssistantError
+from core.settings import Settings
+from finetune import background
 from finetune.retrain import feedback_dataset
-from ingest.errors import AssistantError
 
 
 def _versions_table(settings: Settings, name: str) -> list[registry.AdapterVersion]:

@@ -6,9 +6,9 @@ from typing import Any
 
 import streamlit as st
 
-from assistant import conversations
-from assistant.config import Settings
-from assistant.users import Account
+from assistant.app import conversations
+from assistant.app.users import Account
+from core.settings import Settings
 from ui import answer_view, state
 
 AUTO = "automatic (department's adapter)"
@@ -62,7 +62,7 @@ def _sidebar(settings: Settings, acc: Account, current: Any, convs: list) -> dic
             opts["kb"] = kbs[0]
         opts["adapter"] = None
         if acc.role == "admin":  # staff get their department's adapter; admins may compare versions
-            from finetune import registry
+            from core import registry
 
             refs = [v.ref for n in registry.list_names(settings) for v in registry.list_versions(settings, n)]
             choice = st.selectbox("Adapter", [AUTO, BASE, *refs], key="adapter")
@@ -102,8 +102,7 @@ def _ask(settings: Settings, acc: Account, conv_id: str, question: str, msgs: li
         history = conversations.history(msgs)
         ans = assistant.ask(question, acc.user, history, opts["kb"], opts["adapter"], opts["think"], on_event,
                             conv_id)
-        payload = ans.to_dict() | {"question": ans.question, "history": history[-6:],
-                                   "tools": assistant.tools.schemas(acc.user)}
+        payload = ans.to_dict() | {"question": ans.question}  # with the exact transcript the model was sent
         conversations.add_turn(settings.app_db, conv_id, acc.name, question, ans.answer, payload)
         # the streamed text gives way to the finished turn, drawn exactly as a reload draws it (no rerun:
         # a rerun here would leave the streamed copy on screen until the next run finished)

@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from assistant.config import Settings
-from assistant.files import atomic_write_bytes
-from assistant.users import Account
+from assistant.app.users import Account
+from core.errors import AssistantError
+from core.files import atomic_write_bytes
+from core.settings import Settings
 from ingest import pipeline
-from ingest.errors import AssistantError
 from ingest.loaders import SUPPORTED_SUFFIXES
 from ingest.store import KnowledgeBase, list_knowledge_bases
 

@@ -6,8 +6,8 @@ import time
 
 import streamlit as st
 
-from assistant.config import Settings
-from assistant.users import authenticate, list_users
+from assistant.app.users import authenticate, list_users
+from core.settings import Settings
 
 MAX_FAILURES, LOCKOUT_S = 5, 60
 

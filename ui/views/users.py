@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from assistant.config import Settings
-from assistant.users import Account, add_user, list_users, remove_user
-from ingest.errors import AssistantError
+from assistant.app.users import Account, add_user, list_users, remove_user
+from core.errors import AssistantError
+from core.settings import Settings
 
 
 def render(settings: Settings, account: Account) -> None:

@@ -13,8 +13,8 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from assistant.config import Settings, load_settings
-from ingest.errors import AssistantError
+from core.errors import AssistantError
+from core.settings import Settings, load_settings
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

@@ -8,7 +8,7 @@ import sqlite3
 import uuid
 from pathlib import Path
 
-from assistant.demo_data import CLAIMS, CUSTOMERS, ORDERS, POLICIES
+from assistant.tools.demo.data import CLAIMS, CUSTOMERS, ORDERS, POLICIES
 
 SCHEMA = """
 CREATE TABLE customers (customer_id TEXT PRIMARY KEY, name TEXT NOT NULL, phone TEXT, email TEXT);

@@ -11,9 +11,9 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from assistant.appdb import connect, now_iso
-from assistant.tools import User
-from ingest.errors import AssistantError
+from assistant.app.db import connect, now_iso
+from core.errors import AssistantError
+from core.identity import User
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from assistant.demo_tools import demo_registry
-from assistant.tools import User
+from assistant.tools.demo.tools import demo_registry
+from core.identity import User
 
 # the tools are not executed here, so the database path is never opened
 DEMO_TOOL_SCHEMAS: list[dict] = demo_registry(Path("unused.db")).schemas(User("schema", role="admin"))

@@ -10,25 +10,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any
 
-from assistant.config import Settings
-from assistant.models import LoadedModel, load_model
-from ingest.errors import AssistantError
-
-
-@dataclass
-class GenerationStats:
-    prompt_tokens: int = 0
-    new_tokens: int = 0
-    prefill_s: float = 0.0  # time to first token
-    total_s: float = 0.0
-
-    @property
-    def tokens_per_s(self) -> float:
-        decode = self.total_s - self.prefill_s
-        return (self.new_tokens - 1) / decode if self.new_tokens > 1 and decode > 0 else 0.0
+from assistant.backends.base import TurnStats
+from core.errors import AssistantError
+from core.models import LoadedModel, load_model
+from core.settings import Settings
 
 
 class ModelRuntime:
@@ -38,7 +25,6 @@ class ModelRuntime:
         self.adapters: dict[str, str] = {}  # peft adapter key -> registry ref
         self.full_models: dict[str, Any] = {}  # key -> a fully fine-tuned version's model, used for its requests
         self._lock = threading.Lock()
-        self.last_stats = GenerationStats()
 
     @classmethod
     def load(cls, spec: str, settings: Settings) -> ModelRuntime:
@@ -50,7 +36,7 @@ class ModelRuntime:
 
     def ensure_adapter(self, ref: str) -> str:
         """Load a registry adapter (once) and return its key; refused if trained on another base."""
-        from finetune import registry
+        from core import registry
 
         av = registry.get(self.settings, ref)
         key = av.ref.replace("@", "-")
@@ -83,8 +69,9 @@ class ModelRuntime:
         return nullcontext()
 
     def stream(self, prompt: str, adapter_key: str | None = None, max_new_tokens: int = 512,
-               temperature: float = 0.0) -> Iterator[str]:
-        """Decoded text pieces as they are generated (special tokens kept out)."""
+               temperature: float = 0.0, stats: TurnStats | None = None) -> Iterator[str]:
+        """Decoded text pieces as they are generated (special tokens kept out); `stats`, if given, is filled
+        with this call's own figures."""
         import torch
         from transformers import TextIteratorStreamer
 
@@ -99,7 +86,8 @@ class ModelRuntime:
                 kwargs.update(do_sample=True, temperature=temperature, top_p=0.9)
             else:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            stats = GenerationStats(prompt_tokens=int(ids["input_ids"].shape[1]))
+            stats = stats if stats is not None else TurnStats()
+            stats.prompt_tokens = int(ids["input_ids"].shape[1])
             result: dict[str, Any] = {}
 
             def run() -> None:
@@ -123,4 +111,3 @@ class ModelRuntime:
                 raise AssistantError(f"generation failed: {result['error']}")
             stats.total_s = time.perf_counter() - t0
             stats.new_tokens = int(result["out"].shape[1]) - stats.prompt_tokens
-            self.last_stats = stats

@@ -72,3 +72,13 @@ def cited_numbers(answer: str) -> list[int]:
         if n not in seen:
             seen.append(n)
     return seen
+
+
+_REFUSAL_MARKERS = ("没有找到", "无法回答", "没有相关", "do not answer", "does not answer", "not in the documents",
+                    "cannot find", "no information")
+
+
+def is_refusal(text: str) -> bool:
+    """Whether a reply says the documents do not answer (the refusal the prompt asks for, in either language)."""
+    low = text.lower()
+    return any(m in low for m in _REFUSAL_MARKERS)

@@ -25,17 +25,7 @@ from langchain_core.tools import BaseTool, tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ValidationError
 
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    role: str = "staff"  # staff | claims | underwriting | finance | admin ...
-    department: str | None = None
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
+from core.identity import User
 
 # the user a tool runs for (e.g. draft_email records who drafted); set by ToolRegistry.execute
 current_user: contextvars.ContextVar[User | None] = contextvars.ContextVar("current_user", default=None)

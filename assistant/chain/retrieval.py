@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from assistant.config import Settings
-from ingest.errors import AssistantError
+from core.errors import AssistantError
+from core.settings import Settings
 from ingest.pipeline import Searcher
 from ingest.store import SearchHit
 

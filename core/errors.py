@@ -28,3 +28,11 @@ class KnowledgeBaseBusy(AssistantError):
 
 class NotFound(AssistantError):
     """A knowledge base or document that does not exist."""
+
+
+class DataError(AssistantError):
+    """A malformed row of an input file (training data, question sets): names the file, line and field."""
+
+    def __init__(self, path: Path | str, line: int, message: str) -> None:
+        super().__init__(f"{path}:{line}: {message}")
+        self.path, self.line = str(path), line

@@ -19,9 +19,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from assistant.config import Settings
-from assistant.files import atomic_write_text, fsync_dir
-from ingest.errors import AssistantError, NotFound
+from core.errors import AssistantError, NotFound
+from core.files import atomic_write_text, fsync_dir
+from core.settings import Settings
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
@@ -207,7 +207,7 @@ def is_full(av: AdapterVersion) -> bool:
 
 def load_full(lm: Any, av: AdapterVersion, settings: Settings) -> Any:
     """The full fine-tune `av` as a LoadedModel, after checking it was trained from `lm`'s base."""
-    from assistant.models import base_fingerprint, load_model
+    from core.models import base_fingerprint, load_model
 
     base = lm.model.get_base_model() if hasattr(lm.model, "peft_config") else lm.model
     check_base(av, base_fingerprint(base), lm.spec)
@@ -218,7 +218,7 @@ def apply_adapter(lm: Any, av: AdapterVersion, adapter_name: str | None = None) 
     """Load `av` onto `lm.model` (a LoadedModel) after checking the base; returns the peft model."""
     from peft import PeftModel
 
-    from assistant.models import base_fingerprint
+    from core.models import base_fingerprint
 
     if is_full(av):
         raise AssistantError(f"{av.ref} is a fully fine-tuned model, not an adapter: load it with load_full")

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from assistant.config import Settings
-from assistant.files import sha256_file
-from ingest.errors import AssistantError
+from core.errors import AssistantError
+from core.files import sha256_file
+from core.settings import Settings
 
 OFFLINE_NAME = "qwen2.5-coder-0.5b-instruct"
 OFFLINE_ALIASES = {"offline", OFFLINE_NAME, "qwen/qwen2.5-coder-0.5b-instruct"}
@@ -107,7 +107,7 @@ def prepare_offline_model(settings: Settings, log: Callable[[str], None] = print
 def _drop_quantization_config(folder: Path) -> None:
     """Folders converted by an earlier version kept the GGUF's quantization_config, which makes
     transformers' Trainer refuse to train the (actually fp32) weights: remove it in place."""
-    from assistant.files import atomic_write_text
+    from core.files import atomic_write_text
 
     cfg_path = folder / "config.json"
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
@@ -243,7 +243,7 @@ def load_model(
     return LoadedModel(tokenizer, model, spec, source, where, device, str(dtype).removeprefix("torch."))
 
 
-if __name__ == "__main__":  # python -m assistant.models: prepare the offline model now
-    from assistant.config import load_settings
+if __name__ == "__main__":  # python -m core.models: prepare the offline model now
+    from core.settings import load_settings
 
     print(f"offline model ready: {prepare_offline_model(load_settings())}")

@@ -11,8 +11,8 @@ from typing import Annotated, Any
 from langchain_core.tools import BaseTool
 from pydantic import Field
 
-from assistant.business_db import connect
-from assistant.tools import ToolRegistry, business_tool, current_user
+from assistant.tools.demo.business_db import connect
+from assistant.tools.registry import ToolRegistry, business_tool, current_user
 
 _OPS: dict[type, Callable[..., Any]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,

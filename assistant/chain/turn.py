@@ -11,20 +11,22 @@ import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
-from assistant.audit import AuditLog
-from assistant.config import Settings
-from assistant.llm import message_from_openai, parsed_message
-from assistant.prompts import CITATION, Passage, is_chinese, no_answer, system_prompt
-from assistant.retrieval import HybridRetriever, RetrievalResult
-from assistant.toolcalls import parse_output
-from assistant.tools import ToolRegistry, ToolResult, User
-from ingest.errors import AssistantError
+from assistant.app.audit import AuditLog
+from assistant.backends import ChatBackend, ModelTurn, as_backend
+from assistant.backends.base import to_template_messages
+from assistant.chain.retrieval import HybridRetriever, RetrievalResult
+from assistant.tools.registry import ToolRegistry, ToolResult
+from core.errors import AssistantError
+from core.identity import User
+from core.prompts import CITATION, Passage, is_chinese, no_answer, system_prompt
+from core.settings import Settings
+from core.toolcalls import parse_output
 
 Emit = Callable[[str, Any], None]  # (kind, payload): token | thinking | tool | sources | status
 _THINK_OPEN, _THINK_CLOSE, _CALL = "<think>", "</think>", "<tool_call>"
@@ -131,9 +133,15 @@ class Answer:
     retrieval_ms: float = 0.0
     prefill_s: float | None = None
     tokens_per_s: float | None = None
+    prompt_tokens: int | None = None
+    new_tokens: int | None = None
     audit_id: int | None = None
     steps: int = 0
     error: str | None = None
+    # exactly what the model was sent on its last turn (system, history, question, tool calls with any text
+    # beside them, tool results and malformed-call errors) and the tools it was shown: feedback trains on this
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+    tools: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def sources(self) -> list[Source]:
@@ -153,6 +161,7 @@ class Answer:
             "relevant": self.relevant, "model": self.model, "adapter": self.adapter, "audit_id": self.audit_id,
             "retrieval_ms": round(self.retrieval_ms, 1), "prefill_s": self.prefill_s,
             "tokens_per_s": self.tokens_per_s, "error": self.error,
+            "transcript": self.transcript, "tools": self.tools,
         }
 
 
@@ -170,14 +179,14 @@ class Assistant:
     def __init__(
         self,
         settings: Settings,
-        chat: BaseChatModel,
+        chat: ChatBackend | BaseChatModel,
         tools: ToolRegistry,
         audit: AuditLog,
         model_name: str,
         kb_access: dict[str, set[str]] | None = None,
     ) -> None:
         self.settings = settings
-        self.chat = chat
+        self.backend = as_backend(chat, settings)
         self.tools = tools
         self.audit = audit
         self.model_name = model_name
@@ -201,7 +210,7 @@ class Assistant:
             raise AssistantError(f"user '{user.name}' may not use knowledge base '{kb}'")
 
     def resolve_adapter(self, user: User, requested: str | None) -> str | None:
-        from finetune import registry
+        from core import registry
 
         if requested:
             return requested if requested != "none" else None
@@ -289,35 +298,17 @@ class Assistant:
     def prompt_for(self, question: str, user: User, history: list[dict[str, str]] | None = None,
                    kb: str | None = None) -> tuple[list[dict[str, Any]], list[dict], Answer]:
         """Exactly what the model would be sent for this question (training data for chain behaviour)."""
-        from assistant.llm import to_template_messages
-
         ans = Answer(question, "", [], [])
         self._retrieve(question, history or [], kb or self.settings.default_kb, user, ans)
         return to_template_messages(self.messages(question, history or [], ans.passages)), \
             self.tools.schemas(user), ans
 
     def _model_turn(self, messages: list[BaseMessage], tools: list[dict], think: bool, adapter: str | None,
-                    emit: Emit) -> AIMessage:
+                    emit: Emit) -> ModelTurn:
         router = StreamRouter(emit)
-        if self.settings.backend == "openai":
-            acc: AIMessageChunk | None = None
-            request = {"model": adapter or self.settings.openai_model,  # vLLM serves each LoRA as a model name
-                       "extra_body": {"chat_template_kwargs": {"enable_thinking": think}}}
-            for chunk in self.chat.stream(messages, tools=tools or None, **request):
-                acc = chunk if acc is None else acc + chunk
-                if isinstance(chunk.content, str) and chunk.content:
-                    router.feed(chunk.content)
-            router.finish()
-            msg = AIMessage(content=acc.content if acc else "", tool_calls=acc.tool_calls if acc else [],
-                            additional_kwargs=acc.additional_kwargs if acc else {})
-            return message_from_openai(msg)
-        text = ""
-        for chunk in self.chat.stream(messages, tools=tools or None, enable_thinking=think, adapter=adapter,
-                                      max_new_tokens=self.settings.max_new_tokens):
-            text += chunk.content
-            router.feed(chunk.content)
+        turn = self.backend.turn(messages, tools, think=think, adapter=adapter, on_text=router.feed)
         router.finish()
-        return parsed_message(text)
+        return turn
 
     def _generate(self, question: str, history: list[dict[str, str]], retrieved: RetrievalResult, user: User,
                   think: bool, ans: Answer, emit: Emit) -> None:
@@ -327,10 +318,11 @@ class Assistant:
         final = ""
         for step in range(1, self.settings.max_tool_steps + 1):
             ans.steps = step
-            msg = self._model_turn(messages, tools, think, ans.adapter, emit)
-            stats = getattr(getattr(self.chat, "runtime", None), "last_stats", None)
-            if stats and ans.prefill_s is None:
-                ans.prefill_s, ans.tokens_per_s = round(stats.prefill_s, 3), round(stats.tokens_per_s, 2)
+            turn = self._model_turn(messages, tools, think, ans.adapter, emit)
+            msg = turn.message
+            if ans.prefill_s is None:  # the first turn's figures: what the user waited for
+                ans.prefill_s, ans.tokens_per_s = round(turn.stats.prefill_s, 3), round(turn.stats.tokens_per_s, 2)
+                ans.prompt_tokens, ans.new_tokens = turn.stats.prompt_tokens, turn.stats.new_tokens
             if msg.additional_kwargs.get("reasoning_content"):
                 thinking.append(msg.additional_kwargs["reasoning_content"])
             errors = msg.additional_kwargs.get("tool_call_errors") or []
@@ -353,6 +345,7 @@ class Assistant:
             final = ("已达到工具调用次数上限，未能完成回答。" if is_chinese(question)
                      else "Stopped after the tool-call limit without a final answer.")
         ans.thinking = "\n\n".join(t for t in thinking if t)
+        ans.transcript, ans.tools = to_template_messages(messages), tools
         used_tools = any(t.ok for t in ans.tool_calls)
         if not retrieved.relevant and not used_tools and not ans.tool_calls:
             # nothing relevant retrieved and no business data looked up: do not let the model improvise
@@ -375,28 +368,18 @@ class Assistant:
         return CITATION.sub(keep, text).strip()
 
 
-def build_assistant(settings: Settings, runtime: Any = None, chat: BaseChatModel | None = None,
+def build_assistant(settings: Settings, runtime: Any = None, chat: ChatBackend | BaseChatModel | None = None,
                     tools: ToolRegistry | None = None, kb_access: dict[str, set[str]] | None = None) -> Assistant:
     """The assistant over the configured backend, the demo business tools and the audit log."""
-    from assistant.business_db import ensure_business_db
-    from assistant.demo_tools import demo_registry
-    from assistant.llm import LocalQwenChat, openai_chat
+    from assistant.backends import make_backend
+    from assistant.tools.demo.business_db import ensure_business_db
+    from assistant.tools.demo.tools import demo_registry
 
-    if chat is None:
-        if settings.backend == "openai":
-            chat = openai_chat(settings, settings.adapter, settings.thinking)
-            name = f"openai:{settings.openai_base_url}"
-        else:
-            from assistant.runtime import ModelRuntime
-
-            runtime = runtime or ModelRuntime.load(settings.model, settings)
-            chat = LocalQwenChat(runtime=runtime, max_new_tokens=settings.max_new_tokens)
-            name = runtime.name
-    else:
-        name = getattr(getattr(chat, "runtime", None), "name", chat._llm_type)
+    backend = as_backend(chat, settings) if chat is not None else make_backend(settings, runtime)
     if kb_access is None:
         kb_access = {kb: set(depts) for kb, depts in settings.kb_access.items()}
-    assistant = Assistant(settings, chat, tools or ToolRegistry(), AuditLog(settings.audit_db), name, kb_access)
+    assistant = Assistant(settings, backend, tools or ToolRegistry(), AuditLog(settings.audit_db), backend.name,
+                          kb_access)
     if tools is None:
         def search(query: str) -> list[dict]:
             res = assistant.retriever(settings.default_kb).retrieve(query, 3)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from assistant.appdb import connect, now_iso
-from ingest.errors import AssistantError
+from assistant.app.db import connect, now_iso
+from core.errors import AssistantError
 
 
 @dataclass(frozen=True)
