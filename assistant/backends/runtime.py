@@ -10,25 +10,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any
 
+from assistant.backends.base import TurnStats
 from core.errors import AssistantError
 from core.models import LoadedModel, load_model
 from core.settings import Settings
-
-
-@dataclass
-class GenerationStats:
-    prompt_tokens: int = 0
-    new_tokens: int = 0
-    prefill_s: float = 0.0  # time to first token
-    total_s: float = 0.0
-
-    @property
-    def tokens_per_s(self) -> float:
-        decode = self.total_s - self.prefill_s
-        return (self.new_tokens - 1) / decode if self.new_tokens > 1 and decode > 0 else 0.0
 
 
 class ModelRuntime:
@@ -36,8 +23,8 @@ class ModelRuntime:
         self.lm = lm
         self.settings = settings
         self.adapters: dict[str, str] = {}  # peft adapter key -> registry ref
+        self.full_models: dict[str, Any] = {}  # key -> a fully fine-tuned version's model, used for its requests
         self._lock = threading.Lock()
-        self.last_stats = GenerationStats()
 
     @classmethod
     def load(cls, spec: str, settings: Settings) -> ModelRuntime:
@@ -55,8 +42,11 @@ class ModelRuntime:
         key = av.ref.replace("@", "-")
         if key not in self.adapters:
             with self._lock:
-                self.lm.model = registry.apply_adapter(self.lm, av, adapter_name=key)
-                self.lm.model.eval()
+                if registry.is_full(av):
+                    self.full_models[key] = registry.load_full(self.lm, av, self.settings).model
+                else:
+                    self.lm.model = registry.apply_adapter(self.lm, av, adapter_name=key)
+                    self.lm.model.eval()
                 self.adapters[key] = av.ref
         return key
 
@@ -67,6 +57,8 @@ class ModelRuntime:
 
     def _adapter_context(self, key: str | None) -> Any:
         model = self.lm.model
+        if key in self.full_models:
+            return nullcontext()
         if not hasattr(model, "peft_config"):
             if key:
                 raise AssistantError(f"adapter {key} is not loaded")
@@ -77,13 +69,15 @@ class ModelRuntime:
         return nullcontext()
 
     def stream(self, prompt: str, adapter_key: str | None = None, max_new_tokens: int = 512,
-               temperature: float = 0.0) -> Iterator[str]:
-        """Decoded text pieces as they are generated (special tokens kept out)."""
+               temperature: float = 0.0, stats: TurnStats | None = None) -> Iterator[str]:
+        """Decoded text pieces as they are generated (special tokens kept out); `stats`, if given, is filled
+        with this call's own figures."""
         import torch
         from transformers import TextIteratorStreamer
 
         tok = self.lm.tokenizer
         with self._lock, self._adapter_context(adapter_key):
+            model = self.full_models.get(adapter_key or "", self.lm.model)
             ids = tok(prompt, return_tensors="pt", add_special_tokens=False).to(self.lm.device)
             streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
             kwargs: dict[str, Any] = dict(**ids, max_new_tokens=max_new_tokens, streamer=streamer,
@@ -92,13 +86,14 @@ class ModelRuntime:
                 kwargs.update(do_sample=True, temperature=temperature, top_p=0.9)
             else:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            stats = GenerationStats(prompt_tokens=int(ids["input_ids"].shape[1]))
+            stats = stats if stats is not None else TurnStats()
+            stats.prompt_tokens = int(ids["input_ids"].shape[1])
             result: dict[str, Any] = {}
 
             def run() -> None:
                 try:
                     with torch.no_grad():
-                        result["out"] = self.lm.model.generate(**kwargs)
+                        result["out"] = model.generate(**kwargs)
                 except Exception as exc:  # surfaced in the caller's thread below
                     result["error"] = exc
                     streamer.end()
@@ -116,4 +111,3 @@ class ModelRuntime:
                 raise AssistantError(f"generation failed: {result['error']}")
             stats.total_s = time.perf_counter() - t0
             stats.new_tokens = int(result["out"].shape[1]) - stats.prompt_tokens
-            self.last_stats = stats
