@@ -232,11 +232,6 @@ class KnowledgeBase:
         terms, used = lexical.chunk_terms(texts, lexical.load_terms(self.version_dir()))
         return lexical.save_bm25(folder, lexical.build_bm25(terms), snapshot.store.ids, used)
 
-    def destroy(self) -> None:
-        with self.acquire():
-            shutil.rmtree(self.versions_dir, ignore_errors=True)
-            self._current_file.unlink(missing_ok=True)
-
     def _clean_partial_versions(self) -> None:
         if self.versions_dir.exists():
             for p in self.versions_dir.glob(".tmp-*"):

@@ -8,7 +8,7 @@ import logging
 import streamlit as st
 from pydantic import ValidationError
 
-from core.errors import AssistantError
+from core.errors import AssistantError, validation_problems
 from ui import session, state
 from ui.views import adapters, chat, knowledge, login, users
 
@@ -20,7 +20,7 @@ def main() -> None:
     try:
         settings = state.settings()
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = validation_problems(exc, "settings")
         st.error(f"Invalid settings ({problems}). Check the ASSISTANT_* variables and .env, then restart.")
         return
     account = session.current_account(settings)  # reloaded from the database on every run
