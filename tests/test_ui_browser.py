@@ -13,7 +13,7 @@ import pytest
 
 from assistant.app.users import DEMO_USERS, ensure_demo_users
 from tests.chain_env import Q_RAG
-from ui.testing import app_server
+from ui.testing import app_server, chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("UI_ARTIFACTS", ROOT / "test-artifacts"))
