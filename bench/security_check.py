@@ -43,10 +43,10 @@ def attack(name: str) -> Callable[[Callable[..., tuple[bool, str]]], Callable[..
 
 def world(root: Path) -> dict[str, Any]:
     """A knowledge base with a public and an HR-only document, the demo tools, a chain around `ScriptedChat`."""
-    from assistant.app.audit import AuditLog
     from assistant.chain import Assistant
     from assistant.tools.demo.business_db import ensure_business_db
     from assistant.tools.demo.tools import demo_registry
+    from core.audit import AuditLog
     from core.settings import Settings
     from ingest import pipeline
 
@@ -60,7 +60,7 @@ def world(root: Path) -> dict[str, Any]:
     db = ensure_business_db(settings.business_db)
 
     def chain(*replies: str) -> Assistant:
-        from tests.scripted_chat import ScriptedChat
+        from assistant.backends.scripted import ScriptedChat
 
         return Assistant(settings, ScriptedChat(replies=list(replies), seen=[]), demo_registry(db),
                          AuditLog(settings.audit_db), "scripted")
@@ -208,7 +208,7 @@ def interrupted(w: dict) -> tuple[bool, str]:
 
 @attack("denied and malformed tool calls go unaudited")
 def refused_calls(w: dict) -> tuple[bool, str]:
-    from assistant.app.audit import list_events
+    from core.audit import list_events
     from core.identity import User
 
     a = w["chain"](call_text("get_claim_status", {"claim_id": "CLM-2024-0001"}),
@@ -228,7 +228,7 @@ def unknown_tool(w: dict) -> tuple[bool, str]:
 
 
 def browser_attack(root: Path) -> None:
-    from tests.hostile_ui import app_server, leak_server, seed, view_hostile_answer
+    from ui.testing import app_server, leak_server, seed, view_hostile_answer
 
     home = root / "ui-home"
     with leak_server() as (leak, seen):

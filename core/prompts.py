@@ -40,10 +40,13 @@ class Passage:
     text: str
     page: int | None = None  # 0-based page index, None for formats without pages
     clause: str | None = None
+    page_label: str | None = None  # "sheet 费率表", "slide 3": where "p.N" would mislead
 
     def header(self) -> str:
         parts = [self.source]
-        if self.page is not None:
+        if self.page_label:
+            parts.append(self.page_label)
+        elif self.page is not None:
             parts.append(f"p.{self.page + 1}")
         if self.clause:
             parts.append(self.clause)

@@ -1,8 +1,9 @@
 """Adapter registry: named adapters (e.g. `finance`, `hr`), each with numbered versions and one active.
 
-Layout under `$ASSISTANT_HOME/adapters/NAME/`: `versions/vN/` (peft adapter files + `meta.json`: base model
-spec and fingerprint, dataset hashes, recipe, metrics, creation time) and `registry.json` (the active
-version). Versions appear by atomic rename, `registry.json` is replaced atomically, writers take a lock.
+Layout under `$ASSISTANT_HOME/adapters/NAME/`: `versions/vN/` (peft adapter files, or a whole model folder
+for a full fine-tune, + `meta.json`: base model spec and fingerprint, dataset hashes, recipe, metrics,
+creation time) and `registry.json` (the active version). Versions appear by atomic rename, `registry.json`
+is replaced atomically, writers take a lock.
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ def register(settings: Settings, name: str, adapter_dir: Path, meta: dict[str, A
              activate: bool | None = None) -> AdapterVersion:
     """Store a trained adapter as the next version of `name`. `activate=None`: only if none is active yet."""
     check_name(name)
-    if not (adapter_dir / "adapter_config.json").exists():
-        raise AssistantError(f"{adapter_dir} holds no adapter (adapter_config.json missing)")
+    if not (adapter_dir / "adapter_config.json").exists() and not (adapter_dir / "config.json").exists():
+        raise AssistantError(f"{adapter_dir} holds no adapter or model (adapter_config.json, config.json missing)")
     try:
         with _lock(settings, name):
             versions = _versions(settings, name)
@@ -153,6 +154,37 @@ def promote(settings: Settings, ref: str) -> AdapterVersion:
     return get(settings, target.ref)
 
 
+def active_ref(settings: Settings, name: str) -> str | None:
+    """`name@vN` of the active version, or None."""
+    active = _state(settings, check_name(name)).get("active")
+    return f"{name}@{active}" if active else None
+
+
+def promotion_event(before: str | None, after: str) -> str:
+    """The audit event for making `after` active: a roll back when it is older than the version it replaces."""
+    older = before is not None and int(after.rpartition("@v")[2]) < int(before.rpartition("@v")[2])
+    return "adapter_rolled_back" if older else "adapter_promoted"
+
+
+def promote_if_active(settings: Settings, ref: str, expected: str | None) -> str | None:
+    """Promote `ref` only if the active version is still `expected` (checked and changed under the lock, so
+    a promotion or rollback made meanwhile is never overridden). None when promoted, else the active version
+    that stood in the way ("none" when there is none)."""
+    name, version = parse_ref(ref)
+    get(settings, ref)  # exists?
+    try:
+        with _lock(settings, name):
+            state = _state(settings, name)
+            if state.get("active") != expected:
+                return state.get("active") or "none"
+            state["previous"] = state.get("active")
+            state["active"] = version
+            _write_state(settings, name, state)
+    except Timeout as exc:
+        raise AssistantError(f"adapter '{name}' is being changed by another process; try again") from exc
+    return None
+
+
 def remove(settings: Settings, ref: str) -> list[str]:
     """Remove one version (not the active one while others remain) or, given a bare name, the adapter."""
     name, version = parse_ref(ref)
@@ -199,12 +231,28 @@ def check_base(av: AdapterVersion, fingerprint: str, spec: str) -> None:
         )
 
 
+def is_full(av: AdapterVersion) -> bool:
+    """A full fine-tune: the version folder is a whole model, served beside the base instead of on it."""
+    return av.meta.get("method") == "full"
+
+
+def load_full(lm: Any, av: AdapterVersion, settings: Settings) -> Any:
+    """The full fine-tune `av` as a LoadedModel, after checking it was trained from `lm`'s base."""
+    from core.models import base_fingerprint, load_model
+
+    base = lm.model.get_base_model() if hasattr(lm.model, "peft_config") else lm.model
+    check_base(av, base_fingerprint(base), lm.spec)
+    return load_model(str(av.path), settings)
+
+
 def apply_adapter(lm: Any, av: AdapterVersion, adapter_name: str | None = None) -> Any:
     """Load `av` onto `lm.model` (a LoadedModel) after checking the base; returns the peft model."""
     from peft import PeftModel
 
     from core.models import base_fingerprint
 
+    if is_full(av):
+        raise AssistantError(f"{av.ref} is a fully fine-tuned model, not an adapter: load it with load_full")
     model = lm.model
     is_peft = hasattr(model, "peft_config")
     base = model.get_base_model() if is_peft else model

@@ -14,18 +14,18 @@ from typing import Any
 import pytest
 from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 
-from assistant.app.audit import AuditLog, list_events
 from assistant.backends.base import to_template_messages
+from assistant.backends.scripted import ScriptedChat
 from assistant.chain import Assistant, Source
 from assistant.tools.demo.business_db import connect, ensure_business_db
 from assistant.tools.demo.tools import demo_registry, safe_eval
 from assistant.tools.registry import ToolRegistry, business_tool
+from core.audit import AuditLog, list_events
 from core.control_tokens import neutralise
 from core.identity import User
 from core.settings import Settings
 from ingest import pipeline
 from tests.chain_env import BAD_CALL
-from tests.scripted_chat import ScriptedChat
 
 STAFF = User("wang", "staff", "sales")
 CLAIMS = User("li", "claims", "claims")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.hostile_ui import app_server, leak_server, seed, view_hostile_answer
+from ui.testing import app_server, leak_server, seed, view_hostile_answer
 
 ARTIFACTS = Path(os.environ.get("UI_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from assistant.app.audit import list_events
 from assistant.app.users import add_user
+from core.audit import list_events
 from core.settings import Settings
 from ingest import pipeline
 

@@ -13,10 +13,11 @@ from typing import Any
 import streamlit as st
 
 from assistant.app.cited_files import open_cited
-from assistant.app.feedback import add_feedback, feedback_for, turn_example
+from assistant.app.feedback import turn_example
 from assistant.app.users import Account
 from core.access import AccessPolicy
 from core.errors import AssistantError
+from core.feedback import add_feedback, feedback_for
 from core.settings import Settings
 from ui import safe_markdown as md
 
@@ -42,7 +43,8 @@ quote = md.quote
 
 
 def _source_label(s: dict[str, Any]) -> str:
-    page = f" · p.{s['page'] + 1}" if s.get("page") is not None else ""
+    label = s.get("page_label") or (f"p.{s['page'] + 1}" if s.get("page") is not None else "")
+    page = f" · {label}" if label else ""
     clause = f" · {s['clause']}" if s.get("clause") else ""
     return md.text(f"[{s['n']}] {s['source']}{page}{clause}")
 

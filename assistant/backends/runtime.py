@@ -23,6 +23,7 @@ class ModelRuntime:
         self.lm = lm
         self.settings = settings
         self.adapters: dict[str, str] = {}  # peft adapter key -> registry ref
+        self.full_models: dict[str, Any] = {}  # key -> a fully fine-tuned version's model, used for its requests
         self._lock = threading.Lock()
 
     @classmethod
@@ -41,8 +42,11 @@ class ModelRuntime:
         key = av.ref.replace("@", "-")
         if key not in self.adapters:
             with self._lock:
-                self.lm.model = registry.apply_adapter(self.lm, av, adapter_name=key)
-                self.lm.model.eval()
+                if registry.is_full(av):
+                    self.full_models[key] = registry.load_full(self.lm, av, self.settings).model
+                else:
+                    self.lm.model = registry.apply_adapter(self.lm, av, adapter_name=key)
+                    self.lm.model.eval()
                 self.adapters[key] = av.ref
         return key
 
@@ -53,6 +57,8 @@ class ModelRuntime:
 
     def _adapter_context(self, key: str | None) -> Any:
         model = self.lm.model
+        if key in self.full_models:
+            return nullcontext()
         if not hasattr(model, "peft_config"):
             if key:
                 raise AssistantError(f"adapter {key} is not loaded")
@@ -71,6 +77,7 @@ class ModelRuntime:
 
         tok = self.lm.tokenizer
         with self._lock, self._adapter_context(adapter_key):
+            model = self.full_models.get(adapter_key or "", self.lm.model)
             ids = tok(prompt, return_tensors="pt", add_special_tokens=False).to(self.lm.device)
             streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
             kwargs: dict[str, Any] = dict(**ids, max_new_tokens=max_new_tokens, streamer=streamer,
@@ -86,7 +93,7 @@ class ModelRuntime:
             def run() -> None:
                 try:
                     with torch.no_grad():
-                        result["out"] = self.lm.model.generate(**kwargs)
+                        result["out"] = model.generate(**kwargs)
                 except Exception as exc:  # surfaced in the caller's thread below
                     result["error"] = exc
                     streamer.end()

@@ -19,12 +19,12 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
-from assistant.app.audit import AuditLog, record_event
 from assistant.backends import ChatBackend, ModelTurn, as_backend
 from assistant.backends.base import to_template_messages
 from assistant.chain.retrieval import HybridRetriever, RetrievalResult
 from assistant.tools.registry import ToolContext, ToolRegistry, ToolResult
 from core.access import AccessPolicy
+from core.audit import AuditLog, record_event
 from core.control_tokens import neutralise
 from core.errors import AssistantError
 from core.identity import User
@@ -133,6 +133,7 @@ class Source:
     bm25: float | None = None
     path: str | None = None  # where the file was ingested from (display only: files are served by doc_id)
     doc_id: str = ""
+    page_label: str | None = None  # how to cite a sheet or slide ("sheet 费率表", "slide 3"); None: "p.N"
 
 
 @dataclass
@@ -169,9 +170,9 @@ class Answer:
     def to_dict(self) -> dict[str, Any]:
         return {
             "answer": self.answer,
-            "sources": [{"n": s.n, "source": s.source, "page": s.page, "clause": s.clause, "text": s.text,
-                         "score": round(s.score, 4), "chunk_id": s.chunk_id, "doc_id": s.doc_id, "path": s.path}
-                        for s in self.sources],
+            "sources": [{"n": s.n, "source": s.source, "page": s.page, "page_label": s.page_label,
+                         "clause": s.clause, "text": s.text, "score": round(s.score, 4), "chunk_id": s.chunk_id,
+                         "doc_id": s.doc_id, "path": s.path} for s in self.sources],
             "tool_calls": [{"name": t.name, "arguments": t.arguments, "result": t.result if t.ok else None,
                             "error": t.error, "denied": t.denied, "duration_s": t.duration_s}
                            for t in self.tool_calls],
@@ -342,7 +343,8 @@ class Assistant:
         if res.relevant:
             ans.passages = [Source(i, r.hit.source, r.hit.page, r.hit.clause or None, r.hit.text, r.score,
                                    r.hit.chunk_id, dense=r.dense, bm25=r.bm25,
-                                   path=r.hit.metadata.get("path"), doc_id=r.hit.doc_id)
+                                   path=r.hit.metadata.get("path"), doc_id=r.hit.doc_id,
+                                   page_label=r.hit.metadata.get("page_label"))
                             for i, r in enumerate(res.passages, 1)]
         return res
 
@@ -351,7 +353,7 @@ class Assistant:
         """The prompt: system (rules + numbered passages), the recent history, the question; text from
         outside the model cannot forge control tokens (core.control_tokens)."""
         numbered = [Passage(neutralise(p.source), neutralise(p.text), p.page, neutralise(p.clause) if p.clause
-                            else p.clause) for p in passages]
+                            else p.clause, p.page_label) for p in passages]
         out: list[BaseMessage] = [SystemMessage(system_prompt(numbered, is_chinese(question)))]
         for h in history[-6:]:
             text = neutralise(h["content"])

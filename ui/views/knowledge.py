@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from assistant.app.audit import record_event
 from assistant.app.users import Account
+from core.audit import record_event
 from core.errors import AssistantError
 from core.files import atomic_write_bytes
 from core.settings import Settings
@@ -78,7 +78,15 @@ def _ingest(settings: Settings, kb: str, department: str | None, paths: list[Pat
                      "seconds": round(r.seconds, 1), "problem": r.reason or "; ".join(r.warnings)})
         bar.progress(len(rows) / total["n"], text=md.text(f"{len(rows)}/{total['n']} · {r.path.name}: {r.status}"))
 
-    report = pipeline.add_paths(settings, paths, kb, department, on_file=on_file, on_start=on_start)
+    pages = {"n": 0}
+
+    def on_step(kind: str, n: int) -> None:  # per page: a scanned PDF being read by OCR shows it moves
+        if kind == "page":
+            pages["n"] += n
+            bar.progress(len(rows) / total["n"], text=f"{len(rows)}/{total['n']} files · {pages['n']} pages read")
+
+    report = pipeline.add_paths(settings, paths, kb, department, on_file=on_file, on_start=on_start,
+                                on_step=on_step)
     bar.progress(1.0, text=f"done in {report.seconds:.1f} s")
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     ok = report.count("added") + report.count("updated")

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import UTC, datetime
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
+
+from core import db
+from core.db import Columns, now_iso
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS turns (
@@ -41,30 +44,22 @@ CREATE TRIGGER IF NOT EXISTS turns_no_update BEFORE UPDATE ON turns
 CREATE TRIGGER IF NOT EXISTS turns_no_delete BEFORE DELETE ON turns
     BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 """
-_ADDED_COLUMNS = {"status": "TEXT", "malformed_calls": "TEXT"}  # columns newer than the first schema
+_ADDED_COLUMNS: Columns = {"turns": [("status", "TEXT"), ("malformed_calls", "TEXT")]}  # newer than the first schema
 
 
 class AuditLog:
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(SCHEMA)
-            have = {r[1] for r in conn.execute("PRAGMA table_info(turns)")}
-            for col, kind in _ADDED_COLUMNS.items():  # an audit.db from before: add, never rewrite
-                if col not in have:
-                    conn.execute(f"ALTER TABLE turns ADD COLUMN {col} {kind}")
+        with self._connect():
+            pass  # creates the file, the tables and any columns added since
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(str(self.path), timeout=10)
-        conn.row_factory = sqlite3.Row
-        return conn
+    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        return db.connect(self.path, SCHEMA + EVENTS_SCHEMA, _ADDED_COLUMNS)
 
     def record(self, **fields: Any) -> int:
         row = {k: (json.dumps(v, ensure_ascii=False, default=str) if isinstance(v, list | dict) else v)
                for k, v in fields.items()}
-        row.setdefault("ts", datetime.now(UTC).isoformat(timespec="milliseconds"))
+        row.setdefault("ts", now_iso("milliseconds"))
         row.setdefault("retrieved", "[]")
         row.setdefault("tool_calls", "[]")
         cols = list(row)
@@ -115,9 +110,8 @@ def record_event(log: AuditLog | Path, event: str, user: str, **detail: Any) -> 
     """Append one event (e.g. `record_event(settings.audit_db, "login_failed", name, address=ip)`)."""
     log = log if isinstance(log, AuditLog) else AuditLog(log)
     with log._connect() as conn:
-        conn.executescript(EVENTS_SCHEMA)
         cur = conn.execute("INSERT INTO events (ts, event, user, detail) VALUES (?, ?, ?, ?)",
-                           (datetime.now(UTC).isoformat(timespec="milliseconds"), event, user,
+                           (now_iso("milliseconds"), event, user,
                             json.dumps(detail, ensure_ascii=False, default=str)))
         return int(cur.lastrowid)
 
@@ -126,7 +120,6 @@ def list_events(log: AuditLog | Path, event: str | None = None, limit: int = 100
     """The latest events first, optionally of one kind."""
     log = log if isinstance(log, AuditLog) else AuditLog(log)
     with log._connect() as conn:
-        conn.executescript(EVENTS_SCHEMA)
         where = " WHERE event = ?" if event else ""
         rows = conn.execute(f"SELECT * FROM events{where} ORDER BY id DESC LIMIT ?",
                             ([event] if event else []) + [limit]).fetchall()
