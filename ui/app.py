@@ -9,7 +9,7 @@ import streamlit as st
 from pydantic import ValidationError
 
 from core.errors import AssistantError, validation_problems
-from ui import session, state
+from ui import csp, session, state
 from ui.views import adapters, chat, knowledge, login, users
 
 st.set_page_config(page_title="Domain assistant", page_icon="📑", layout="wide")
@@ -17,6 +17,7 @@ log = logging.getLogger("ui")
 
 
 def main() -> None:
+    csp.install()  # first: nothing drawn on any page, login included, can fetch from another origin
     try:
         settings = state.settings()
     except ValidationError as exc:
