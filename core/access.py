@@ -12,6 +12,7 @@ The rules:
   department only; an untagged one to everyone.
 - Tools: a tool declares the roles (and/or departments) that may call it; none declared: everyone.
 - Admins may use and see everything.
+- Department names compare case-insensitively ("HR" is "hr"), as ingest stores its tags.
 
 Decisions are taken from the user record only, never from retrieved text, tool results or arguments, so
 a poisoned document cannot grant itself anything.
@@ -31,6 +32,11 @@ class AccessDenied(AssistantError):
     """The user may not use or see this; the message says what, never what the thing contains."""
 
 
+def tag(department: str | None) -> str | None:
+    """A department as stored on documents: trimmed, lower case; empty means none."""
+    return (department or "").strip().lower() or None
+
+
 @dataclass(frozen=True)
 class ToolRule:
     """Who may call a tool: empty sets mean everyone; admins always may."""
@@ -47,17 +53,17 @@ def may_use_tool(user: User, rule: ToolRule) -> bool:
         return True
     if rule.roles and user.role not in rule.roles:
         return False
-    return not rule.departments or user.department in rule.departments
+    return not rule.departments or tag(user.department) in {tag(d) for d in rule.departments}
 
 
 def may_see(user: User, department: str | None) -> bool:
     """May this user see a document carrying this department tag (None: untagged, everyone)?"""
-    return user.is_admin or department is None or department == user.department
+    return user.is_admin or tag(department) is None or tag(department) == tag(user.department)
 
 
 def visible_departments(user: User) -> list[str | None] | None:
     """The retrieval filter: department tags whose documents this user may see (None: no filter, admins)."""
-    return None if user.is_admin else [None, user.department] if user.department else [None]
+    return None if user.is_admin else [None, tag(user.department)] if tag(user.department) else [None]
 
 
 @dataclass
@@ -68,11 +74,11 @@ class AccessPolicy:
 
     @classmethod
     def from_settings(cls, settings: Any) -> AccessPolicy:
-        return cls({kb: set(depts) for kb, depts in settings.kb_access.items()})
+        return cls({kb: {tag(d) for d in depts} for kb, depts in settings.kb_access.items()})
 
     def may_use_kb(self, user: User, kb: str) -> bool:
         allowed = self.kb_access.get(kb)
-        return user.is_admin or not allowed or user.department in allowed
+        return user.is_admin or not allowed or tag(user.department) in {tag(d) for d in allowed}
 
     def check_kb(self, user: User, kb: str) -> None:
         if not self.may_use_kb(user, kb):

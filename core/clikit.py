@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from core.errors import AssistantError
+from core.errors import AssistantError, validation_problems
 from core.settings import Settings, load_settings
 
 out = Console(soft_wrap=True)
@@ -36,7 +36,7 @@ def settings_or_exit(**overrides: Any) -> Settings:
     try:
         return load_settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = validation_problems(exc, "settings")
         err.print(
             f"[red]error:[/red] invalid settings ({safe(problems)}). Check ASSISTANT_* variables, .env and flags."
         )

@@ -6,14 +6,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
+__all__ = ["Columns", "connect"]
+
 Columns = dict[str, list[tuple[str, str]]]  # table -> [(column, declaration)] added after the first schema
-
-
-def now_iso(timespec: str = "seconds") -> str:
-    return datetime.now(UTC).isoformat(timespec=timespec)
 
 
 def _add_columns(conn: sqlite3.Connection, added: Columns) -> None:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from core import db
-from core.db import Columns, now_iso
+from core.clock import now_iso
+from core.db import Columns
 from core.errors import AssistantError
 
 SCHEMA = """

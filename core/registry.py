@@ -148,7 +148,6 @@ def promote(settings: Settings, ref: str) -> AdapterVersion:
     target = get(settings, ref)
     with _lock(settings, name):
         state = _state(settings, name)
-        state["previous"] = state.get("active")
         state["active"] = version
         _write_state(settings, name, state)
     return get(settings, target.ref)
@@ -177,7 +176,6 @@ def promote_if_active(settings: Settings, ref: str, expected: str | None) -> str
             state = _state(settings, name)
             if state.get("active") != expected:
                 return state.get("active") or "none"
-            state["previous"] = state.get("active")
             state["active"] = version
             _write_state(settings, name, state)
     except Timeout as exc:

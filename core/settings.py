@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     max_tool_steps: int = Field(default=4, ge=1, description="Model calls per question (tool loop limit).")
     retrieval_k: int = Field(default=4, ge=1, description="Passages put in front of the model.")
     thinking: bool = Field(default=False, description="Qwen3 thinking mode by default (/think, /no_think override).")
+    tools: list[str] = Field(
+        default_factory=lambda: ["demo"],
+        description='Tool plug-ins the model may call, JSON in ASSISTANT_TOOLS: "demo" (the demo insurer\'s business '
+        'tools, document search, calculator, email drafts) or "package.module:function" (a function taking the '
+        "settings and returning LangChain tools, e.g. made with assistant.tools.registry.business_tool); [] for none.",
+    )
     kb_access: dict[str, list[str]] = Field(
         default_factory=dict,
         description='Knowledge bases restricted to departments, e.g. {"hr": ["hr"]} (JSON in ASSISTANT_KB_ACCESS); '

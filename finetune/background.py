@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,6 +91,42 @@ class JobState:
     def update(self, **fields: Any) -> None:
         self.data.update(fields, updated=datetime.now(UTC).isoformat(timespec="seconds"))
         atomic_write_text(self.path, json.dumps(self.data, ensure_ascii=False, default=str))
+
+
+class JobReporter:
+    """The job protocol the Adapters page reads from `state.json`: `starting`, then each phase with its info and
+    the run's id, then `done` with the result or `failed` with the error, whatever ended the process. Without a
+    job directory (a run from the terminal) it records nothing."""
+
+    def __init__(self, job_dir: Path | None) -> None:
+        self.state = JobState(job_dir) if job_dir else None
+
+    def on_event(self, ev: dict[str, Any]) -> None:
+        if self.state and ev["event"] == "start":
+            self.state.update(run=ev["run"])
+
+    def on_phase(self, phase: str, info: dict[str, Any]) -> None:
+        if self.state:
+            self.state.update(phase=phase, **{f"{phase}_info": info})
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        if self.state:
+            self.state.update(phase="starting")
+        try:
+            yield
+        except AssistantError as exc:
+            if self.state:
+                self.state.update(phase="failed", error=str(exc))
+            raise
+        except BaseException as exc:  # the job page must learn the job died, whatever killed it
+            if self.state:
+                self.state.update(phase="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+
+    def done(self, result: dict[str, Any]) -> None:
+        if self.state:
+            self.state.update(phase="done", result=result)
 
 
 def _read(job_dir: Path) -> Job | None:

@@ -302,43 +302,33 @@ def retrain(
     """Learn from staff feedback: new version from feedback + base set, promoted only if not worse."""
     import getpass
 
-    from finetune.background import JobState
+    from finetune.background import JobReporter
     from finetune.retrain import retrain as run_retrain
 
     settings = settings_or_exit(home=home)
-    state = JobState(job_dir) if job_dir else None
+    job = JobReporter(job_dir)
     progress = None if as_json else _TrainProgress()
 
     def on_event(ev: dict[str, Any]) -> None:
-        if state and ev["event"] == "start":
-            state.update(run=ev["run"])
+        job.on_event(ev)
         if progress:
             progress(ev)
 
     def on_phase(phase: str, info: dict[str, Any]) -> None:
-        if state:
-            state.update(phase=phase, **{f"{phase}_info": info})
+        job.on_phase(phase, info)
         if not as_json:
             err.print(f"[bold]{phase}[/bold] {info if phase != 'done' else ''}")
 
     overrides = {k: v for k, v in dict(epochs=epochs, max_steps=max_steps, lr=lr, eval_steps=eval_steps).items()
                  if v is not None}
-    if state:
-        state.update(phase="starting")
     try:
-        res = run_retrain(settings, name, data, overrides, eval_ratio, feedback_weight, tolerance, on_event, on_phase,
-                          requested_by=by or f"cli:{getpass.getuser()}")
+        with job.running():
+            res = run_retrain(settings, name, data, overrides, eval_ratio, feedback_weight, tolerance, on_event,
+                              on_phase, requested_by=by or f"cli:{getpass.getuser()}")
     except AssistantError as exc:
-        if state:
-            state.update(phase="failed", error=str(exc))
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
-    except BaseException as exc:  # the job page must learn the job died, whatever killed it
-        if state:
-            state.update(phase="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    if state:
-        state.update(phase="done", result=res.to_dict())
+    job.done(res.to_dict())
     if as_json:
         print_json(res.to_dict())
         return

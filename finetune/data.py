@@ -18,7 +18,6 @@ from typing import Any
 
 from core.errors import AssistantError, DataError
 
-FORMATS = ("alpaca", "messages", "sharegpt", "reasoning")
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                    "system": "system", "observation": "tool", "tool": "tool", "function_call": "assistant"}
 

@@ -11,6 +11,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from core import access
+from core.audit import record_event
 from core.clikit import err, out, safe
 from core.clikit import print_json as _print_json
 from core.clikit import settings_or_exit as _settings
@@ -104,11 +106,21 @@ def add(
     s = _settings(home=home, embedding_model=embedding_model, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
     with _user_errors():
         report = _run_with_progress(lambda **cb: pipeline.add_paths(s, paths, kb, department, **cb), "ingesting")
+    record_event(s.audit_db, "document_ingest", _cli_user(), kb=report.kb, department=access.tag(department),
+                 files=[{"file": r.path.name, "status": r.status, "doc_id": r.doc_id, "reason": r.reason}
+                        for r in report.results])
     if json_out:
         _print_json(_report_dict(report))
     _summary(report)
     if report.failed:
         raise typer.Exit(1)
+
+
+def _cli_user() -> str:
+    """Who ran the command, for the audit log (the same form as `finetune promote`)."""
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
 
 
 def _report_dict(report: pipeline.IngestReport) -> dict[str, Any]:
@@ -165,6 +177,8 @@ def remove(
     s = _settings(home=home)
     with _user_errors():
         removed = pipeline.remove_document(s, doc, kb)
+    record_event(s.audit_db, "document_remove", _cli_user(), kb=kb or s.default_kb, doc_id=removed.get("doc_id"),
+                 source=removed["source"], department=removed.get("department"))
     err.print(f"removed {safe(removed['source'])} ({removed['chunks']} chunks)")
 
 

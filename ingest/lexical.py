@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from core.text import HAN
+
 logging.getLogger("jieba").setLevel(logging.WARNING)  # once, not per tokenised text
-_WORD = re.compile(r"[\w\u4e00-\u9fff]")
+_WORD = re.compile(rf"[\w{HAN}]")
 _STOP = {"的", "了", "是", "在", "和", "与", "及", "或", "吗", "呢", "what", "the", "a", "an", "of", "to", "is",
          "are", "and", "or", "in", "on", "for", "how", "do", "does", "i", "we", "can", "be", "by", "with", "之"}
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from core import access
 from core.errors import AssistantError, FileRejected, NotFound
 from core.files import sha256_file
 from core.settings import Settings
@@ -373,7 +374,7 @@ def add_paths(
     on_step: StepFn | None = None,
 ) -> IngestReport:
     """Ingest files and folders into a knowledge base. Bad files are reported, never fatal."""
-    department = (department or "").strip().lower() or None  # access tags are case-insensitive: "HR" is "hr"
+    department = access.tag(department)  # access tags are case-insensitive: "HR" is "hr"
     t0 = time.perf_counter()
     kb = KnowledgeBase(settings, kb_name)
     ingestor = Ingestor(settings, on_step=on_step)

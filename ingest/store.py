@@ -24,13 +24,13 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 from langchain_core.documents import Document
 
+from core.clock import now_iso
 from core.errors import AssistantError, EmbeddingMismatch, KnowledgeBaseBusy, NotFound
 from core.files import atomic_write_text, fsync_dir
 from core.settings import Settings
@@ -39,10 +39,6 @@ from ingest.legacy import is_legacy, read_legacy
 from ingest.vectorstore import INDEX_FILE, LocalVectorStore, StoreError
 
 MANIFEST_VERSION = 1
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -231,11 +227,6 @@ class KnowledgeBase:
                  for d in snapshot.store.documents()]
         terms, used = lexical.chunk_terms(texts, lexical.load_terms(self.version_dir()))
         return lexical.save_bm25(folder, lexical.build_bm25(terms), snapshot.store.ids, used)
-
-    def destroy(self) -> None:
-        with self.acquire():
-            shutil.rmtree(self.versions_dir, ignore_errors=True)
-            self._current_file.unlink(missing_ok=True)
 
     def _clean_partial_versions(self) -> None:
         if self.versions_dir.exists():

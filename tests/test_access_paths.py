@@ -215,3 +215,14 @@ def test_cli_ask_answers_within_the_users_access(ui_env: dict, dept: str) -> Non
         assert res.exit_code == 0 and MARKERS["hrkb.md"] in res.stdout
     else:
         assert res.exit_code == 1 and "may not use knowledge base 'hrkb'" in res.stdout and not leaks(dept, res.stdout)
+
+
+def test_department_names_compare_case_insensitively(world: dict) -> None:
+    """Ingest stores tags in lower case; a user typed in as "HR" must neither lose nor gain access by it."""
+    a: Assistant = world["assistant"]
+    shouting = User("zhou.hr", "staff", " HR ")
+    _, _, found = a.prompt_for(QUESTIONS["hr.md"], shouting)
+    assert MARKERS["hr.md"] in json.dumps([p.text for p in found.passages], ensure_ascii=False)
+    assert a.access.may_use_kb(shouting, "hrkb") and not a.access.may_use_kb(User("w", "staff", "Sales"), "hrkb")
+    _, _, found = a.prompt_for(QUESTIONS["hr.md"], User("w", "staff", "SALES"))
+    assert not leaks("sales", [p.text for p in found.passages])

@@ -5,6 +5,7 @@ The model is the tiny Qwen3 with the chain adapter from tests/chain_env.py; the 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -39,6 +40,11 @@ def ui_env(ui_home: Path, chain_env: dict, monkeypatch: pytest.MonkeyPatch) -> d
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return {"home": ui_home, "db": ui_home / "app.db", "env": env}
+
+
+def plain(markdown: str) -> str:
+    """The text a literal-text Markdown string (ui.safe_markdown) shows on screen."""
+    return re.sub(r"\\(.)", r"\1", markdown).replace("\u2060", "").replace("  \n", "\n")
 
 
 def login(name: str, password: str | None = None) -> AppTest:
@@ -101,21 +107,22 @@ def test_chat_turn_shows_the_tool_trace_and_cited_sources(ui_env: dict) -> None:
     assistant_msgs = [m for m in at.chat_message if m.name == "assistant"]
     assert len(assistant_msgs) == 1
     msg = assistant_msgs[0]
-    assert "保单有效。" in [md.value for md in msg.markdown]
+    assert "保单有效。" in [plain(md.value) for md in msg.markdown]
     trace = [e for e in msg.expander if e.label.startswith("🔧 Tools")]
-    assert trace and trace[0].label == "🔧 Tools: get_policy_status"
-    assert '"policy_id": "POL-2024-0001"' in trace[0].markdown[0].value and "→ ok" in trace[0].markdown[0].value
+    assert trace and plain(trace[0].label) == "🔧 Tools: get_policy_status"
+    line = plain(trace[0].markdown[0].value)
+    assert '"policy_id": "POL-2024-0001"' in line and "→ ok" in line
     assert '"status": "active"' in trace[0].code[0].value
 
     at.sidebar.button(key="new_conv").click().run()  # a second conversation: no history from the first
     ask(at, Q_RAG)  # answered from the knowledge base with a citation
     last = [m for m in at.chat_message if m.name == "assistant"][-1]
-    answer = last.markdown[0].value
+    answer = plain(last.markdown[0].value)
     assert answer.startswith("十日内报案 [")
-    labels = [e.label for e in last.expander]
+    labels = [plain(e.label) for e in last.expander]
     assert any(lbl.startswith("[") and "claims.md" in lbl and "第一条 报案" in lbl for lbl in labels), labels
     cited = next(e for e in last.expander if "claims.md" in e.label)
-    assert "出险后十日内拨打 95500\\-88 报案" in cited.markdown[0].value  # the cited passage, shown literally
+    assert "出险后十日内拨打 95500-88 报案" in plain(cited.markdown[0].value)  # the cited passage, shown literally
     # persisted: a reload (new session, same user) shows the same conversation with its payloads
     rag, tool = conversations.list_for(ui_env["db"], "wang.staff")[:2]  # newest first
     assert (rag.title, tool.title) == (Q_RAG, Q_TOOL)
@@ -124,7 +131,7 @@ def test_chat_turn_shows_the_tool_trace_and_cited_sources(ui_env: dict) -> None:
     assert saved[1]["payload"]["tool_calls"][0]["name"] == "get_policy_status"
     again = login("wang.staff")  # opens the newest conversation
     assert [m.name for m in again.chat_message] == ["user", "assistant"]
-    assert again.chat_message[1].markdown[0].value.startswith("十日内报案 [")
+    assert plain(again.chat_message[1].markdown[0].value).startswith("十日内报案 [")
     assert [b.label for b in again.sidebar.button if b.key.startswith("conv_")][:2] == [Q_RAG, Q_TOOL]
 
 
@@ -190,7 +197,8 @@ def test_upload_ingests_good_files_and_reports_bad_ones(ui_env: dict) -> None:
     docs = pipeline.list_documents(pipeline.Settings(home=ui_env["home"]), "uploads")
     assert [d["source"] for d in docs] == ["renewals.md"] and docs[0]["chunks"] >= 1
     # kept under a folder of its own, so a later file of the same name cannot overwrite it
-    assert [p.name for p in (ui_env["home"] / "uploads" / "uploads").glob("*/*")] == ["renewals.md"]
+    stored = sorted((ui_env["home"] / "uploads" / "uploads").glob("*/*"))
+    assert sorted(p.name for p in stored) == ["broken.pdf", "renewals.md"] and stored[0].parent != stored[1].parent
     assert docs[0]["path"] == str(next((ui_env["home"] / "uploads" / "uploads").glob("*/renewals.md")))
 
 

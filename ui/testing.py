@@ -116,7 +116,11 @@ def app_server(home: Path, log: Path, extra_env: dict[str, str] | None = None) -
             yield url
         finally:
             proc.terminate()
-            proc.wait(timeout=20)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:  # a loaded machine can be slow to shut the server down
+                proc.kill()
+                proc.wait()
 
 
 def chromium() -> str:

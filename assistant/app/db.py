@@ -9,9 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from core import db
-from core.db import Columns, now_iso
+from core.db import Columns
 
-__all__ = ["connect", "now_iso"]
+__all__ = ["connect"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from assistant.app.db import connect, now_iso
+from assistant.app.db import connect
+from core.clock import now_iso
 from core.errors import AssistantError
 from core.identity import User
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from core.errors import AssistantError
 from core.settings import Settings
+from core.text import is_han
 from ingest import lexical
 from ingest.lexical import bm25_tokens
 from ingest.pipeline import Searcher
@@ -55,7 +56,7 @@ def _z(x: np.ndarray) -> np.ndarray:
 
 
 def _is_chinese(text: str) -> bool:
-    cjk = sum("\u4e00" <= c <= "\u9fff" for c in text)
+    cjk = sum(is_han(c) for c in text)
     return cjk >= max(2, 0.2 * len(text.replace(" ", "")))
 
 

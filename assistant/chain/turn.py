@@ -443,14 +443,13 @@ class Assistant:
 
 def build_assistant(settings: Settings, runtime: Any = None, chat: ChatBackend | BaseChatModel | None = None,
                     tools: ToolRegistry | None = None, kb_access: dict[str, set[str]] | None = None) -> Assistant:
-    """The assistant over the configured backend, the demo business tools and the audit log."""
+    """The assistant over the configured backend, the configured tool plug-ins and the audit log."""
     from assistant.backends import make_backend
-    from assistant.tools.demo.business_db import ensure_business_db
-    from assistant.tools.demo.tools import demo_registry
+    from assistant.tools.plugins import load_tools
 
     backend = as_backend(chat, settings) if chat is not None else make_backend(settings, runtime)
     if kb_access is None:
         kb_access = {kb: set(depts) for kb, depts in settings.kb_access.items()}
     # search_documents gets no fixed search here: each turn hands it the asking user's (Assistant.tool_context)
-    tools = tools if tools is not None else demo_registry(ensure_business_db(settings.business_db))
+    tools = tools if tools is not None else load_tools(settings)
     return Assistant(settings, backend, tools, AuditLog(settings.audit_db), backend.name, kb_access)

@@ -33,6 +33,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ValidationError
 
 from core.access import ToolRule
+from core.errors import validation_problems
 from core.identity import User
 
 
@@ -175,7 +176,7 @@ class ToolRegistry:
         try:
             validated = schema.model_validate(arguments)  # type: ignore[union-attr]
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())
+            problems = validation_problems(exc, "arguments")
             return done(ok=False, error=f"invalid arguments for '{name}': {problems}")
         run_args = {k: getattr(validated, k) for k in arguments}  # validated values, only the keys given
         timeout = (t.metadata or {}).get("timeout_s", 10.0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from core.errors import FileRejected
+from core.text import CJK_CHAR as _CJK
 from ingest.loaders.base import DEFAULT_OPTIONS, LoadedDocument, Page, ParseOptions, too_much_text
 
 MAX_PIXELS = 60_000_000  # a decompression bomb is refused; a 600 dpi A3 scan is ~70 M pixels halved below
@@ -46,7 +46,6 @@ class _Box:
     score: float
 
 
-_CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
 
 
 def _join(a: str, b: str) -> str:

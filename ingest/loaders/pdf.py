@@ -19,6 +19,7 @@ import pypdf
 from pypdf.errors import FileNotDecryptedError, PdfReadError
 
 from core.errors import FileRejected
+from core.text import CJK_CHAR as _CJK
 from ingest.loaders.base import DEFAULT_OPTIONS, LoadedDocument, Page, ParseOptions, table_to_lines, too_much_text
 from ingest.loaders.ocr import ocr_image
 
@@ -26,7 +27,6 @@ from ingest.loaders.ocr import ocr_image
 logging.getLogger("pdfminer").setLevel(logging.ERROR)
 logging.getLogger("pypdf").setLevel(logging.ERROR)
 
-_CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
 
 
 @dataclass

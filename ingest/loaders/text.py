@@ -7,6 +7,7 @@ from pathlib import Path
 from charset_normalizer import from_bytes
 
 from core.errors import FileRejected
+from core.text import CJK_CHAR
 from ingest.loaders.base import DEFAULT_OPTIONS, LoadedDocument, Page, ParseOptions, too_much_text
 
 
@@ -69,7 +70,7 @@ def _mostly_cjk_or_ascii(text: str) -> bool:
     ok = sum(
         1
         for ch in text
-        if ch.isascii() or "\u4e00" <= ch <= "\u9fff" or "\u3000" <= ch <= "\u303f" or "\uff00" <= ch <= "\uffef"
+        if ch.isascii() or CJK_CHAR.match(ch)
     )
     return ok >= 0.95 * max(len(text), 1)
 
