@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from assistant.tools import User
-from finetune.data import DataError
-from finetune.evaluate import is_refusal
+from core.errors import DataError
+from core.identity import User
+from core.prompts import is_refusal
 
 
 def _norm(s: str) -> str:

@@ -29,14 +29,15 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     a = p.parse_args()
 
+    from assistant.backends import TurnStats
+    from assistant.backends.base import to_template_messages
     from assistant.chain import build_assistant
-    from assistant.config import load_settings
-    from assistant.llm import to_template_messages
-    from assistant.tools import User
+    from core.identity import User
+    from core.settings import load_settings
 
     settings = load_settings(max_new_tokens=a.max_new_tokens, max_tool_steps=1)
     assistant = build_assistant(settings)
-    runtime = assistant.chat.runtime
+    runtime = assistant.backend.runtime
     user = User("bench", "claims", "claims")
     assistant.ask("warm-up", user, adapter=a.adapter)  # loads the adapter and the retriever once
     rows = []
@@ -44,21 +45,20 @@ def main() -> None:
         t0 = time.perf_counter()
         ans = assistant.ask(q, user, adapter=a.adapter)
         chain_s = time.perf_counter() - t0
-        stats = runtime.last_stats
         msgs = to_template_messages(assistant.messages(q, [], ans.passages))
         prompt = runtime.render(msgs, assistant.tools.schemas(user), False)
         key = runtime.ensure_adapter(ans.adapter) if ans.adapter else None
         t1 = time.perf_counter()
         first = None
-        for _ in runtime.stream(prompt, key, a.max_new_tokens):
+        d = TurnStats()
+        for _ in runtime.stream(prompt, key, a.max_new_tokens, stats=d):
             first = first or time.perf_counter() - t1
         direct_s = time.perf_counter() - t1
-        d = runtime.last_stats
         rows.append({"question": q[:28], "retrieval_ms": round(ans.retrieval_ms, 1),
-                     "prompt_tokens": stats.prompt_tokens, "chain_ttft_s": round(stats.prefill_s, 2),
-                     "chain_tok_s": round(stats.tokens_per_s, 1), "chain_total_s": round(chain_s, 2),
+                     "prompt_tokens": ans.prompt_tokens, "chain_ttft_s": round(ans.prefill_s or 0, 2),
+                     "chain_tok_s": round(ans.tokens_per_s or 0, 1), "chain_total_s": round(chain_s, 2),
                      "direct_ttft_s": round(first or 0, 2), "direct_total_s": round(direct_s, 2),
-                     "new_tokens": f"{stats.new_tokens}/{d.new_tokens}"})
+                     "new_tokens": f"{ans.new_tokens}/{d.new_tokens}"})
     print_table(f"chain vs direct model call ({runtime.name}, adapter {a.adapter or 'chain default'}, "
                 f"max_new_tokens {a.max_new_tokens}, one model turn)", rows, list(rows[0]))
     c = statistics.mean(r["chain_total_s"] for r in rows)

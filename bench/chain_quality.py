@@ -48,10 +48,10 @@ _RUNTIME: list[Any] = []
 def _assistant(home: Path, adapter: str) -> tuple[Any, str]:
     """The chain over the bench's own knowledge base and audit log, with the user's model and adapters
     (the model is loaded once and shared by every adapter compared)."""
+    from assistant.backends.runtime import ModelRuntime
     from assistant.chain import build_assistant
-    from assistant.config import load_settings
-    from assistant.runtime import ModelRuntime
-    from finetune import registry
+    from core import registry
+    from core.settings import load_settings
 
     user_settings = load_settings()
     if not _RUNTIME:
@@ -62,8 +62,8 @@ def _assistant(home: Path, adapter: str) -> tuple[Any, str]:
 
 
 def rgb(args: Any) -> None:
-    from assistant.tools import User
-    from finetune.evaluate import is_refusal
+    from core.identity import User
+    from core.prompts import is_refusal
     from ingest import pipeline
 
     data = shared_dir(args.shared) / "rgb" / ("zh_refine.jsonl" if args.lang == "zh" else "en_fact.jsonl")
@@ -73,7 +73,7 @@ def rgb(args: Any) -> None:
     neg = list(dict.fromkeys(t for r in rows for t in r["negative"][:3]))
     _write_passages(home / "docs_mixed", pos)
     _write_passages(home / "docs_neg", neg)
-    from assistant.config import load_settings
+    from core.settings import load_settings
 
     t0 = time.perf_counter()
     pipeline.add_paths(load_settings(home=home), [home / "docs_mixed"], kb_name="mixed")
@@ -108,8 +108,8 @@ def rgb(args: Any) -> None:
 
 
 def financebench(args: Any) -> None:
-    from assistant.config import load_settings
-    from assistant.tools import User
+    from core.identity import User
+    from core.settings import load_settings
     from ingest import pipeline
 
     data = shared_dir(args.shared) / "financebench"

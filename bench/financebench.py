@@ -36,7 +36,7 @@ def _evaluate(questions: list[dict], search) -> dict[str, float]:
 
 
 def run_ours(pdfs: list[str], questions: list[dict], model: str) -> dict[str, Any]:
-    from assistant.config import Settings
+    from core.settings import Settings
     from ingest import pipeline
 
     with tempfile.TemporaryDirectory() as home:
@@ -45,7 +45,7 @@ def run_ours(pdfs: list[str], questions: list[dict], model: str) -> dict[str, An
         report = pipeline.add_paths(settings, [Path(p) for p in pdfs])
         seconds = time.perf_counter() - t0
         assert not report.failed, [(r.path, r.reason) for r in report.failed]
-        from assistant.retrieval import HybridRetriever
+        from assistant.chain.retrieval import HybridRetriever
 
         retriever = HybridRetriever(settings)
 

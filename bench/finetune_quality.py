@@ -24,9 +24,9 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     a = p.parse_args()
 
-    from assistant.config import load_settings
-    from assistant.models import load_model
-    from finetune import registry
+    from core import registry
+    from core.models import load_model
+    from core.settings import load_settings
     from finetune.data import load_dataset
     from finetune.evaluate import answer_metrics
     from finetune.recipe import Recipe

@@ -119,8 +119,8 @@ def main() -> None:
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--cache", default=str(ROOT / ".cache" / "bench"), help="where the synthetic KB is kept")
     args = p.parse_args()
-    from assistant.config import Settings
-    from assistant.retrieval import HybridRetriever
+    from assistant.chain.retrieval import HybridRetriever
+    from core.settings import Settings
     from ingest.embeddings import load_embeddings
 
     home = Path(args.cache) / f"latency-{args.chunks}"

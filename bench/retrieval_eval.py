@@ -49,7 +49,7 @@ def _code_hash() -> str:
 
 def _kb(cache: Path, name: str, files: list[Path], model: str) -> Any:
     """Settings of a cached knowledge base holding `files` (built when missing)."""
-    from assistant.config import Settings
+    from core.settings import Settings
     from ingest import pipeline
     from ingest.store import KnowledgeBase
 
@@ -154,7 +154,7 @@ SETS = {"financebench": financebench, "rgb-zh": lambda a, c: rgb(a, c, "zh"), "r
 
 def evaluate(settings: Any, cases: list[Case], modes: list[str]) -> list[dict[str, Any]]:
     """Each mode on the same retriever (the query is embedded once and shared by the modes)."""
-    from assistant.retrieval import HybridRetriever
+    from assistant.chain.retrieval import HybridRetriever
 
     retriever = HybridRetriever(settings)
     stats = {m: {"mode": m, "R@1": 0.0, "R@5": 0.0, "R@10": 0.0, "MRR": 0.0, "ms/q": 0.0} for m in modes}

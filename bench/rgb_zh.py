@@ -32,7 +32,7 @@ def main() -> None:
 
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-    from assistant.config import Settings
+    from core.settings import Settings
     from ingest.embeddings import load_embeddings
     from ingest.loaders.base import LoadedDocument, Page
     from ingest.pipeline import Ingestor, embedding_text

@@ -39,8 +39,8 @@ def main() -> None:
 
     from playwright.sync_api import expect, sync_playwright
 
-    from assistant.config import load_settings
-    from assistant.users import DEMO_USERS, ensure_demo_users
+    from assistant.app.users import DEMO_USERS, ensure_demo_users
+    from core.settings import load_settings
 
     settings = load_settings()
     ensure_demo_users(settings.app_db)

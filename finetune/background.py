@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from assistant.config import Settings
-from assistant.files import atomic_write_text
-from ingest.errors import AssistantError
+from core.errors import AssistantError
+from core.files import atomic_write_text
+from core.settings import Settings
 
 
 @dataclass
@@ -105,15 +105,17 @@ def list_jobs(settings: Settings, name: str | None = None) -> list[Job]:
     return [j for j in jobs if name is None or j.name == name]
 
 
-def start_retrain(settings: Settings, name: str, extra_args: list[str] | None = None) -> Job:
-    """Start `finetune retrain NAME` detached; one running job per adapter."""
+def start_retrain(settings: Settings, name: str, extra_args: list[str] | None = None,
+                  requested_by: str | None = None) -> Job:
+    """Start `finetune retrain NAME` detached; one running job per adapter. `requested_by` goes to the audit log."""
     running = [j for j in list_jobs(settings, name) if j.status == "running"]
     if running:
         raise AssistantError(f"a retraining job for '{name}' is already running (job {running[0].id})")
     job_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:4]
     job_dir = settings.jobs_dir / job_id
     job_dir.mkdir(parents=True)
-    args = ["retrain", name, "--job-dir", str(job_dir), *(extra_args or [])]
+    args = ["retrain", name, "--job-dir", str(job_dir), *(["--by", requested_by] if requested_by else []),
+            *(extra_args or [])]
     env = dict(os.environ, ASSISTANT_HOME=str(settings.home), ASSISTANT_MODEL=settings.model)
     with open(job_dir / "log.txt", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "finetune.cli", *args], stdout=log, stderr=subprocess.STDOUT,

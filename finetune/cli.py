@@ -1,4 +1,4 @@
-"""`finetune` CLI: a thin Typer shell over `finetune.jobs` and `finetune.registry`."""
+"""`finetune` CLI: a thin Typer shell over `finetune.jobs` and the adapter registry (`core.registry`)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from assistant.clikit import err, out, print_json, settings_or_exit, user_errors
-from finetune import jobs, registry
+from core import registry
+from core.clikit import err, out, print_json, settings_or_exit, user_errors
+from core.errors import AssistantError
+from finetune import jobs
 from finetune.recipe import load_recipe
-from ingest.errors import AssistantError
 
 app = typer.Typer(help="Train, evaluate and version LoRA adapters for the assistant's model.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -100,6 +102,16 @@ def train(
         bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")
     ] = None,
     qlora: Annotated[bool | None, typer.Option("--qlora", help="4-bit base (CUDA only).")] = None,
+    method: Annotated[
+        str | None, typer.Option("--method", help="lora (an adapter) or full (every weight; small models).")
+    ] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adamw, or adamw_8bit (bitsandbytes, CUDA).")] = None,
+    packing: Annotated[
+        bool | None, typer.Option("--packing/--no-packing", help="Padding-free micro-batches (default on).")
+    ] = None,
+    report_to: Annotated[
+        list[str] | None, typer.Option("--report-to", help="tensorboard, swanlab or mlflow (repeatable; local).")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the last interrupted run of this name.")] = False,
     activate: Annotated[
         bool | None, typer.Option("--activate/--no-activate", help="Activate it (default: first version only).")
@@ -107,7 +119,7 @@ def train(
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """LoRA supervised fine-tuning; registers the best checkpoint as the adapter's next version."""
+    """Supervised fine-tuning (LoRA, or --method full); registers the best checkpoint as the next version."""
     settings = settings_or_exit(home=home)
     modules: Any = target_modules
     if target_modules not in (None, "all-linear"):
@@ -117,14 +129,17 @@ def train(
             base=base, rank=rank, alpha=alpha, dropout=dropout, target_modules=modules, lr=lr, scheduler=scheduler,
             epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
             eval_ratio=eval_ratio, eval_steps=eval_steps, seed=seed, enable_thinking=thinking,
-            gradient_checkpointing=gradient_checkpointing, qlora=qlora))
+            gradient_checkpointing=gradient_checkpointing, qlora=qlora, method=method, optimizer=optimizer,
+            packing=packing))
         av = jobs.train_adapter(name, data, recipe, settings, eval_data, None if as_json else _TrainProgress(),
-                                resume, activate)
+                                resume, activate, report_to=report_to)
     if as_json:
         print_json({"adapter": av.ref, "active": av.active, "path": str(av.path), "metrics": av.meta["metrics"]})
         return
     m = av.meta["metrics"]
     out.print(f"[bold green]{av.ref}[/bold green] saved{' (active)' if av.active else ''}: {av.path}")
+    for tracker, where in av.meta.get("tracking", {}).items():
+        out.print(f"{tracker}: {where}")
     out.print(f"eval loss {_fmt(m.get('base_eval_loss'))} (base) -> {_fmt(m.get('eval_loss'))} (best, step "
               f"{m.get('best_step')}); {m['steps']} steps, {m['tokens']:,} tokens in {m['seconds']} s "
               f"({m['tokens_per_s']:.0f} tok/s)")
@@ -204,18 +219,39 @@ def eval_(
         return
     table = Table("metric", "value")
     for k, v in metrics.items():
-        if k != "rows" and not (isinstance(v, float) and math.isnan(v)):
+        if not isinstance(v, dict | list) and not (isinstance(v, float) and math.isnan(v)):
             table.add_row(k, _fmt(v))
     out.print(table)
+    if "classification" in metrics:
+        _print_classification(metrics["classification"])
+
+
+def _print_classification(c: dict[str, Any]) -> None:
+    out.print(f"classification: accuracy {c['accuracy']:.3f}, macro F1 {c['macro_f1']:.3f}")
+    table = Table("label", "precision", "recall", "F1", "support")
+    for label, m in c["per_class"].items():
+        table.add_row(label, _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), str(m["support"]))
+    out.print(table)
+    confusion = Table("reference \\ predicted", *c["labels"], title="confusion matrix")
+    for label, row in zip(c["labels"], c["confusion"], strict=False):
+        confusion.add_row(label, *map(str, row))
+    out.print(confusion)
 
 
 @app.command()
 def promote(ref: Annotated[str, typer.Argument(help="NAME@vN to make active (also: roll back).")],
             home: HomeOpt = None) -> None:
     """Make a version the active one."""
+    import getpass
+
+    from core.audit import record_event
+
     settings = settings_or_exit(home=home)
     with user_errors():
+        before = registry.active_ref(settings, ref.partition("@")[0])
         av = registry.promote(settings, ref)
+    record_event(settings.audit_db, registry.promotion_event(before, av.ref), f"cli:{getpass.getuser()}",
+                 adapter=av.name, version=av.ref, previous=before)
     out.print(f"{av.ref} is now the active version of '{av.name}'")
 
 
@@ -258,10 +294,14 @@ def retrain(
     tolerance: Annotated[float, typer.Option(help="Promote if held-out loss is at most (1+tolerance)× the active's.")]
     = 0.0,
     job_dir: Annotated[Path | None, typer.Option("--job-dir", help="Write progress here (the UI's jobs).")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who asked for it (the audit log; default: the OS user).")]
+    = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Learn from staff feedback: new version from feedback + base set, promoted only if not worse."""
+    import getpass
+
     from finetune.background import JobState
     from finetune.retrain import retrain as run_retrain
 
@@ -286,7 +326,8 @@ def retrain(
     if state:
         state.update(phase="starting")
     try:
-        res = run_retrain(settings, name, data, overrides, eval_ratio, feedback_weight, tolerance, on_event, on_phase)
+        res = run_retrain(settings, name, data, overrides, eval_ratio, feedback_weight, tolerance, on_event, on_phase,
+                          requested_by=by or f"cli:{getpass.getuser()}")
     except AssistantError as exc:
         if state:
             state.update(phase="failed", error=str(exc))
@@ -308,8 +349,7 @@ def retrain(
     if res.promoted:
         out.print(f"[bold green]{res.candidate} promoted[/bold green] (not worse than {res.active})")
     else:
-        out.print(f"[yellow]{res.candidate} kept inactive[/yellow]: worse than {res.active}; "
-                  f"`finetune promote {res.candidate}` to use it anyway")
+        out.print(f"[yellow]{res.candidate} kept inactive[/yellow]: {escape(res.reason)}")
 
 
 if __name__ == "__main__":

@@ -10,16 +10,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from assistant.config import Settings
-from assistant.files import fsync_dir
-from assistant.models import LoadedModel, base_fingerprint, load_model
-from finetune import registry
+from core import registry
+from core.errors import AssistantError
+from core.files import fsync_dir
+from core.models import LoadedModel, base_fingerprint, load_model
+from core.settings import Settings
 from finetune.data import load_datasets
 from finetune.evaluate import answer_metrics
 from finetune.recipe import Recipe
 from finetune.render import render
+from finetune.tracking import check_trackers
 from finetune.trainer import Event, evaluate_examples, pad_id_of, train
-from ingest.errors import AssistantError
 
 
 def train_adapter(
@@ -32,12 +33,16 @@ def train_adapter(
     resume: bool = False,
     activate: bool | None = None,
     lm: LoadedModel | None = None,
+    report_to: list[str] | None = None,
 ) -> registry.AdapterVersion:
+    """Train (a LoRA adapter, or the whole model with method=full) and register the best checkpoint."""
     registry.check_name(name)
+    check_trackers(report_to or ())
     datasets = load_datasets(data, recipe.enable_thinking)  # bad rows fail here, before the model loads
     eval_sets = load_datasets(eval_data, recipe.enable_thinking) if eval_data else None
-    result = train(name, datasets, recipe, settings, eval_sets, on_event, resume, lm)
+    result = train(name, datasets, recipe, settings, eval_sets, on_event, resume, lm, report_to or ())
     meta = {
+        "method": result.method,
         "base": result.base_spec,
         "base_fingerprint": result.base_fingerprint,
         "data": result.data,
@@ -47,17 +52,21 @@ def train_adapter(
         "metrics": {k: v for k, v in result.metrics.items() if k != "history"},
         "history": result.metrics["history"],
         "run": str(result.run_dir),
+        "tracking": result.tracking,
     }
     return registry.register(settings, name, result.adapter_dir, meta, activate)
 
 
 def load_with_adapter(ref: str | None, settings: Settings, base: str | None = None) -> tuple[LoadedModel, Any]:
-    """The base model (the adapter's own unless `base` is given) with the adapter applied (checked)."""
+    """The base model (the adapter's own unless `base` is given) with the adapter applied (checked); for a
+    full fine-tune, its own model (checked against that base)."""
     av = registry.get(settings, ref) if ref else None
     spec = base or (av.meta["base"] if av else "offline")
     lm = load_model(spec, settings)
     if av is None:
         return lm, None
+    if registry.is_full(av):
+        return registry.load_full(lm, av, settings), av
     lm.model = registry.apply_adapter(lm, av)
     return lm, av
 
@@ -86,6 +95,8 @@ def merge_adapter(ref: str, output: Path, settings: Settings) -> Path:
     if output.exists() and any(output.iterdir()):
         raise AssistantError(f"{output} exists and is not empty; choose a new folder")
     lm, av = load_with_adapter(ref, settings)
+    if registry.is_full(av):
+        raise AssistantError(f"{av.ref} is a full fine-tune: it already is a standalone model folder ({av.path})")
     merged = lm.model.merge_and_unload()
     tmp = output.with_name(f".{output.name}-{uuid.uuid4().hex[:6]}")
     merged.save_pretrained(str(tmp))

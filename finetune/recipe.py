@@ -8,13 +8,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ingest.errors import AssistantError
+from core.errors import AssistantError
 
 
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base: str = Field(default="offline", description="model spec: offline alias, local folder, .gguf, or hub id")
+    method: Literal["lora", "full"] = Field(default="lora", description="LoRA adapter or full-parameter fine-tuning")
     # LoRA
     rank: int = Field(default=16, ge=1, le=512)
     alpha: int = Field(default=32, ge=1)
@@ -32,7 +33,10 @@ class Recipe(BaseModel):
     batch_size: int = Field(default=4, ge=1)
     grad_accum: int = Field(default=2, ge=1)
     max_length: int = Field(default=1024, ge=16)
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | None = Field(
+        default=None, description="default: on for models above ~4B parameters when activations would not fit")
+    packing: bool = Field(default=True, description="padding-free: a micro-batch's examples in one row")
+    optimizer: Literal["adamw", "adamw_8bit"] = Field(default="adamw", description="adamw_8bit: bitsandbytes, CUDA")
     # evaluation and checkpoints
     eval_ratio: float = Field(default=0.1, ge=0, lt=1)
     eval_steps: int = Field(default=20, ge=1, description="optimizer steps between evaluations/checkpoints")
@@ -45,6 +49,8 @@ class Recipe(BaseModel):
     def _check(self) -> Recipe:
         if isinstance(self.target_modules, list) and not self.target_modules:
             raise ValueError("target_modules must name at least one module (or be 'all-linear')")
+        if self.method == "full" and self.qlora:
+            raise ValueError("qlora trains an adapter on a 4-bit base; full fine-tuning needs method: lora or no qlora")
         return self
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from ingest.errors import AssistantError
+from core.errors import AssistantError
 
 E5_NAME = "multilingual-e5-small"
 USE_NAME = "use-multilingual"

@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from assistant.config import Settings
-from assistant.files import sha256_file
+from core.errors import AssistantError, FileRejected, NotFound
+from core.files import sha256_file
+from core.settings import Settings
 from ingest.chunking import CHUNKER_VERSION, Chunk, chunk_document
 from ingest.embeddings import TokenCountingEmbeddings, canonical_name, load_embeddings
-from ingest.errors import AssistantError, FileRejected, NotFound
-from ingest.loaders import LoadedDocument, is_supported, load_file
+from ingest.loaders import LoadedDocument, check_file
+from ingest.parse_worker import parse_file
 from ingest.store import KnowledgeBase, SearchHit, Snapshot, hits_from, new_store, now_iso, require_kb
 
 
@@ -199,8 +200,7 @@ class Ingestor:
         result = FileResult(path=path, status="added", doc_id=doc_id)
         docs = snapshot.documents
         try:
-            if not is_supported(path):
-                load_file(path)  # raises FileRejected with the supported list
+            check_file(path)  # a name fit to cite and a supported type, before hashing
             digest = sha256_file(path)
         except FileRejected as exc:
             return _failed(result, exc.reason, t0)
@@ -231,7 +231,7 @@ class Ingestor:
         try:
             t0 = time.perf_counter()
             on_page = (lambda: on_step("page", 1)) if on_step else None
-            loaded = load_file(work.path, on_page=on_page)
+            loaded = parse_file(self.settings, work.path, on_page=on_page)  # a worker process, under a time limit
             t1 = time.perf_counter()
             chunks = self.chunk(loaded)
             self.timings["parse"] += t1 - t0
@@ -312,6 +312,7 @@ class Ingestor:
                 "chunk_index": i,
                 "tokens": c.tokens,
                 "sha256": digest,
+                **loaded.page_meta(c.page),  # sheet/slide citation label, OCR confidence
                 "embed_hash": h,
             }
             for i, (cid, c, h) in enumerate(zip(ids, chunks, hashes, strict=True))
@@ -330,7 +331,7 @@ class Ingestor:
             "size": path.stat().st_size,
             "format": loaded.format,
             "title": loaded.title,
-            "pages": loaded.page_count if loaded.format == "pdf" else 0,
+            "pages": sum(1 for p in loaded.pages if p.page is not None),  # PDF pages, sheets, slides
             "chunks": len(chunks),
             "tokens": sum(c.tokens for c in chunks),
             "chunk_ids": ids,
@@ -402,6 +403,7 @@ def add_paths(
     on_step: StepFn | None = None,
 ) -> IngestReport:
     """Ingest files and folders into a knowledge base. Bad files are reported, never fatal."""
+    department = (department or "").strip().lower() or None  # access tags are case-insensitive: "HR" is "hr"
     t0 = time.perf_counter()
     kb = KnowledgeBase(settings, kb_name)
     ingestor = Ingestor(settings, on_step=on_step)
@@ -617,11 +619,11 @@ class Searcher:
         store = self.snapshot.store
         if store is None or not query.strip():
             return []
-        allowed = set(departments) if departments is not None else None
+        allowed = {(d or "").strip().lower() or None for d in departments} if departments is not None else None
         wanted = set(sources) if sources is not None else None
 
         def keep(md: dict[str, Any]) -> bool:
-            if allowed is not None and md.get("department") not in allowed:
+            if allowed is not None and ((md.get("department") or "").lower() or None) not in allowed:
                 return False
             return wanted is None or md.get("source") in wanted or md.get("doc_id") in wanted
 

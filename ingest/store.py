@@ -31,10 +31,10 @@ from typing import Any
 from filelock import FileLock, Timeout
 from langchain_core.documents import Document
 
-from assistant.config import Settings
-from assistant.files import atomic_write_text, fsync_dir
+from core.errors import AssistantError, EmbeddingMismatch, KnowledgeBaseBusy, NotFound
+from core.files import atomic_write_text, fsync_dir
+from core.settings import Settings
 from ingest import lexical
-from ingest.errors import AssistantError, EmbeddingMismatch, KnowledgeBaseBusy, NotFound
 from ingest.legacy import is_legacy, read_legacy
 from ingest.vectorstore import INDEX_FILE, LocalVectorStore, StoreError
 

@@ -8,18 +8,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from assistant.business_db import ensure_business_db
+from assistant.backends.runtime import ModelRuntime
 from assistant.chain import build_assistant
-from assistant.config import Settings
-from assistant.demo_tools import demo_tools
-from assistant.models import load_model
-from assistant.runtime import ModelRuntime
-from assistant.toolcalls import parse_output
-from assistant.tools import ToolRegistry, User
+from assistant.tools.demo.business_db import ensure_business_db
+from assistant.tools.demo.tools import demo_tools
+from assistant.tools.registry import ToolRegistry
+from core.identity import User
+from core.models import load_model
+from core.settings import Settings
+from core.testing.tiny_qwen3 import build_tiny_qwen3
+from core.toolcalls import parse_output
 from finetune import jobs
 from finetune.recipe import Recipe
 from ingest import pipeline
-from tests.tiny_qwen3 import build_tiny_qwen3
 
 STAFF = User("wang", "staff", "sales")
 Q_TOOL = "查一下保单 POL-2024-0001 的状态"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.config import Settings
+from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "corpus"

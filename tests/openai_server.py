@@ -10,7 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from assistant.runtime import ModelRuntime
+from assistant.backends.runtime import ModelRuntime
 
 
 def _template_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

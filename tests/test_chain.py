@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from assistant.business_db import connect
+from assistant.backends.runtime import ModelRuntime
 from assistant.chain import Assistant, StreamRouter, build_assistant, thinking_switch
-from assistant.prompts import NO_ANSWER_EN
-from assistant.runtime import ModelRuntime
-from assistant.tools import User
+from assistant.tools.demo.business_db import connect
+from core.identity import User
+from core.prompts import NO_ANSWER_EN
 from finetune import jobs
 from finetune.recipe import Recipe
 from tests.chain_env import Q_BAD, Q_POISON, Q_RAG, Q_THINK, Q_TOOL, STAFF
@@ -158,7 +158,7 @@ def test_empty_knowledge_base_and_forbidden_kb_are_clear_errors(env: dict, tmp_p
 
 def test_openai_compatible_backend_over_http(env: dict) -> None:
     """The `openai` backend against a real HTTP server that serves the adapter by model name (as vLLM does)."""
-    from assistant.llm import openai_chat
+    from assistant.backends.openai import openai_chat
     from tests.openai_server import serve
 
     server, url = serve(env["runtime"], "base")
@@ -178,7 +178,7 @@ def test_openai_compatible_backend_over_http(env: dict) -> None:
 
 
 def test_kb_access_comes_from_settings(env: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    from assistant.config import load_settings
+    from core.settings import load_settings
 
     monkeypatch.setenv("ASSISTANT_KB_ACCESS", '{"default": ["claims"]}')
     settings = load_settings(home=env["settings"].home)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.config import Settings
+from core.settings import Settings
 from ingest import pipeline
 from ingest.store import KnowledgeBase
 
@@ -50,7 +50,7 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    from assistant.config import Settings
+    from core.settings import Settings
     from ingest import pipeline, store
 
     stage = sys.argv[2]

@@ -9,16 +9,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from assistant.config import Settings
-from assistant.models import load_model
-from finetune import jobs, registry
+from core import registry
+from core.errors import AssistantError
+from core.models import load_model
+from core.settings import Settings
+from core.testing.tiny_qwen3 import build_tiny_qwen3
+from finetune import jobs
 from finetune.cli import app
 from finetune.data import load_datasets
 from finetune.evaluate import generate_reply
 from finetune.recipe import Recipe
 from finetune.trainer import train
-from ingest.errors import AssistantError
-from tests.tiny_qwen3 import build_tiny_qwen3
 
 POLICIES = ["POL-2024-0001", "POL-2024-0003", "POL-2024-0005", "POL-2024-0007"]
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.config import Settings
-from assistant.retrieval import HybridRetriever
+from assistant.chain.retrieval import HybridRetriever
+from core.settings import Settings
+from core.testing.pdfs import make_pdf
 from ingest import pipeline
 from ingest.store import KnowledgeBase
-from tests.pdfs import make_pdf
 
 # Page 0 and page 1 both hold several passages about claim deadlines (each page splits into several
 # chunks at chunk_size 48); page 2 is about something else.

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from assistant.config import Settings
+from core.errors import EmbeddingMismatch, KnowledgeBaseBusy, NotFound
+from core.settings import Settings
+from core.testing.pdfs import make_pdf
 from ingest import pipeline
 from ingest.cli import app
-from ingest.errors import EmbeddingMismatch, KnowledgeBaseBusy, NotFound
 from ingest.store import KnowledgeBase
 from tests.conftest import CORPUS
-from tests.pdfs import make_pdf
 
 runner = CliRunner()
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from assistant.config import Settings
-from assistant.models import OFFLINE_NAME, load_model
-from ingest.errors import AssistantError
-from tests.tiny_qwen3 import build_tiny_qwen3
+from core.errors import AssistantError
+from core.models import OFFLINE_NAME, load_model
+from core.settings import Settings
+from core.testing.tiny_qwen3 import build_tiny_qwen3
 
 
 @pytest.fixture(scope="module")

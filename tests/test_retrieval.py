@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from assistant.config import Settings
-from assistant.retrieval import HybridRetriever, bm25_tokens
+from assistant.chain.retrieval import HybridRetriever, bm25_tokens
+from core.errors import AssistantError
+from core.settings import Settings
 from ingest import pipeline
-from ingest.errors import AssistantError
 
 DOCS = {
     "claims.md": "# 理赔规则\n\n## 第一条 报案\n\n出险后十日内拨打 95500-88 报案，并提供保单号。\n\n"

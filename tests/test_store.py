@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assistant.config import Settings
-from assistant.retrieval import HybridRetriever
+from assistant.chain.retrieval import HybridRetriever
+from core.errors import AssistantError
+from core.settings import Settings
 from ingest import lexical, pipeline
 from ingest.embeddings import load_embeddings
-from ingest.errors import AssistantError
 from ingest.store import KnowledgeBase
 from ingest.vectorstore import LocalVectorStore
 

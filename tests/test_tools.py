@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from assistant.business_db import connect, ensure_business_db
-from assistant.demo_tools import demo_registry, safe_eval
-from assistant.tool_schemas import DEMO_TOOL_SCHEMAS, TOOL_VIEWS
-from assistant.tools import ToolRegistry, User, business_tool
+from assistant.tools.demo.business_db import connect, ensure_business_db
+from assistant.tools.demo.schemas import DEMO_TOOL_SCHEMAS, TOOL_VIEWS
+from assistant.tools.demo.tools import demo_registry, safe_eval
+from assistant.tools.registry import ToolRegistry, business_tool
+from core.identity import User
 
 STAFF = User("wang", "staff", "sales")
 CLAIMS = User("li", "claims", "claims")
@@ -88,7 +89,7 @@ def test_a_company_tool_is_one_decorated_function_with_a_timeout() -> None:
 
 
 def test_tool_call_parsing_accepts_the_forms_small_models_emit() -> None:
-    from assistant.toolcalls import parse_output
+    from core.toolcalls import parse_output
 
     for text in ('<tool_call>\n{"name": "calculator", "arguments": {"expression": "1+1"}}\n</tool_call>',
                  '```json\n{"name": "calculator", "arguments": {"expression": "1+1"}}\n```',

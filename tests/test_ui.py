@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from assistant import conversations
-from assistant.feedback import list_feedback
-from assistant.users import DEMO_USERS, ensure_demo_users
+from assistant.app import conversations
+from assistant.app.users import DEMO_USERS, ensure_demo_users
+from core.feedback import list_feedback
 from finetune.data import load_datasets
 from ingest import pipeline
 from tests.chain_env import Q_RAG, Q_TOOL
@@ -71,7 +71,11 @@ def test_login_checks_the_hashed_password(ui_env: dict) -> None:
     assert stored.startswith("scrypt$") and PASSWORDS["wang.staff"] not in stored
 
 
-def test_repeated_wrong_passwords_lock_the_login_for_a_while(ui_env: dict) -> None:
+def test_repeated_wrong_passwords_lock_the_login_for_a_while(ui_env: dict, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    own = tmp_path / "home"  # the lock is kept in the database: lock an admin no other test logs in as
+    ensure_demo_users(own / "app.db")
+    monkeypatch.setenv("ASSISTANT_HOME", str(own))
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.text_input(key="login_name").input("admin")
     for _ in range(5):
@@ -141,7 +145,10 @@ def test_feedback_is_stored_with_the_turn_and_is_training_data(ui_env: dict, tmp
     # the stored example is the chain's exact prompt, loadable by the fine-tuning data loader
     example = row["example"]
     assert example["messages"][0]["role"] == "system" and "95500-88" in example["messages"][0]["content"]
-    assert example["messages"][-2] == {"role": "user", "content": Q_RAG}
+    # exactly as the model was sent it (issue 11): the recorded transcript, a malformed tool-call round and the
+    # error the model was shown included, then the final answer
+    assert example["messages"][:-1] == payload["transcript"]
+    assert [m for m in example["messages"] if m["role"] == "user"][-1] == {"role": "user", "content": Q_RAG}
     assert {t["function"]["name"] for t in example["tools"]} >= {"get_policy_status"}
     f = tmp_path / "fb.jsonl"
     f.write_text(json.dumps(example, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -182,7 +189,9 @@ def test_upload_ingests_good_files_and_reports_bad_ones(ui_env: dict) -> None:
     assert result.loc[result["file"] == "broken.pdf", "problem"].iloc[0]  # the reason is shown
     docs = pipeline.list_documents(pipeline.Settings(home=ui_env["home"]), "uploads")
     assert [d["source"] for d in docs] == ["renewals.md"] and docs[0]["chunks"] >= 1
-    assert (ui_env["home"] / "uploads" / "uploads" / "renewals.md").is_file()
+    # kept under a folder of its own, so a later file of the same name cannot overwrite it
+    assert [p.name for p in (ui_env["home"] / "uploads" / "uploads").glob("*/*")] == ["renewals.md"]
+    assert docs[0]["path"] == str(next((ui_env["home"] / "uploads" / "uploads").glob("*/renewals.md")))
 
 
 def test_admin_adds_a_user_who_can_then_log_in(ui_env: dict) -> None:

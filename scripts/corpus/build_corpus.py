@@ -18,7 +18,7 @@ HERE = Path(__file__).parent
 CORPUS = HERE.parent.parent / "corpus"
 sys.path.insert(0, str(HERE.parent.parent))
 
-from tests.pdfs import add_fonts  # noqa: E402  (one font set-up for tests and corpus)
+from core.testing.pdfs import add_fonts  # noqa: E402  (one font set-up for tests and corpus)
 
 
 def _blocks(text: str):

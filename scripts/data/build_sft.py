@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from assistant.demo_data import CLAIM_TYPE_ZH, CLAIMS, CUSTOMERS, ORDERS, POLICIES, STATUS_ZH  # noqa: E402
-from assistant.prompts import Passage, is_chinese, no_answer, system_prompt  # noqa: E402
-from assistant.tool_schemas import TOOL_VIEWS  # noqa: E402
+from assistant.tools.demo.data import CLAIM_TYPE_ZH, CLAIMS, CUSTOMERS, ORDERS, POLICIES, STATUS_ZH  # noqa: E402
+from assistant.tools.demo.schemas import TOOL_VIEWS  # noqa: E402
+from core.prompts import Passage, is_chinese, no_answer, system_prompt  # noqa: E402
 from ingest.chunking import chunk_document  # noqa: E402
 from ingest.loaders import load_file  # noqa: E402
 

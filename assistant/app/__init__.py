@@ -1,0 +1,1 @@
+"""The application's data: user accounts, conversations, feedback and the audit log (SQLite)."""

@@ -1,0 +1,72 @@
+"""Any OpenAI-compatible server (vLLM `--enable-lora`, llama.cpp's server, Ollama) through `langchain-openai`:
+the adapter is sent as the model name, thinking through `chat_template_kwargs`; tool calls are taken from the
+server's parser when it has one, else parsed from Qwen's text."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+
+from assistant.backends.base import ModelTurn, TurnStats, parsed_message
+from core.settings import Settings
+
+
+def openai_chat(settings: Settings, adapter: str | None, enable_thinking: bool) -> BaseChatModel:
+    """An OpenAI-compatible server; the adapter is passed as the model name (vLLM `--lora-modules`)."""
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key or "not-needed",
+        model=adapter or settings.openai_model,
+        temperature=0,
+        streaming=True,
+        max_tokens=settings.max_new_tokens,
+        stream_usage=True,
+        # vLLM and SGLang pass these to the Qwen3 chat template
+        extra_body={"chat_template_kwargs": {"enable_thinking": enable_thinking}},
+    )
+
+
+def message_from_openai(msg: AIMessage) -> AIMessage:
+    """Servers with a tool parser fill `tool_calls`; others leave Qwen's text: parse it then."""
+    if msg.tool_calls:
+        return msg
+    text = msg.content if isinstance(msg.content, str) else json.dumps(msg.content)
+    reasoning = msg.additional_kwargs.get("reasoning_content")
+    parsed = parsed_message(text)
+    if reasoning and not parsed.additional_kwargs.get("reasoning_content"):
+        parsed.additional_kwargs["reasoning_content"] = reasoning
+    return parsed
+
+
+class OpenAICompatibleBackend:
+    def __init__(self, chat: BaseChatModel, settings: Settings, name: str | None = None) -> None:
+        self.chat = chat
+        self.settings = settings
+        self.name = name or f"openai:{settings.openai_base_url}"
+
+    def turn(self, messages: list[BaseMessage], tools: list[dict[str, Any]], *, think: bool,
+             adapter: str | None, on_text: Callable[[str], None]) -> ModelTurn:
+        stats = TurnStats()
+        t0 = time.perf_counter()
+        acc: AIMessageChunk | None = None
+        request = {"model": adapter or self.settings.openai_model,  # vLLM serves each LoRA as a model name
+                   "extra_body": {"chat_template_kwargs": {"enable_thinking": think}}}
+        for chunk in self.chat.stream(messages, tools=tools or None, **request):
+            acc = chunk if acc is None else acc + chunk
+            if isinstance(chunk.content, str) and chunk.content:
+                if not stats.prefill_s:
+                    stats.prefill_s = time.perf_counter() - t0
+                on_text(chunk.content)
+        stats.total_s = time.perf_counter() - t0
+        usage = getattr(acc, "usage_metadata", None) or {}
+        stats.prompt_tokens, stats.new_tokens = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+        msg = AIMessage(content=acc.content if acc else "", tool_calls=acc.tool_calls if acc else [],
+                        additional_kwargs=acc.additional_kwargs if acc else {})
+        return ModelTurn(message_from_openai(msg), stats)

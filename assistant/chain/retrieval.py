@@ -1,0 +1,270 @@
+"""Hybrid retrieval: FAISS dense search fused with BM25 (jieba for Chinese) by reciprocal rank or
+weighted scores; an optional cross-encoder reranker over the fused candidates; filters (department/access
+tag, document) applied inside both searches, before ranking; a relevance floor so that "nothing relevant"
+is a result, not a guess."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from typing import Any, Literal
+
+import numpy as np
+
+from core.errors import AssistantError
+from core.settings import Settings
+from ingest import lexical
+from ingest.lexical import bm25_tokens
+from ingest.pipeline import Searcher
+from ingest.store import SearchHit
+
+__all__ = ["HybridRetriever", "RetrievalResult", "Retrieved", "bm25_tokens"]
+
+
+@dataclass
+class Retrieved:
+    hit: SearchHit
+    score: float  # fused score used for ranking
+    dense: float | None = None  # cosine similarity, when the dense search found it
+    bm25: float | None = None
+    ranks: dict[str, int] = field(default_factory=dict)
+    rerank: float | None = None  # the cross-encoder's score, when a reranker is configured
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.hit.to_dict(), "score": round(self.score, 6), "dense_score": self.dense,
+                "bm25_score": self.bm25, "rerank_score": self.rerank}
+
+
+@dataclass
+class RetrievalResult:
+    passages: list[Retrieved]
+    relevant: bool  # False: below the relevance floor, the chain answers "the documents do not say"
+    best_dense: float | None
+
+
+# BM25's share in calibrated fusion, per query language: jieba's segmentation makes Chinese BM25
+# noisier than English words (measured in bench/retrieval_eval.py)
+_BM25_WEIGHT_ZH = 0.3
+_BM25_WEIGHT_EN = 0.5
+
+
+def _z(x: np.ndarray) -> np.ndarray:
+    std = float(x.std())
+    return (x - x.mean()) / std if std > 1e-9 else np.zeros_like(x)
+
+
+def _is_chinese(text: str) -> bool:
+    cjk = sum("\u4e00" <= c <= "\u9fff" for c in text)
+    return cjk >= max(2, 0.2 * len(text.replace(" ", "")))
+
+
+def _one_per_page(ranked: list[Retrieved], per_page: int = 3) -> list[Retrieved]:
+    """Each PDF page once, at its best chunk's place (the next page takes the freed slot). The page's
+    other candidate chunks (up to `per_page` in all) join its passage in reading order, so a page that
+    matched in two places shows both. Chunks of documents without pages stay apart."""
+    pages: dict[tuple[str, int], list[Retrieved]] = {}
+    out: list[Retrieved] = []
+    for r in ranked:
+        page = r.hit.metadata.get("page")
+        if page is None:
+            out.append(r)
+            continue
+        group = pages.setdefault((r.hit.doc_id, page), [])
+        if not group:
+            out.append(r)
+        if len(group) < per_page:
+            group.append(r)
+    for group in pages.values():
+        if len(group) > 1:
+            best = group[0]
+            parts = sorted(group, key=lambda g: g.hit.metadata.get("chunk_index", 0))
+            best.hit = replace(best.hit, text="\n".join(g.hit.text for g in parts))
+    return out
+
+
+@lru_cache(maxsize=2)
+def cross_encoder(spec: str) -> Any:
+    """A sentence-transformers CrossEncoder, loaded once per process."""
+    from sentence_transformers import CrossEncoder
+
+    try:
+        return CrossEncoder(spec)
+    except (OSError, ValueError) as exc:
+        raise AssistantError(f"reranker '{spec}' could not be loaded ({exc}); set ASSISTANT_RERANKER to a local "
+                             "cross-encoder folder or a model id you can download, or unset it") from None
+
+
+class HybridRetriever:
+    def __init__(self, settings: Settings, kb_name: str | None = None,
+                 fusion: Literal["calibrated", "rrf", "weighted", "dense", "bm25"] | None = None) -> None:
+        self.settings = settings
+        self.searcher = Searcher(settings, kb_name)
+        self.fusion = fusion or settings.fusion
+        snapshot = self.searcher.snapshot
+        store = snapshot.store
+        self._ids: list[str] = []
+        self._meta: list[dict[str, Any]] = []
+        self._bm25 = None
+        self._query_vectors: dict[str, np.ndarray] = {}
+        self.one_per_page = True  # False only to measure the chunk-level ranking of earlier releases
+        self.bm25_loaded = False  # True: the version's saved BM25 index was read, nothing re-tokenised
+        if store is not None and len(store):
+            self._ids = list(store.ids)
+            docs = store.documents()
+            self._meta = [d.metadata for d in docs]
+            self._texts = [d.page_content for d in docs]
+            folder = self.searcher.kb.version_dir(snapshot.version)
+            self._bm25 = lexical.load_bm25(folder, self._ids) if folder is not None else None
+            self.bm25_loaded = self._bm25 is not None
+            if self._bm25 is None:  # a version without its BM25 files (written by hand, or damaged)
+                titles = {d: doc.get("title") or "" for d, doc in snapshot.documents.items()}
+                texts = [lexical.lexical_text(titles.get(m.get("doc_id"), ""), m, t)
+                         for m, t in zip(self._meta, self._texts, strict=True)]
+                self._bm25 = lexical.build_bm25(lexical.chunk_terms(texts, {})[0])
+
+    def _mask(self, departments: Iterable[str | None] | None, sources: Iterable[str] | None) -> np.ndarray | None:
+        if departments is None and sources is None:
+            return None
+        allowed = set(departments) if departments is not None else None
+        wanted = set(sources) if sources is not None else None
+        keep = [
+            (allowed is None or m.get("department") in allowed)
+            and (wanted is None or m.get("source") in wanted or m.get("doc_id") in wanted)
+            for m in self._meta
+        ]
+        return np.array(keep, dtype=bool)
+
+    def _dense(self, query: str, n: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
+        return self._dense_by_vector(self._embed(query), n, mask)
+
+    def _embed(self, query: str) -> np.ndarray:
+        vec = self._query_vectors.get(query)
+        if vec is None:  # a repeated question (a retry, a follow-up searched again) is not re-embedded
+            vec = np.array([self.searcher.embeddings.embed_query(query)], dtype=np.float32)
+            if len(self._query_vectors) >= 256:
+                self._query_vectors.pop(next(iter(self._query_vectors)))
+            self._query_vectors[query] = vec
+        return vec
+
+    def _dense_by_vector(self, vec: np.ndarray, n: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
+        import faiss
+
+        store = self.searcher.snapshot.store
+        params = None
+        if mask is not None:  # filter inside the index search: exact at any scale, no over-fetching
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.flatnonzero(mask).astype(np.int64)))
+        scores, idx = store.index.search(vec, n, params=params)
+        return [(int(i), float(s)) for i, s in zip(idx[0], scores[0], strict=True) if i >= 0]
+
+    def _bm25_scores(self, query: str, mask: np.ndarray | None) -> np.ndarray | None:
+        """BM25 score of every chunk for the query (masked chunks 0), None when the query has no term."""
+        tokens = bm25_tokens(query)
+        if not tokens or self._bm25 is None:
+            return None
+        vocab = self._bm25.vocab_dict
+        known = [t for t in tokens if t in vocab]
+        if not known:
+            return np.zeros(len(self._ids), dtype=np.float32)
+        scores = np.asarray(self._bm25.get_scores(known), dtype=np.float32)
+        return scores * mask if mask is not None else scores
+
+    @staticmethod
+    def _top(scores: np.ndarray | None, n: int) -> list[tuple[int, float]]:
+        if scores is None:
+            return []
+        n = min(n, len(scores))
+        idx = np.argpartition(-scores, n - 1)[:n]
+        idx = idx[np.argsort(-scores[idx], kind="stable")]
+        return [(int(i), float(scores[i])) for i in idx if scores[i] > 0]
+
+    def _sparse(self, query: str, n: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
+        return self._top(self._bm25_scores(query, mask), n)
+
+    def retrieve(self, query: str, k: int = 5, departments: Iterable[str | None] | None = None,
+                 sources: Iterable[str] | None = None) -> RetrievalResult:
+        if not self._ids or not query.strip():
+            return RetrievalResult([], False, None)
+        mask = self._mask(departments, sources)
+        allowed = int(mask.sum()) if mask is not None else len(self._ids)
+        if allowed == 0:
+            return RetrievalResult([], False, None)
+        # more candidates than k: chunks of one page collapse into one passage below
+        n = min(allowed, max(50, 6 * k))
+        vec = self._embed(query)
+        dense = self._dense_by_vector(vec, n, mask)
+        bm25_all = self._bm25_scores(query, mask)
+        sparse = self._top(bm25_all, n)
+        fused: dict[int, Retrieved] = {}
+
+        def entry(i: int) -> Retrieved:
+            if i not in fused:
+                fused[i] = Retrieved(self._hit(i), 0.0)
+            return fused[i]
+
+        for name, results in (("dense", dense), ("bm25", sparse)):
+            for rank, (i, s) in enumerate(results, 1):
+                e = entry(i)
+                e.ranks[name] = rank
+                if name == "dense":
+                    e.dense = s
+                else:
+                    e.bm25 = s
+        if self.fusion == "dense":
+            for i, s in dense:
+                fused[i].score = s
+            fused = {i: fused[i] for i, _ in dense}
+        elif self.fusion == "bm25":
+            for i, s in sparse:
+                fused[i].score = s
+            fused = {i: fused[i] for i, _ in sparse}
+        elif self.fusion == "weighted":
+            top_bm25 = max((s for _, s in sparse), default=1.0) or 1.0
+            for e in fused.values():
+                e.score = self.settings.dense_weight * (e.dense or 0.0)
+                e.score += (1 - self.settings.dense_weight) * (e.bm25 or 0.0) / top_bm25
+        elif self.fusion == "rrf":  # reciprocal rank fusion (k=60, Cormack et al.)
+            for e in fused.values():
+                e.score = sum(1.0 / (60 + r) for r in e.ranks.values())
+        else:
+            self._calibrated(query, vec, fused, bm25_all)
+        ranked = sorted(fused.values(), key=lambda r: r.score, reverse=True)
+        if self.one_per_page:
+            ranked = _one_per_page(ranked)
+        if self.settings.reranker:  # the cross-encoder reads query and passage together: a finer order
+            ranked = ranked[: max(k, self.settings.rerank_candidates)]
+            scores = cross_encoder(self.settings.reranker).predict([(query, r.hit.text) for r in ranked],
+                                                                   show_progress_bar=False)
+            for r, s in zip(ranked, scores, strict=True):
+                r.rerank = float(s)
+            ranked.sort(key=lambda r: r.rerank, reverse=True)
+        ranked = ranked[:k]
+        best = max((s for _, s in dense), default=None)
+        relevant = best is not None and best >= self.settings.min_relevance
+        return RetrievalResult(ranked, relevant, best)
+
+    def _calibrated(self, query: str, vec: np.ndarray, fused: dict[int, Retrieved],
+                    bm25_all: np.ndarray | None) -> None:
+        """Score-calibrated fusion: both legs scored exactly on every candidate either leg found, each
+        turned into a z-score over those candidates, BM25 added with a weight below dense's.
+
+        Raw scores are not comparable (cosines of one model crowd into a narrow band, BM25 is unbounded),
+        and rank fusion lets the weaker leg's top results outrank dense's good ones; z-scores put each leg
+        on its own per-query scale, and the weight keeps BM25 a supporter that breaks close dense calls
+        and lifts exact-term matches, never a co-equal voter."""
+        ids = np.fromiter(fused, dtype=np.int64)
+        vectors = self.searcher.snapshot.store.index.reconstruct_batch(ids)
+        d = vectors @ vec[0]
+        b = bm25_all[ids] if bm25_all is not None else np.zeros(len(ids), dtype=np.float32)
+        for i, s in zip(ids, d, strict=True):
+            fused[int(i)].dense = float(s)
+        weight = _BM25_WEIGHT_ZH if _is_chinese(query) else _BM25_WEIGHT_EN
+        score = _z(d) + (weight * _z(b) if b.max() > 0 else 0.0)
+        for i, s in zip(ids, score, strict=True):
+            fused[int(i)].score = float(s)
+
+    def _hit(self, i: int) -> SearchHit:
+        md = self._meta[i]
+        return SearchHit(source=md.get("source", ""), page=md.get("page"), clause=md.get("clause", ""),
+                         text=self._texts[i], score=0.0, chunk_id=self._ids[i], doc_id=md.get("doc_id", ""),
+                         metadata=md)

@@ -1,0 +1,456 @@
+"""The assistant chain: retrieve -> prompt with numbered passages -> model (with the user's adapter) ->
+tool loop -> cited answer, streamed, permission-checked and audited.
+
+Retrieved text and tool results only ever enter the prompt as data, with chat-template control-token strings
+neutralised (core.control_tokens); what a user may do and see (knowledge bases, documents, tools) is decided
+by core.access from the user alone, for chat retrieval and the search tool alike, so a poisoned document
+cannot grant itself anything. Every turn is audited, also when it is interrupted or fails.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+
+from assistant.backends import ChatBackend, ModelTurn, as_backend
+from assistant.backends.base import to_template_messages
+from assistant.chain.retrieval import HybridRetriever, RetrievalResult
+from assistant.tools.registry import ToolContext, ToolRegistry, ToolResult
+from core.access import AccessPolicy
+from core.audit import AuditLog, record_event
+from core.control_tokens import neutralise
+from core.errors import AssistantError
+from core.identity import User
+from core.prompts import CITATION, Passage, is_chinese, no_answer, system_prompt
+from core.settings import Settings
+from core.toolcalls import parse_output
+
+Emit = Callable[[str, Any], None]  # (kind, payload): token | thinking | tool | sources | status
+_THINK_OPEN, _THINK_CLOSE, _CALL = "<think>", "</think>", "<tool_call>"
+
+
+def _neutral(value: Any) -> Any:
+    """`neutralise` on every string inside a JSON-like value."""
+    if isinstance(value, str):
+        return neutralise(value)
+    if isinstance(value, dict):
+        return {neutralise(str(k)): _neutral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_neutral(v) for v in value]
+    return value
+
+
+class StreamRouter:
+    """Splits streamed model text into thinking and answer pieces; tool-call markup is never shown."""
+
+    def __init__(self, emit: Emit) -> None:
+        self.emit = emit
+        self.buf = ""
+        self.state = "start"  # start | think | answer | tool
+
+    def _safe(self, tags: tuple[str, ...]) -> int:
+        """How much of the buffer can go out now: keep back a tail that may begin one of `tags`."""
+        for n in range(min(len(self.buf), max(len(t) for t in tags) - 1), 0, -1):
+            if any(t.startswith(self.buf[-n:]) for t in tags):
+                return len(self.buf) - n
+        return len(self.buf)
+
+    def feed(self, piece: str) -> None:
+        self.buf += piece
+        while self.buf:
+            if self.state == "start":
+                stripped = self.buf.lstrip()
+                if not stripped:
+                    return
+                if stripped.startswith(_THINK_OPEN):
+                    self.buf, self.state = stripped[len(_THINK_OPEN):], "think"
+                elif _THINK_OPEN.startswith(stripped):
+                    return  # could still become <think>
+                elif stripped.startswith("{"):
+                    self.state = "json"  # small models write bare JSON tool calls: hold it until it is whole
+                else:
+                    self.state = "answer"
+            elif self.state == "think":
+                idx = self.buf.find(_THINK_CLOSE)
+                if idx >= 0:
+                    self.emit("thinking", self.buf[:idx])
+                    self.buf, self.state = self.buf[idx + len(_THINK_CLOSE):].lstrip("\n"), "answer"
+                    continue
+                n = self._safe((_THINK_CLOSE,))
+                if n:
+                    self.emit("thinking", self.buf[:n])
+                    self.buf = self.buf[n:]
+                return
+            elif self.state == "answer":
+                m = re.search(r"<tool_call>|```", self.buf)
+                if m:
+                    if m.start():
+                        self.emit("token", self.buf[: m.start()])
+                    self.buf, self.state = "", "tool"
+                    return
+                n = self._safe((_CALL, "```"))
+                if n:
+                    self.emit("token", self.buf[:n])
+                    self.buf = self.buf[n:]
+                return
+            elif self.state == "json":
+                return
+            else:  # tool: swallowed; the chain reports the parsed call instead
+                self.buf = ""
+                return
+
+    def finish(self) -> None:
+        if self.state == "json":
+            parsed = parse_output(self.buf)
+            if parsed.calls or parsed.errors:
+                self.buf = ""  # a tool call (or a broken one): the chain reports it, the user never sees JSON
+            self.state = "answer"
+        if self.buf and self.state in ("answer", "start"):
+            self.emit("token", self.buf)
+        elif self.buf and self.state == "think":
+            self.emit("thinking", self.buf)
+        self.buf = ""
+
+
+@dataclass
+class Source:
+    n: int
+    source: str
+    page: int | None
+    clause: str | None
+    text: str
+    score: float
+    chunk_id: str
+    cited: bool = False
+    dense: float | None = None
+    bm25: float | None = None
+    path: str | None = None  # where the file was ingested from (display only: files are served by doc_id)
+    doc_id: str = ""
+    page_label: str | None = None  # how to cite a sheet or slide ("sheet 费率表", "slide 3"); None: "p.N"
+
+
+@dataclass
+class Answer:
+    question: str
+    answer: str
+    passages: list[Source]
+    tool_calls: list[ToolResult]
+    thinking: str = ""
+    relevant: bool = True
+    model: str = ""
+    adapter: str | None = None
+    latency_s: float = 0.0
+    retrieval_ms: float = 0.0
+    prefill_s: float | None = None
+    tokens_per_s: float | None = None
+    prompt_tokens: int | None = None
+    new_tokens: int | None = None
+    audit_id: int | None = None
+    steps: int = 0
+    error: str | None = None
+    kb: str | None = None
+    status: str = "complete"  # complete | partial (interrupted) | error
+    malformed: list[str] = field(default_factory=list)  # malformed tool calls the model wrote
+    # exactly what the model was sent on its last turn (system, history, question, tool calls with any text
+    # beside them, tool results and malformed-call errors) and the tools it was shown: feedback trains on this
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+    tools: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def sources(self) -> list[Source]:
+        return [p for p in self.passages if p.cited]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "answer": self.answer,
+            "sources": [{"n": s.n, "source": s.source, "page": s.page, "page_label": s.page_label,
+                         "clause": s.clause, "text": s.text, "score": round(s.score, 4), "chunk_id": s.chunk_id,
+                         "doc_id": s.doc_id, "path": s.path} for s in self.sources],
+            "tool_calls": [{"name": t.name, "arguments": t.arguments, "result": t.result if t.ok else None,
+                            "error": t.error, "denied": t.denied, "duration_s": t.duration_s}
+                           for t in self.tool_calls],
+            "thinking": self.thinking,
+            "latency_s": round(self.latency_s, 3),
+            "retrieved": [asdict(p) | {"score": round(p.score, 4)} for p in self.passages],
+            "relevant": self.relevant, "model": self.model, "adapter": self.adapter, "audit_id": self.audit_id,
+            "retrieval_ms": round(self.retrieval_ms, 1), "prefill_s": self.prefill_s,
+            "tokens_per_s": self.tokens_per_s, "error": self.error, "kb": self.kb, "status": self.status,
+            "transcript": self.transcript, "tools": self.tools,
+        }
+
+
+def thinking_switch(question: str, default: bool) -> tuple[str, bool]:
+    """Qwen3's soft switches: a trailing or leading /think or /no_think overrides the default."""
+    think = default
+    for tag, value in (("/no_think", False), ("/think", True)):
+        if re.search(rf"(^|\s){re.escape(tag)}(\s|$)", question):
+            think = value
+            question = re.sub(rf"(^|\s){re.escape(tag)}(?=\s|$)", " ", question)
+    return question.strip(), think
+
+
+class Assistant:
+    def __init__(
+        self,
+        settings: Settings,
+        chat: ChatBackend | BaseChatModel,
+        tools: ToolRegistry,
+        audit: AuditLog,
+        model_name: str,
+        kb_access: dict[str, set[str]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.backend = as_backend(chat, settings)
+        self.tools = tools
+        self.audit = audit
+        self.model_name = model_name
+        self.kb_access = kb_access if kb_access is not None else {}
+        self.access = AccessPolicy(self.kb_access)  # the one access decision (shares the dict)
+        self._retrievers: dict[tuple[str, str | None], HybridRetriever] = {}
+
+    # ---- what the user may see -------------------------------------------------------------------
+    def retriever(self, kb: str) -> HybridRetriever:
+        from ingest.store import KnowledgeBase
+
+        version = KnowledgeBase(self.settings, kb).current_version()
+        key = (kb, version)
+        if key not in self._retrievers:  # reloaded when the knowledge base changed
+            self._retrievers = {k: v for k, v in self._retrievers.items() if k[0] != kb}
+            self._retrievers[key] = HybridRetriever(self.settings, kb)
+        return self._retrievers[key]
+
+    def check_kb(self, user: User, kb: str) -> None:
+        self.access.check_kb(user, kb)
+
+    def search(self, query: str, user: User, kb: str, k: int) -> RetrievalResult:
+        """The knowledge-base search of every path (chat retrieval, the search tool): the user's knowledge
+        base and document filter, both decided by core.access."""
+        self.check_kb(user, kb)
+        return self.retriever(kb).retrieve(query, k, departments=self.access.departments(user))
+
+    def tool_context(self, user: User, kb: str) -> ToolContext:
+        """What the tools reach during this user's turn: `search_documents` searches exactly as the chat does."""
+
+        def search(query: str) -> list[dict]:
+            from ingest.store import KnowledgeBase
+
+            if not KnowledgeBase(self.settings, kb).exists():
+                return [{"error": f"knowledge base '{kb}' is empty"}]
+            res = self.search(query, user, kb, 3)
+            return [{"source": p.hit.source, "page": p.hit.page, "clause": p.hit.clause, "text": p.hit.text[:400]}
+                    for p in res.passages]
+
+        return ToolContext(user, kb, search)
+
+    def run_tool(self, name: str, arguments: dict[str, Any], user: User, kb: str | None = None) -> ToolResult:
+        """One tool call for `user`, as the tool loop runs it (its context built for this user and turn)."""
+        return self.tools.execute(name, arguments, user, self.tool_context(user, kb or self.settings.default_kb))
+
+    def resolve_adapter(self, user: User, requested: str | None) -> str | None:
+        from core import registry
+
+        if requested:
+            return requested if requested != "none" else None
+        if self.settings.adapter:
+            return self.settings.adapter
+        names = registry.list_names(self.settings)
+        for name in (user.department, self.settings.default_adapter):
+            if name and name in names:
+                try:
+                    return registry.get(self.settings, name).ref
+                except AssistantError:
+                    continue  # no active version
+        return None
+
+    # ---- one turn ----------------------------------------------------------------------------------
+    def ask(
+        self,
+        question: str,
+        user: User,
+        history: list[dict[str, str]] | None = None,
+        kb: str | None = None,
+        adapter: str | None = None,
+        think: bool | None = None,
+        on_event: Emit | None = None,
+        conversation_id: str | None = None,
+    ) -> Answer:
+        t0 = time.perf_counter()
+        emit: Emit = on_event or (lambda kind, payload: None)
+        question, think = thinking_switch(question, self.settings.thinking if think is None else think)
+        kb = kb or self.settings.default_kb
+        history = history or []
+        ans = Answer(question, "", [], [], model=self.model_name, kb=kb)
+        try:
+            self.check_kb(user, kb)
+            ans.adapter = self.resolve_adapter(user, adapter)
+            retrieved = self._retrieve(question, history, kb, user, ans)
+            emit("sources", ans.passages)
+            self._generate(question, history, retrieved, user, think, ans, emit)
+        except AssistantError as exc:
+            ans.error = str(exc)
+            ans.answer = ans.answer or f"⚠ {exc}"
+            ans.status = "error"
+        except Exception as exc:  # recorded below, then raised: the caller shows it
+            ans.error, ans.status = f"{type(exc).__name__}: {exc}", "error"
+            raise
+        except BaseException as exc:  # Streamlit's stop/rerun, a closed stream, Ctrl-C: the turn was cut short
+            ans.error, ans.status = f"interrupted ({type(exc).__name__})", "partial"
+            raise
+        finally:  # every turn leaves its record, whatever ended it: tools may already have acted
+            self._audit(ans, user, think, conversation_id, time.perf_counter() - t0)
+        return ans
+
+    def _audit(self, ans: Answer, user: User, think: bool, conversation_id: str | None, latency_s: float) -> None:
+        ans.latency_s = latency_s
+        ans.audit_id = self.audit.record(
+            user=user.name, role=user.role, department=user.department, conversation_id=conversation_id,
+            question=ans.question, kb=ans.kb, model=self.model_name, adapter=ans.adapter, thinking_mode=int(think),
+            retrieved=[{"chunk_id": p.chunk_id, "source": p.source, "page": p.page, "score": p.score,
+                        "dense": p.dense, "bm25": p.bm25} for p in ans.passages],
+            tool_calls=[asdict(t) for t in ans.tool_calls], answer=ans.answer, thinking=ans.thinking,
+            cited=[p.chunk_id for p in ans.sources], latency_s=ans.latency_s, retrieval_ms=ans.retrieval_ms,
+            prefill_s=ans.prefill_s, tokens_per_s=ans.tokens_per_s, error=ans.error, status=ans.status,
+            malformed_calls=ans.malformed,
+        )
+        who = {"role": user.role, "department": user.department, "turn_id": ans.audit_id}
+        for t in ans.tool_calls:  # also as events, so that refusals can be reviewed without reading every turn
+            if t.denied:
+                record_event(self.audit, "tool_denied", user.name, **who, tool=t.name, arguments=t.arguments,
+                             error=t.error)
+        for err in ans.malformed:
+            record_event(self.audit, "tool_malformed", user.name, **who, error=err)
+
+    def _retrieve(self, question: str, history: list[dict[str, str]], kb: str, user: User,
+                  ans: Answer) -> RetrievalResult:
+        from ingest.store import KnowledgeBase
+
+        t = time.perf_counter()
+        if not KnowledgeBase(self.settings, kb).exists():
+            raise AssistantError(f"knowledge base '{kb}' is empty; add documents with `ingest add PATH --kb {kb}`")
+        # a short follow-up ("and for disability?") is searched together with the previous question
+        last_user = next((h["content"] for h in reversed(history) if h["role"] == "user"), "")
+        query = f"{last_user} {question}" if last_user and len(question) < 40 else question
+        res = self.search(query, user, kb, self.settings.retrieval_k)
+        ans.retrieval_ms = (time.perf_counter() - t) * 1000
+        ans.relevant = res.relevant
+        if res.relevant:
+            ans.passages = [Source(i, r.hit.source, r.hit.page, r.hit.clause or None, r.hit.text, r.score,
+                                   r.hit.chunk_id, dense=r.dense, bm25=r.bm25,
+                                   path=r.hit.metadata.get("path"), doc_id=r.hit.doc_id,
+                                   page_label=r.hit.metadata.get("page_label"))
+                            for i, r in enumerate(res.passages, 1)]
+        return res
+
+    @staticmethod
+    def messages(question: str, history: list[dict[str, str]], passages: list[Source]) -> list[BaseMessage]:
+        """The prompt: system (rules + numbered passages), the recent history, the question; text from
+        outside the model cannot forge control tokens (core.control_tokens)."""
+        numbered = [Passage(neutralise(p.source), neutralise(p.text), p.page, neutralise(p.clause) if p.clause
+                            else p.clause, p.page_label) for p in passages]
+        out: list[BaseMessage] = [SystemMessage(system_prompt(numbered, is_chinese(question)))]
+        for h in history[-6:]:
+            text = neutralise(h["content"])
+            out.append(HumanMessage(text) if h["role"] == "user" else AIMessage(text))
+        out.append(HumanMessage(neutralise(question)))
+        return out
+
+    def prompt_for(self, question: str, user: User, history: list[dict[str, str]] | None = None,
+                   kb: str | None = None) -> tuple[list[dict[str, Any]], list[dict], Answer]:
+        """Exactly what the model would be sent for this question (training data for chain behaviour)."""
+        ans = Answer(question, "", [], [])
+        self.check_kb(user, kb or self.settings.default_kb)
+        self._retrieve(question, history or [], kb or self.settings.default_kb, user, ans)
+        return to_template_messages(self.messages(question, history or [], ans.passages)), \
+            self.tools.schemas(user), ans
+
+    def _model_turn(self, messages: list[BaseMessage], tools: list[dict], think: bool, adapter: str | None,
+                    emit: Emit) -> ModelTurn:
+        router = StreamRouter(emit)
+        turn = self.backend.turn(messages, tools, think=think, adapter=adapter, on_text=router.feed)
+        router.finish()
+        return turn
+
+    def _generate(self, question: str, history: list[dict[str, str]], retrieved: RetrievalResult, user: User,
+                  think: bool, ans: Answer, emit: Emit) -> None:
+        messages = self.messages(question, history, ans.passages)
+        tools = self.tools.schemas(user)
+        thinking: list[str] = []
+        final = ""
+        for step in range(1, self.settings.max_tool_steps + 1):
+            ans.steps = step
+            turn = self._model_turn(messages, tools, think, ans.adapter, emit)
+            msg = turn.message
+            if ans.prefill_s is None:  # the first turn's figures: what the user waited for
+                ans.prefill_s, ans.tokens_per_s = round(turn.stats.prefill_s, 3), round(turn.stats.tokens_per_s, 2)
+                ans.prompt_tokens, ans.new_tokens = turn.stats.prompt_tokens, turn.stats.new_tokens
+            if msg.additional_kwargs.get("reasoning_content"):
+                thinking.append(msg.additional_kwargs["reasoning_content"])
+            errors = msg.additional_kwargs.get("tool_call_errors") or []
+            if not msg.tool_calls and not errors:
+                final = str(msg.content)
+                break
+            # a turn with only malformed calls keeps its raw text, so the model sees what it got wrong
+            shown = str(msg.content) if msg.tool_calls else str(msg.additional_kwargs.get("raw", msg.content))
+            # the calls as the model will read them back: argument text (maybe copied from a passage) stays text
+            messages.append(AIMessage(content=shown, tool_calls=[dict(c, args=_neutral(c["args"]))
+                                                                 for c in msg.tool_calls]))
+            context = self.tool_context(user, ans.kb or self.settings.default_kb)
+            for call in msg.tool_calls:
+                result = self.tools.execute(call["name"], call["args"], user, context)
+                ans.tool_calls.append(result)  # before anything else can interrupt the turn: it may have acted
+                emit("tool", result)
+                messages.append(ToolMessage(neutralise(result.for_model()), tool_call_id=call["id"],
+                                            name=call["name"]))
+            for err in errors:  # tell the model what was wrong so it can retry
+                ans.malformed.append(err)
+                messages.append(ToolMessage(neutralise(json.dumps({"error": f"malformed tool call: {err}. Use "
+                                                                   '<tool_call>{"name": ..., "arguments": {...}}'
+                                                                   "</tool_call>."})),
+                                            tool_call_id="invalid"))
+        else:
+            final = ("已达到工具调用次数上限，未能完成回答。" if is_chinese(question)
+                     else "Stopped after the tool-call limit without a final answer.")
+        ans.thinking = "\n\n".join(t for t in thinking if t)
+        ans.transcript, ans.tools = to_template_messages(messages), tools
+        used_tools = any(t.ok for t in ans.tool_calls)
+        if not retrieved.relevant and not used_tools and not ans.tool_calls:
+            # nothing relevant retrieved and no business data looked up: do not let the model improvise
+            final = no_answer(question)
+            emit("status", "no_relevant_documents")
+        ans.answer = self._cite(final, ans)
+
+    @staticmethod
+    def _cite(text: str, ans: Answer) -> str:
+        """Mark cited passages; drop [n] markers that point at no passage (a model's invention)."""
+        valid = {p.n for p in ans.passages}
+
+        def keep(m: re.Match[str]) -> str:
+            n = int(m.group(1))
+            if n in valid:
+                ans.passages[n - 1].cited = True
+                return m.group(0)
+            return ""
+
+        return CITATION.sub(keep, text).strip()
+
+
+def build_assistant(settings: Settings, runtime: Any = None, chat: ChatBackend | BaseChatModel | None = None,
+                    tools: ToolRegistry | None = None, kb_access: dict[str, set[str]] | None = None) -> Assistant:
+    """The assistant over the configured backend, the demo business tools and the audit log."""
+    from assistant.backends import make_backend
+    from assistant.tools.demo.business_db import ensure_business_db
+    from assistant.tools.demo.tools import demo_registry
+
+    backend = as_backend(chat, settings) if chat is not None else make_backend(settings, runtime)
+    if kb_access is None:
+        kb_access = {kb: set(depts) for kb, depts in settings.kb_access.items()}
+    # search_documents gets no fixed search here: each turn hands it the asking user's (Assistant.tool_context)
+    tools = tools if tools is not None else demo_registry(ensure_business_db(settings.business_db))
+    return Assistant(settings, backend, tools, AuditLog(settings.audit_db), backend.name, kb_access)

