@@ -31,7 +31,8 @@ from common import ROOT, parser, print_table, shared_dir
 
 DATA = Path(__file__).resolve().parent / "data"
 # what decides a knowledge base's content: parsing, chunking, the embedded text, the settings' defaults
-INGEST_CODE = ["ingest/loaders", "ingest/chunking", "ingest/embeddings.py", "assistant/config.py"]
+INGEST_CODE = ["ingest/loaders", "ingest/chunking", "ingest/embeddings.py", "core/settings.py",
+               "ingest/parse_worker.py"]
 
 
 def _code_hash() -> str:

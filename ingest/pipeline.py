@@ -227,7 +227,7 @@ class Ingestor:
         pending[digest] = path
         return _Work(result, path, doc_id, digest, t0)
 
-    def parse(self, work: _Work, on_step: StepFn | None) -> tuple[LoadedDocument, list[Chunk]] | FileRejected:
+    def parse(self, work: _Work, on_step: StepFn | None) -> Parsed:
         """Parse and chunk one file: pure work on the file alone, safe on a worker thread."""
         try:
             t0 = time.perf_counter()
@@ -241,12 +241,38 @@ class Ingestor:
         except FileRejected as exc:
             return exc
 
-    def finish(self, snapshot: Snapshot, work: _Work, parsed: tuple[LoadedDocument, list[Chunk]] | FileRejected,
-               department: str | None, kb_name: str) -> FileResult:
-        """Embed (reusing the vectors of chunks whose embedding text did not change) and store one file."""
+    def is_new(self, snapshot: Snapshot, work: _Work) -> bool:
+        """No earlier version of this document whose vectors could be reused."""
+        reuse = self.reuse_from
+        return work.doc_id not in snapshot.documents and (reuse is None or work.doc_id not in reuse.documents)
+
+    def finish_many(self, snapshot: Snapshot, items: list[tuple[_Work, Parsed]], department: str | None,
+                    kb_name: str) -> list[FileResult]:
+        """Finish several new files with one embedding pass over all their chunks: small files (a folder
+        of short notes) then fill the engine's batches instead of each paying a call of its own."""
+        embedded: dict[str, list[float]] = {}
+        if len(items) > 1:
+            texts: dict[str, tuple[str, int]] = {}
+            for work, parsed in items:
+                if isinstance(parsed, tuple):
+                    title = _title_of(work.path)
+                    for c in parsed[1]:
+                        text = embedding_text(title, c)
+                        texts.setdefault(_embed_hash(text), (text, c.tokens))
+            vecs = self.embed([t for t, _ in texts.values()], [n for _, n in texts.values()])
+            embedded = dict(zip(texts, vecs, strict=True))
+        return [self.finish(snapshot, work, parsed, department, kb_name, embedded) for work, parsed in items]
+
+    def finish(self, snapshot: Snapshot, work: _Work, parsed: Parsed, department: str | None, kb_name: str,
+               embedded: dict[str, list[float]] | None = None) -> FileResult:
+        """Embed (reusing the vectors of chunks whose embedding text did not change) and store one file.
+        `embedded`: vectors already computed for this file's texts, by text hash."""
         result, path, doc_id, digest, t0 = work.result, work.path, work.doc_id, work.digest, work.t0
         docs = snapshot.documents
         old = docs.get(doc_id)
+        if old is not None and old["sha256"] == digest:  # the same file named twice in one run
+            result.status, result.pages, result.chunks = "unchanged", old["pages"], old["chunks"]
+            return result
         if isinstance(parsed, FileRejected):
             kept = "; the previously ingested version stays in the knowledge base" if old is not None else ""
             return _failed(result, parsed.reason + kept, t0)
@@ -263,11 +289,12 @@ class Ingestor:
         if reuse is not None and reuse.store is not None and doc_id in reuse.documents:
             prior.append((reuse.store, reuse.documents[doc_id]["chunk_ids"]))
         known = self._known_vectors(prior)
+        self.reused += sum(h in known for h in hashes)
+        known.update(embedded or {})
         todo = [i for i, h in enumerate(hashes) if h not in known]
         fresh = self.embed([texts[i] for i in todo], [chunks[i].tokens for i in todo]) if todo else []
         by_index = dict(zip(todo, fresh, strict=True))
         vectors = [by_index[i] if i in by_index else known[hashes[i]] for i in range(len(chunks))]
-        self.reused += len(chunks) - len(todo)
         dept = department if department is not None else (old or {}).get("department")
         ids = [f"{doc_id}:{digest[:8]}:{i:04d}" for i in range(len(chunks))]
         metadatas = [
@@ -340,6 +367,9 @@ class Ingestor:
         assert snapshot.store is not None
         snapshot.store.update_metadata(doc["chunk_ids"], department=department)
         doc["department"] = department
+
+
+Parsed = tuple[LoadedDocument, list[Chunk]] | FileRejected
 
 
 @dataclass
@@ -419,23 +449,32 @@ def add_paths(
                 break
             item = planned.pop(0)
             if isinstance(item, FileResult):
-                result = item
+                results = [item]
             else:
-                work, future = item
-                while not future.done():
-                    drain()
-                    time.sleep(0.02)
+                group = [item]
+                _wait(item[1], drain)
+                if ingestor.is_new(snapshot, item[0]):
+                    # new files already parsed behind this one join its embedding pass, up to a batch's worth
+                    tokens = _tokens(item[1].result())
+                    while (tokens < settings.embed_batch_tokens and planned and isinstance(planned[0], tuple)
+                           and ingestor.is_new(snapshot, planned[0][0])):
+                        _wait(planned[0][1], drain)
+                        group.append(planned.pop(0))
+                        tokens += _tokens(group[-1][1].result())
+                        plan_next()  # keep the worker busy while the group is gathered
                 drain()
-                result = ingestor.finish(snapshot, work, future.result(), department, kb.name)
-                pending.pop(work.digest, None)
-            report.results.append(result)
-            if on_file:
-                on_file(result)
-            if result.status in ("added", "updated"):
-                dirty += 1
-                if dirty >= settings.commit_every:  # long runs keep what they have done so far
-                    report.version = _commit(kb, snapshot, ingestor)
-                    dirty = 0
+                results = ingestor.finish_many(snapshot, [(w, f.result()) for w, f in group], department, kb.name)
+                for work, _ in group:
+                    pending.pop(work.digest, None)
+            for result in results:
+                report.results.append(result)
+                if on_file:
+                    on_file(result)
+                if result.status in ("added", "updated"):
+                    dirty += 1
+            if dirty >= settings.commit_every:  # long runs keep what they have done so far
+                report.version = _commit(kb, snapshot, ingestor)
+                dirty = 0
         if dirty or not kb.exists():
             report.version = _commit(kb, snapshot, ingestor)
         report.version = report.version or kb.current_version()
@@ -447,6 +486,16 @@ def add_paths(
 
 
 LOOKAHEAD = 2  # files parsed ahead of the embedder (bounded: parsed documents wait in memory)
+
+
+def _wait(future: Future, drain: Callable[[], None]) -> None:
+    while not future.done():  # progress events from the parse worker are passed on meanwhile
+        drain()
+        time.sleep(0.02)
+
+
+def _tokens(parsed: Parsed) -> int:
+    return sum(c.tokens for c in parsed[1]) if isinstance(parsed, tuple) else 0
 
 
 def _commit(kb: KnowledgeBase, snapshot: Snapshot, ingestor: Ingestor) -> str:
@@ -522,8 +571,10 @@ def rebuild(
             report.results.append(result)
             if on_file:
                 on_file(result)
-        report.version = kb.commit(fresh)
+        report.version = _commit(kb, fresh, ingestor)
     report.seconds = time.perf_counter() - t0
+    report.timings = {k: round(v, 2) for k, v in ingestor.timings.items()}
+    report.reused_vectors = ingestor.reused
     return report
 
 

@@ -41,7 +41,7 @@ def test_each_pdf_page_appears_once_and_the_next_page_takes_the_slot(settings: S
     pipeline.add_paths(settings, [docs_dir])
     store = KnowledgeBase(settings).load().store
     pages = [d.metadata["page"] for d in store.documents()]
-    assert pages.count(0) >= 2 and pages.count(1) >= 2  # several chunks per page: dedupe has work to do
+    assert pages.count(0) >= 2  # several chunks on one page: dedupe has work to do
     for mode in ("calibrated", "rrf", "weighted", "dense", "bm25"):
         res = HybridRetriever(settings, fusion=mode).retrieve("When must a claim be notified?", k=3)
         seen = [p.hit.page for p in res.passages]
