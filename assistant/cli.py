@@ -44,8 +44,8 @@ def _print_answer(ans: Any, streamed: bool) -> None:
         err.print(f"[cyan]tool[/cyan] {t.name}({t.arguments}) → {status} {escape(str(t.result if t.ok else t.error))}"
                   f" [{t.duration_s * 1000:.0f} ms]")
     for s in ans.sources:
-        page = f" p.{s.page + 1}" if s.page is not None else ""
-        err.print(f"[green][{s.n}][/green] {s.source}{page} {s.clause or ''}")
+        page = f" {s.page_label}" if s.page_label else (f" p.{s.page + 1}" if s.page is not None else "")
+        err.print(f"[green][{s.n}][/green] {escape(s.source + page)} {escape(s.clause or '')}")
     err.print(f"[dim]{ans.latency_s:.1f} s · model {ans.model} · adapter {ans.adapter or 'none'} · "
               f"audit #{ans.audit_id}[/dim]")
 
@@ -151,27 +151,39 @@ def eval_(
 users_app = typer.Typer(help="Staff accounts for the chat UI (passwords stored as salted scrypt hashes).",
                         no_args_is_help=True)
 app.add_typer(users_app, name="users")
+PasswordOpt = Annotated[str | None, typer.Option(
+    "--password", help="Default: asked for (hidden). Or ASSISTANT_NEW_PASSWORD for scripts.",
+    envvar="ASSISTANT_NEW_PASSWORD")]
+MustChangeOpt = Annotated[bool, typer.Option("--must-change", help="The first login must set a new password.")]
+
+
+def _audit_event(settings: Any, event: str, **detail: Any) -> None:
+    """Account changes made at the terminal are audited like the admin page's, under the OS user."""
+    import getpass
+
+    from core.audit import record_event
+
+    record_event(settings.audit_db, event, f"cli:{getpass.getuser()}", **detail)
 
 
 @users_app.command("add")
 def users_add(
     name: Annotated[str, typer.Argument(help="Login name.")],
-    role: RoleOpt = "staff", department: DeptOpt = None,
-    password: Annotated[str | None, typer.Option(
-        "--password", help="Default: asked for (hidden). Or ASSISTANT_NEW_PASSWORD for scripts.",
-        envvar="ASSISTANT_NEW_PASSWORD")] = None,
+    role: RoleOpt = "staff", department: DeptOpt = None, password: PasswordOpt = None,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite an existing user (new password).")] = False,
-    home: HomeOpt = None,
+    must_change: MustChangeOpt = False, home: HomeOpt = None,
 ) -> None:
-    """Create a user."""
+    """Create a user (password: 10+ characters, not a common one, not containing the name)."""
     from assistant.app.users import add_user
 
     settings = settings_or_exit(home=home)
     if password is None:
         password = typer.prompt(f"password for {name}", hide_input=True, confirmation_prompt=True)
     with user_errors():
-        acc = add_user(settings.app_db, name, password, role, department, replace)
-    out.print(f"user [bold]{acc.name}[/bold] ({acc.role}, {acc.department or 'no department'}) saved")
+        acc = add_user(settings.app_db, name, password, role, department, replace, must_change)
+    _audit_event(settings, "user_added", target=acc.name, role=acc.role, department=acc.department,
+                 replaced=replace)
+    out.print(f"user [bold]{escape(acc.name)}[/bold] ({acc.role}, {acc.department or 'no department'}) saved")
 
 
 @users_app.command("list")
@@ -187,31 +199,77 @@ def users_list(home: HomeOpt = None,
         return
     table = Table("user", "role", "department", "created")
     for a in accounts:
-        table.add_row(a.name, a.role, a.department or "-", a.created)
+        table.add_row(escape(a.name), a.role, a.department or "-", a.created)
     out.print(table)
 
 
 @users_app.command("remove")
 def users_remove(name: Annotated[str, typer.Argument(help="Login name.")], home: HomeOpt = None) -> None:
-    """Delete a user (their saved conversations stay; the audit log is never touched)."""
+    """Delete a user (their saved conversations stay; the audit log is never touched). Their open sessions end."""
     from assistant.app.users import remove_user
 
     settings = settings_or_exit(home=home)
     with user_errors():
         remove_user(settings.app_db, name)
-    out.print(f"user {name} removed")
+    _audit_event(settings, "user_removed", target=name)
+    out.print(f"user {escape(name)} removed")
+
+
+@users_app.command("role")
+def users_role(name: Annotated[str, typer.Argument(help="Login name.")],
+               role: Annotated[str, typer.Option("--role", help="The new role.")],
+               department: DeptOpt = None, home: HomeOpt = None) -> None:
+    """Change a user's role and department (their open sessions end at the next step)."""
+    from assistant.app.users import get_user, set_role
+
+    settings = settings_or_exit(home=home)
+    with user_errors():
+        was = get_user(settings.app_db, name)
+        acc = set_role(settings.app_db, name, role, department)
+    _audit_event(settings, "user_role_changed", target=name, role=acc.role, department=acc.department,
+                 was_role=was.role if was else None, was_department=was.department if was else None)
+    out.print(f"user {escape(acc.name)} is now {acc.role} ({acc.department or 'no department'})")
+
+
+@users_app.command("password")
+def users_password(name: Annotated[str, typer.Argument(help="Login name.")], password: PasswordOpt = None,
+                   must_change: MustChangeOpt = False, home: HomeOpt = None) -> None:
+    """Set a user's password (e.g. a reset; with --must-change they choose their own at the next login)."""
+    from assistant.app.users import set_password
+
+    settings = settings_or_exit(home=home)
+    if password is None:
+        password = typer.prompt(f"new password for {name}", hide_input=True, confirmation_prompt=True)
+    with user_errors():
+        set_password(settings.app_db, name, password, must_change)
+    _audit_event(settings, "password_changed", target=name, must_change=must_change)
+    out.print(f"password of {escape(name)} changed")
 
 
 @users_app.command("demo")
-def users_demo(home: HomeOpt = None) -> None:
-    """Create the demo accounts that are missing and print the demo logins."""
-    from assistant.app.users import DEMO_USERS, authenticate, ensure_demo_users
+def users_demo(
+    demo_passwords: Annotated[bool, typer.Option(
+        "--demo-passwords", help="Use the README's published demo passwords instead of random ones.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Create the demo accounts that are missing, each with a random password printed only now (or the
+    documented ones with --demo-passwords); the admin must choose a new password at its first login."""
+    from assistant.app.users import DEMO_USERS, ensure_demo_users
 
     settings = settings_or_exit(home=home)
-    made = {m[0] for m in ensure_demo_users(settings.app_db)}
-    for name, password, role, dept in DEMO_USERS:
-        shown = password if name in made or authenticate(settings.app_db, name, password) else "(password changed)"
-        out.print(f"  {name:<11} / {shown:<18} {role} ({dept}){'  (new)' if name in made else ''}", markup=False)
+    made = {m[0]: m[1] for m in ensure_demo_users(settings.app_db, random_passwords=not demo_passwords,
+                                                  admin_must_change=True)}
+    for name, role, dept in ((n, r, d) for n, _, r, d in DEMO_USERS):
+        if name in made:
+            _audit_event(settings, "user_added", target=name, role=role, department=dept, demo=True)
+        # a password is shown once, when it is made: later runs never print it again
+        shown = made.get(name, "(exists; password not shown)")
+        note = "  (new; must change it at the first login)" if name in made and role == "admin" else \
+            ("  (new)" if name in made else "")
+        out.print(f"  {name:<11} / {shown:<30} {role} ({dept}){note}", markup=False)
+    if made and not demo_passwords:
+        out.print("  these passwords are shown only now: note them (`assistant users password NAME` resets one)",
+                  markup=False)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import ValidationError
+
 
 class AssistantError(Exception):
     """Base for errors whose message tells the user what went wrong and what to do."""
@@ -36,3 +38,8 @@ class DataError(AssistantError):
     def __init__(self, path: Path | str, line: int, message: str) -> None:
         super().__init__(f"{path}:{line}: {message}")
         self.path, self.line = str(path), line
+
+
+def validation_problems(exc: ValidationError, whole: str = "value") -> str:
+    """A pydantic error as one line, `field: problem; ...` (`whole` names the object when no field is at fault)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or whole}: {e['msg']}" for e in exc.errors())

@@ -9,6 +9,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from core.text import HAN_CHAR
+
 SYSTEM_ZH = (
     "你是公司内部的业务助理。只根据下面编号的资料回答，并用 [n] 标注引用的资料编号；"
     "资料中没有答案时，直接说明资料无法回答，不要编造。需要查询业务数据时调用工具。"
@@ -23,11 +25,10 @@ SYSTEM_EN = (
 NO_ANSWER_ZH = "抱歉，现有资料中没有找到这个问题的答案。"
 NO_ANSWER_EN = "Sorry, the documents available to me do not answer this question."
 
-_CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 def is_chinese(text: str) -> bool:
-    return len(_CJK.findall(text)) >= max(1, len(text) // 10)
+    return len(HAN_CHAR.findall(text)) >= max(1, len(text) // 10)
 
 
 def no_answer(question: str) -> str:
@@ -40,10 +41,13 @@ class Passage:
     text: str
     page: int | None = None  # 0-based page index, None for formats without pages
     clause: str | None = None
+    page_label: str | None = None  # "sheet 费率表", "slide 3": where "p.N" would mislead
 
     def header(self) -> str:
         parts = [self.source]
-        if self.page is not None:
+        if self.page_label:
+            parts.append(self.page_label)
+        elif self.page is not None:
             parts.append(f"p.{self.page + 1}")
         if self.clause:
             parts.append(self.clause)

@@ -148,10 +148,39 @@ def promote(settings: Settings, ref: str) -> AdapterVersion:
     target = get(settings, ref)
     with _lock(settings, name):
         state = _state(settings, name)
-        state["previous"] = state.get("active")
         state["active"] = version
         _write_state(settings, name, state)
     return get(settings, target.ref)
+
+
+def active_ref(settings: Settings, name: str) -> str | None:
+    """`name@vN` of the active version, or None."""
+    active = _state(settings, check_name(name)).get("active")
+    return f"{name}@{active}" if active else None
+
+
+def promotion_event(before: str | None, after: str) -> str:
+    """The audit event for making `after` active: a roll back when it is older than the version it replaces."""
+    older = before is not None and int(after.rpartition("@v")[2]) < int(before.rpartition("@v")[2])
+    return "adapter_rolled_back" if older else "adapter_promoted"
+
+
+def promote_if_active(settings: Settings, ref: str, expected: str | None) -> str | None:
+    """Promote `ref` only if the active version is still `expected` (checked and changed under the lock, so
+    a promotion or rollback made meanwhile is never overridden). None when promoted, else the active version
+    that stood in the way ("none" when there is none)."""
+    name, version = parse_ref(ref)
+    get(settings, ref)  # exists?
+    try:
+        with _lock(settings, name):
+            state = _state(settings, name)
+            if state.get("active") != expected:
+                return state.get("active") or "none"
+            state["active"] = version
+            _write_state(settings, name, state)
+    except Timeout as exc:
+        raise AssistantError(f"adapter '{name}' is being changed by another process; try again") from exc
+    return None
 
 
 def remove(settings: Settings, ref: str) -> list[str]:

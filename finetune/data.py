@@ -18,7 +18,6 @@ from typing import Any
 
 from core.errors import AssistantError, DataError
 
-FORMATS = ("alpaca", "messages", "sharegpt", "reasoning")
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                    "system": "system", "observation": "tool", "tool": "tool", "function_call": "assistant"}
 
@@ -186,25 +185,94 @@ def to_conversation(row: Any, where: str, enable_thinking: bool | None = None) -
     return conv
 
 
+# No training example nests this deep; deeper input would exhaust Python's recursion in the JSON parser or in
+# the chat template instead of being reported.
+MAX_DEPTH = 64
+
+
+def _read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DataError(path, line, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {col}); save the file "
+                        "as UTF-8 (e.g. `iconv -f GB18030 -t UTF-8 in.jsonl > out.jsonl`)") from None
+
+
+def _too_deep(text: str, base_line: int = 1) -> tuple[int, int] | None:
+    """(line, depth) where brackets outside strings first nest deeper than MAX_DEPTH, else None."""
+    depth, line, in_str, escaped = 0, base_line, False, False
+    for ch in text:
+        if in_str:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return line, depth
+        elif ch in "]}":
+            depth -= 1
+        if ch == "\n":
+            line += 1
+    return None
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict | list):
+            deepest = max(deepest, d)
+            if d <= MAX_DEPTH:  # deeper is already an error: no need to walk further
+                stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def _too_deep_error(path: Path, line: int) -> DataError:
+    return DataError(path, line, f"JSON nested more than {MAX_DEPTH} levels deep; a training example is a "
+                     "flat object with a list of messages: fix or remove it")
+
+
+def _loads(path: Path, text: str, line: int, what: str) -> Any:
+    try:
+        value = json.loads(text)
+    except RecursionError:  # nested beyond what the parser can read: find where, without recursion
+        where = _too_deep(text, line)
+        raise _too_deep_error(path, where[0] if where else line) from None
+    except json.JSONDecodeError as exc:
+        at = f"line {exc.lineno}" if what == "file" else f"column {exc.colno}"
+        raise DataError(path, line + exc.lineno - 1,
+                        f"invalid JSON ({exc.msg} at {at})" + ("; expected a list of examples" if what == "file"
+                                                               else "")) from None
+    if what == "line" and _depth(value) > MAX_DEPTH:
+        raise _too_deep_error(path, line)
+    return value
+
+
 def _rows(path: Path) -> Iterator[tuple[int, Any]]:
-    text = path.read_text(encoding="utf-8-sig")
+    text = _read_text(path)
     if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(path, exc.lineno, f"invalid JSON ({exc.msg}); expected a list of examples") from exc
+        data = _loads(path, text, 1, "file")
         if not isinstance(data, list):
             raise DataError(path, 1, "a .json file must hold a list of examples (or use .jsonl)")
         for i, row in enumerate(data):
+            if _depth(row) > MAX_DEPTH:
+                raise _too_deep_error(path, i + 1)
             yield i + 1, row  # "line" is the example's position in the list
         return
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            yield n, json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(path, n, f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
+        yield n, _loads(path, line, n, "line")
 
 
 def data_files(paths: list[Path]) -> list[Path]:

@@ -17,11 +17,12 @@ from typing import Any
 import torch
 
 from core.prompts import NO_ANSWER_EN, NO_ANSWER_ZH, cited_numbers, is_refusal
+from core.text import HAN
 from core.toolcalls import parse_output
 from finetune.data import Conversation
 from finetune.render import _messages_for
 
-_TOKEN = re.compile(r"[\u4e00-\u9fff]|[A-Za-z0-9]+(?:[.,][0-9]+)*")
+_TOKEN = re.compile(rf"[{HAN}]|[A-Za-z0-9]+(?:[.,][0-9]+)*")
 
 
 def tokens(text: str) -> list[str]:

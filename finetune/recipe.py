@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from core.errors import AssistantError
+from core.errors import AssistantError, validation_problems
 
 
 class Recipe(BaseModel):
@@ -71,5 +71,5 @@ def load_recipe(path: Path | None, overrides: dict[str, Any]) -> Recipe:
         return Recipe(**data)
     except ValidationError as exc:
         where = f"{path}" if path else "options"
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'recipe'}: {e['msg']}" for e in exc.errors())
+        problems = validation_problems(exc, "recipe")
         raise AssistantError(f"invalid recipe ({where}): {problems}") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from core.control_tokens import neutralise
 from finetune.data import Conversation
 
 IGNORE = -100
@@ -33,12 +34,19 @@ def supports_reasoning(tokenizer: Any) -> bool:
     return "reasoning_content" in (tokenizer.chat_template or "")
 
 
+def _neutralised(messages: list[dict]) -> list[dict]:
+    """System, user and tool text as the chain renders it at inference: control-token strings in it are
+    plain text (core.control_tokens); the assistant's own turns are what the model must learn to write."""
+    return [dict(m, content=neutralise(m["content"])) if m.get("role") != "assistant"
+            and isinstance(m.get("content"), str) else m for m in messages]
+
+
 def _messages_for(tokenizer: Any, conv: Conversation) -> list[dict]:
     if supports_reasoning(tokenizer):
-        return conv.messages
+        return _neutralised(conv.messages)
     # a template without thinking support (e.g. Qwen2.5): keep the trace as a literal <think> block
     out = []
-    for m in conv.messages:
+    for m in _neutralised(conv.messages):
         if m.get("reasoning_content"):
             m = dict(m, content=f"<think>\n{m['reasoning_content'].strip()}\n</think>\n\n{m['content']}")
             m.pop("reasoning_content")

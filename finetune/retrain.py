@@ -5,6 +5,16 @@ The training set is the positive answers and the corrected answers (a correction
 model gave; a thumbs-down without a correction teaches nothing and is skipped), deduplicated by question
 (the latest word wins, a correction beats a thumbs-up), mixed with the adapter's own base training set so
 the model does not forget what it knew.
+
+Who teaches which adapter: a turn's feedback trains only the adapter that serves the asker's department (the
+chain's own choice: the department's adapter, else the shared default one), with the department taken from the
+turn's audit record. Admins are no exception: their feedback counts for their own department's adapter. A turn
+whose prompt held a passage that not every user of the adapter may read (a document tagged with a department,
+a department-only knowledge base; any such passage for the shared default adapter) is left out, and so is a
+conversation that held one earlier. Corrections are trained on only after an admin approved them.
+
+The promotion at the end happens only if the active version is still the one the run started from: a rollback
+or promotion made while it trained wins, and the candidate stays inactive with the reason in its metadata.
 """
 
 from __future__ import annotations
@@ -12,15 +22,17 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from assistant.app.feedback import list_feedback
 from core import registry
+from core.audit import record_event
 from core.errors import AssistantError
+from core.feedback import list_feedback
 from core.files import atomic_write_text
 from core.settings import Settings
 from finetune import jobs
@@ -34,6 +46,17 @@ class FeedbackSet:
     corrections: int = 0
     skipped_negative: int = 0
     duplicates: int = 0
+    other_departments: int = 0  # turns of departments this adapter does not serve
+    restricted: int = 0  # turns whose prompt held text not every user of this adapter may read
+    pending_review: int = 0  # corrections no admin has approved yet
+    rejected: int = 0  # corrections an admin rejected
+    unverifiable: int = 0  # no audit record of the turn: who asked and what it retrieved is unknown
+
+    def counts(self) -> dict[str, int]:
+        return {"positive": self.positives, "corrections": self.corrections,
+                "skipped_negative": self.skipped_negative, "duplicates": self.duplicates,
+                "other_departments": self.other_departments, "restricted": self.restricted,
+                "pending_review": self.pending_review, "rejected": self.rejected, "unverifiable": self.unverifiable}
 
 
 def _key(example: dict[str, Any]) -> str:
@@ -42,12 +65,104 @@ def _key(example: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(users, ensure_ascii=False).encode()).hexdigest()
 
 
-def feedback_dataset(settings: Settings) -> FeedbackSet:
+def serves(settings: Settings, name: str, department: str | None, adapters: set[str]) -> bool:
+    """Whether adapter `name` answers users of `department` (the chain's choice, assistant/chain.py)."""
+    if settings.adapter:  # one adapter forced for everyone
+        return settings.adapter.partition("@")[0] == name
+    return department == name or (name == settings.default_adapter and department not in adapters)
+
+
+def _shared(settings: Settings, name: str) -> bool:
+    """Whether `name` serves more than its own department (then no department-only text may go in)."""
+    return bool(settings.adapter) or name == settings.default_adapter
+
+
+class _Visibility:
+    """Which departments may read each retrieved chunk, from the knowledge bases' manifests (cached per KB)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._kbs: dict[str, dict[str, str | None]] = {}
+
+    def _chunks(self, kb: str) -> dict[str, str | None]:
+        if kb not in self._kbs:
+            from ingest.store import KnowledgeBase
+
+            try:
+                docs = KnowledgeBase(self.settings, kb).read_manifest()["documents"].values()
+            except AssistantError:
+                docs = []
+            self._kbs[kb] = {cid: (d.get("department") or "").strip().lower() or None
+                             for d in docs for cid in d.get("chunk_ids", [])}
+        return self._kbs[kb]
+
+    def readable_by_only(self, name: str, kb: str | None, chunk_id: str, shared: bool) -> bool:
+        """True when every user of adapter `name` may read the chunk."""
+        kb = kb or self.settings.default_kb
+        chunks = self._chunks(kb)
+        if chunk_id not in chunks:
+            return False  # removed or re-ingested since: its access cannot be checked, so it is not used
+        tags = [chunks[chunk_id]] if chunks[chunk_id] else []
+        kb_only = [d.strip().lower() for d in self.settings.kb_access.get(kb, [])]
+        if not tags and not kb_only:
+            return True
+        return not shared and (not tags or name in tags) and (not kb_only or name in kb_only)
+
+
+def _turns(settings: Settings, audit_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The audited turns behind the feedback, each with the chunk ids retrieved in its conversation so far
+    (the history of a follow-up holds earlier answers, and so earlier passages)."""
+    if not audit_ids or not settings.audit_db.exists():
+        return {}
+    conn = sqlite3.connect(f"file:{settings.audit_db}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        out: dict[int, dict[str, Any]] = {}
+        for audit_id in set(audit_ids):
+            row = conn.execute("SELECT id, user, department, conversation_id, kb, retrieved FROM turns WHERE id = ?",
+                               (audit_id,)).fetchone()
+            if row is None:
+                continue
+            turn = dict(row)
+            earlier = [row] if not row["conversation_id"] else conn.execute(
+                "SELECT kb, retrieved FROM turns WHERE conversation_id = ? AND user = ? AND id <= ?",
+                (row["conversation_id"], row["user"], audit_id)).fetchall()
+            turn["chunks"] = [(r["kb"], p.get("chunk_id", "")) for r in earlier for p in json.loads(r["retrieved"])]
+            turn["department"] = (row["department"] or "").strip().lower() or None
+            out[audit_id] = turn
+        return out
+    finally:
+        conn.close()
+
+
+def feedback_dataset(settings: Settings, name: str) -> FeedbackSet:
+    """The training examples adapter `name` may learn from: see the module's docstring for who and what."""
     out = FeedbackSet()
+    rows = list_feedback(settings.app_db)  # oldest first: later feedback replaces earlier
+    turns = _turns(settings, [r["audit_id"] for r in rows])
+    adapters = set(registry.list_names(settings)) | {name}
+    shared = _shared(settings, name)
+    visibility = _Visibility(settings)
     chosen: dict[str, tuple[bool, dict[str, Any]]] = {}  # key -> (is_correction, example)
-    for row in list_feedback(settings.app_db):  # oldest first: later feedback replaces earlier
+    for row in rows:
+        turn = turns.get(row["audit_id"])
+        if turn is None:
+            out.unverifiable += 1
+            continue
+        if not serves(settings, name, turn["department"], adapters):
+            out.other_departments += 1
+            continue
+        if not all(visibility.readable_by_only(name, kb, cid, shared) for kb, cid in turn["chunks"]):
+            out.restricted += 1
+            continue
         example = json.loads(json.dumps(row["example"]))
         if row["correction"]:
+            if row.get("review") != "approved":
+                if row.get("review") == "rejected":
+                    out.rejected += 1
+                else:
+                    out.pending_review += 1
+                continue
             final = example["messages"][-1]
             final["content"] = row["correction"]
             final.pop("reasoning_content", None)  # the trace led to the wrong answer
@@ -79,10 +194,11 @@ class RetrainResult:
     promoted: bool
     feedback: dict[str, int]
     workdir: Path
+    reason: str = ""  # why it was (not) promoted
 
     def to_dict(self) -> dict[str, Any]:
         return {"candidate": self.candidate, "active": self.active, "promoted": self.promoted,
-                "candidate_eval": self.candidate_eval, "active_eval": self.active_eval,
+                "reason": self.reason, "candidate_eval": self.candidate_eval, "active_eval": self.active_eval,
                 "feedback": self.feedback, "workdir": str(self.workdir)}
 
 
@@ -111,17 +227,19 @@ def retrain(
     tolerance: float = 0.0,
     on_event: Callable[[dict[str, Any]], None] | None = None,
     on_phase: Callable[[str, dict[str, Any]], None] | None = None,
+    requested_by: str = "cli",
 ) -> RetrainResult:
     """Train `name`'s next version on feedback + its base set; promote it if its held-out loss is not worse
-    than the active version's (by more than `tolerance`, relative)."""
+    than the active version's (by more than `tolerance`, relative) and that version is still the active one."""
     phase = on_phase or (lambda p, info: None)
     active = registry.get(settings, name)  # the active version; a clear error when there is none
     base_files = data or _base_data(active)
-    fb = feedback_dataset(settings)
-    counts = {"positive": fb.positives, "corrections": fb.corrections, "skipped_negative": fb.skipped_negative,
-              "duplicates": fb.duplicates}
+    fb = feedback_dataset(settings, name)
+    counts = fb.counts()
     if not fb.rows:
-        raise AssistantError("no usable feedback yet: give answers a thumbs-up or a corrected answer in the chat")
+        raise AssistantError(
+            f"no usable feedback for '{name}' yet: a thumbs-up or an admin-approved correction on answers to "
+            f"users this adapter serves ({fb.pending_review} corrections wait for review on the Adapters page)")
     phase("preparing", {"feedback": counts, "base_data": [str(p) for p in base_files]})
 
     # held-out set: a slice of the base set and of the feedback, never trained on by the candidate, the same for
@@ -149,13 +267,28 @@ def retrain(
     phase("evaluating", {"candidate": candidate.ref, "active": active.ref})
     cand_eval = jobs.evaluate_adapter(candidate.ref, [eval_file], settings, generate=False)
     act_eval = jobs.evaluate_adapter(active.ref, [eval_file], settings, generate=False)
-    promoted = cand_eval["eval_loss"] <= act_eval["eval_loss"] * (1 + tolerance)
-    result = RetrainResult(candidate.ref, active.ref, cand_eval, act_eval, promoted, counts, work)
+    better = cand_eval["eval_loss"] <= act_eval["eval_loss"] * (1 + tolerance)
+    phase("deciding", {"better": better})
+    promoted, reason = False, (f"worse than {active.ref}: held-out loss {cand_eval['eval_loss']:.4f} vs "
+                               f"{act_eval['eval_loss']:.4f}")
+    if better:
+        # under the registry lock, and only if nobody promoted or rolled back meanwhile
+        now_active = registry.promote_if_active(settings, candidate.ref, expected=active.version)
+        promoted = now_active is None
+        reason = (f"not worse than {active.ref}: held-out loss {cand_eval['eval_loss']:.4f} vs "
+                  f"{act_eval['eval_loss']:.4f}" if promoted else
+                  f"not promoted: the active version changed from {active.ref} to {name}@{now_active} while it "
+                  "trained (a promotion or rollback wins over retraining); `finetune promote "
+                  f"{candidate.ref}` to use it anyway")
+    result = RetrainResult(candidate.ref, active.ref, cand_eval, act_eval, promoted, counts, work, reason)
     registry.update_metrics(settings, candidate.ref, {"retrain": {
         "base_data": [str(p) for p in base_files], "compared_with": active.ref, "promoted": promoted,
-        "candidate_eval_loss": cand_eval["eval_loss"], "active_eval_loss": act_eval["eval_loss"],
+        "reason": reason, "candidate_eval_loss": cand_eval["eval_loss"], "active_eval_loss": act_eval["eval_loss"],
         "feedback": counts, "workdir": str(work)}})
+    record_event(settings.audit_db, "adapter_retrained", requested_by, adapter=name, candidate=candidate.ref,
+                 compared_with=active.ref, promoted=promoted, reason=reason, feedback=counts)
     if promoted:
-        registry.promote(settings, candidate.ref)
+        record_event(settings.audit_db, "adapter_promoted", requested_by, adapter=name, version=candidate.ref,
+                     previous=active.ref, via="retrain")
     phase("done", result.to_dict())
     return result

@@ -11,7 +11,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from core.clikit import err, out
+from core import access
+from core.audit import record_event
+from core.clikit import err, out, safe
 from core.clikit import print_json as _print_json
 from core.clikit import settings_or_exit as _settings
 from core.clikit import user_errors as _user_errors
@@ -62,29 +64,29 @@ def _run_with_progress(run, title: str) -> pipeline.IngestReport:
         refresh(advance=1)
         style = {"failed": "red", "unchanged": "dim", "duplicate": "yellow"}.get(r.status, "green")
         detail = f"{r.chunks} chunks" if r.status in ("added", "updated") else (r.reason or "")
-        progress.console.print(f"[{style}]{r.status:>9}[/{style}] {r.path}  {detail}")
+        progress.console.print(f"[{style}]{r.status:>9}[/{style}] {safe(r.path)}  {safe(detail)}")
         for w in r.warnings:
-            progress.console.print(f"          [yellow]warning:[/yellow] {w}")
+            progress.console.print(f"          [yellow]warning:[/yellow] {safe(w)}")
 
     with progress:
         return run(on_start=on_start, on_file=on_file, on_step=on_step)
 
 
 def _summary(report: pipeline.IngestReport) -> None:
-    t = Table(title=f"knowledge base '{report.kb}'", show_header=False, box=None)
+    t = Table(title=f"knowledge base '{safe(report.kb)}'", show_header=False, box=None)
     for status in ("added", "updated", "unchanged", "duplicate", "failed"):
         if report.count(status):
             t.add_row(status, str(report.count(status)))
     t.add_row("pages / chunks", f"{report.pages} / {report.chunks}")
     t.add_row("time", f"{report.seconds:.1f} s")
-    t.add_row("version", str(report.version))
+    t.add_row("version", safe(report.version))
     err.print(t)
     for w in report.warnings:
-        err.print(f"[yellow]warning:[/yellow] {w}")
+        err.print(f"[yellow]warning:[/yellow] {safe(w)}")
     if report.failed:
         err.print(f"[red]{len(report.failed)} file(s) could not be ingested:[/red]")
         for r in report.failed:
-            err.print(f"  [red]✗[/red] {r.path}: {r.reason}")
+            err.print(f"  [red]✗[/red] {safe(r.path)}: {safe(r.reason)}")
 
 
 @app.command()
@@ -104,11 +106,21 @@ def add(
     s = _settings(home=home, embedding_model=embedding_model, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
     with _user_errors():
         report = _run_with_progress(lambda **cb: pipeline.add_paths(s, paths, kb, department, **cb), "ingesting")
+    record_event(s.audit_db, "document_ingest", _cli_user(), kb=report.kb, department=access.tag(department),
+                 files=[{"file": r.path.name, "status": r.status, "doc_id": r.doc_id, "reason": r.reason}
+                        for r in report.results])
     if json_out:
         _print_json(_report_dict(report))
     _summary(report)
     if report.failed:
         raise typer.Exit(1)
+
+
+def _cli_user() -> str:
+    """Who ran the command, for the audit log (the same form as `finetune promote`)."""
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
 
 
 def _report_dict(report: pipeline.IngestReport) -> dict[str, Any]:
@@ -144,13 +156,13 @@ def list_cmd(kb: KbOpt = None, home: HomeOpt = None, json_out: JsonOpt = False) 
     t = Table("doc id", "source", "format", "pages", "chunks", "department", "ingested")
     for d in docs:
         t.add_row(
-            d["doc_id"],
-            d["source"],
-            d["format"],
+            safe(d["doc_id"]),
+            safe(d["source"]),
+            safe(d["format"]),
             str(d["pages"] or "-"),
             str(d["chunks"]),
-            d.get("department") or "-",
-            d["ingested_at"],
+            safe(d.get("department") or "-"),
+            safe(d["ingested_at"]),
         )
     out.print(t)
 
@@ -165,7 +177,9 @@ def remove(
     s = _settings(home=home)
     with _user_errors():
         removed = pipeline.remove_document(s, doc, kb)
-    err.print(f"removed {removed['source']} ({removed['chunks']} chunks)")
+    record_event(s.audit_db, "document_remove", _cli_user(), kb=kb or s.default_kb, doc_id=removed.get("doc_id"),
+                 source=removed["source"], department=removed.get("department"))
+    err.print(f"removed {safe(removed['source'])} ({removed['chunks']} chunks)")
 
 
 @app.command()
@@ -179,7 +193,7 @@ def stats(kb: KbOpt = None, home: HomeOpt = None, embedding_model: EmbOpt = None
         return
     t = Table(show_header=False, box=None)
     for key, value in data.items():
-        t.add_row(key, json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else str(value))
+        t.add_row(safe(key), safe(json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value))
     out.print(t)
 
 
@@ -198,15 +212,20 @@ def search(
     with _user_errors():
         hits = pipeline.search(s, query, k=k, kb_name=kb, departments=department)
     if json_out:
-        _print_json([h.to_dict() for h in hits])
+        _print_json([h.to_dict() | _page_fields(h) for h in hits])
         return
     if not hits:
         out.print("no results")
     for i, h in enumerate(hits, 1):
-        page = f"p.{h.page + 1}" if h.page is not None else ""
-        out.print(f"[bold]{i}. {h.source}[/bold] {page} [cyan]{h.clause}[/cyan]  score={h.score:.3f}")
+        page = h.metadata.get("page_label") or (f"p.{h.page + 1}" if h.page is not None else "")
+        out.print(f"[bold]{i}. {safe(h.source)}[/bold] {safe(page)} [cyan]{safe(h.clause)}[/cyan]  score={h.score:.3f}")
         snippet = flatten(h.text)
-        out.print(f"   {snippet[:300]}{'…' if len(snippet) > 300 else ''}")
+        out.print(f"   {safe(snippet[:300])}{'…' if len(snippet) > 300 else ''}")
+
+
+def _page_fields(hit: Any) -> dict[str, Any]:
+    """The citation label of sheets and slides and the OCR confidence of scanned pages, where present."""
+    return {k: hit.metadata[k] for k in ("page_label", "ocr_confidence") if k in hit.metadata}
 
 
 @app.command()

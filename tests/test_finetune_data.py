@@ -112,6 +112,34 @@ def test_malformed_rows_name_file_line_and_field(tmp_path: Path, line: str, mess
     assert f"{f}:3:" in str(info.value) and message in str(info.value)
 
 
+@pytest.mark.parametrize(("name", "content", "line", "message"), [
+    # a GBK-encoded row after a good one: read as UTF-8 it used to end in a UnicodeDecodeError traceback
+    ("gbk.jsonl", b'{"question": "q", "answer": "a"}\n' + '{"question": "保险", "answer": "a"}\n'.encode("gbk"),
+     2, "not UTF-8 text"),
+    # nesting past the parser's recursion limit used to end in a RecursionError traceback
+    ("deep.json", b'[\n{"question": "q", "answer": "a"},\n' + b"[" * 100_000 + b"]" * 100_000 + b"\n]", 3,
+     "nested more than 64 levels"),
+    ("deep.jsonl", b'{"question": "q", "answer": "a"}\n{"messages": ' + b"[" * 5000 + b"]" * 5000 + b"}\n", 2,
+     "nested more than 64 levels"),
+    ("deepish.jsonl", b'{"messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", '
+     b'"arguments": ' + b'{"a": ' * 200 + b"1" + b"}" * 200 + b"}}]}]}\n", 1, "nested more than 64 levels"),
+])
+def test_unreadable_files_are_errors_with_file_and_line(tmp_path: Path, name: str, content: bytes, line: int,
+                                                       message: str) -> None:
+    from typer.testing import CliRunner
+
+    from finetune.cli import app
+
+    f = tmp_path / name
+    f.write_bytes(content)
+    with pytest.raises(DataError) as info:
+        load_dataset(f)
+    assert f"{f}:{line}:" in str(info.value) and message in str(info.value)
+    r = CliRunner().invoke(app, ["train", str(f), "--name", "x", "--home", str(tmp_path / "home")])
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
 def test_folders_json_lists_and_hashes(tmp_path: Path) -> None:
     (tmp_path / "a.jsonl").write_text(json.dumps({"instruction": "a", "output": "b"}) + "\n", encoding="utf-8")
     (tmp_path / "b.json").write_text(json.dumps([{"question": "q", "answer": "a"}]), encoding="utf-8")

@@ -9,7 +9,7 @@ import pytest
 
 from core.errors import FileRejected
 from core.testing.pdfs import make_image_only_pdf, make_pdf, make_table_pdf, make_two_column_pdf
-from ingest.loaders import load_file
+from ingest.loaders import ParseOptions, load_file
 
 
 def test_pdf_keeps_page_numbers(docs_dir: Path) -> None:
@@ -118,10 +118,16 @@ def test_encrypted_pdf_rejected(docs_dir: Path) -> None:
     assert "password" in reason and "decrypt" in reason
 
 
-def test_image_only_pdf_rejected_with_ocr_hint(docs_dir: Path) -> None:
+def test_image_only_pdf_rejected_with_ocr_hint_when_ocr_is_off(docs_dir: Path) -> None:
     path = make_image_only_pdf(docs_dir / "scan.pdf")
-    reason = _rejected(path)
-    assert "image-only" in reason and "OCR" in reason
+    with pytest.raises(FileRejected) as info:
+        load_file(path, options=ParseOptions(ocr="off"))
+    assert "image-only" in info.value.reason and "OCR" in info.value.reason
+
+
+def test_blank_scan_has_no_text(docs_dir: Path) -> None:
+    """With OCR on, a scan of a blank grey page is read and found empty."""
+    assert "no text" in _rejected(make_image_only_pdf(docs_dir / "blank.pdf"))
 
 
 def test_empty_file_rejected(docs_dir: Path) -> None:
@@ -137,10 +143,10 @@ def test_whitespace_only_file_rejected(docs_dir: Path) -> None:
 
 
 def test_unsupported_type_rejected(docs_dir: Path) -> None:
-    path = docs_dir / "sheet.xlsx"
+    path = docs_dir / "deck.key"
     path.write_bytes(b"PK\x03\x04 not really")
     reason = _rejected(path)
-    assert "unsupported file type '.xlsx'" in reason and ".pdf" in reason
+    assert "unsupported file type '.key'" in reason and ".pdf" in reason and ".xlsx" in reason
 
 
 def test_corrupt_docx_rejected(docs_dir: Path) -> None:

@@ -5,6 +5,7 @@ The model is the tiny Qwen3 with the chain adapter from tests/chain_env.py; the 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -14,8 +15,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from assistant.app import conversations
-from assistant.app.feedback import list_feedback
 from assistant.app.users import DEMO_USERS, ensure_demo_users
+from core.feedback import list_feedback
 from finetune.data import load_datasets
 from ingest import pipeline
 from tests.chain_env import Q_RAG, Q_TOOL
@@ -39,6 +40,11 @@ def ui_env(ui_home: Path, chain_env: dict, monkeypatch: pytest.MonkeyPatch) -> d
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return {"home": ui_home, "db": ui_home / "app.db", "env": env}
+
+
+def plain(markdown: str) -> str:
+    """The text a literal-text Markdown string (ui.safe_markdown) shows on screen."""
+    return re.sub(r"\\(.)", r"\1", markdown).replace("\u2060", "").replace("  \n", "\n")
 
 
 def login(name: str, password: str | None = None) -> AppTest:
@@ -71,7 +77,11 @@ def test_login_checks_the_hashed_password(ui_env: dict) -> None:
     assert stored.startswith("scrypt$") and PASSWORDS["wang.staff"] not in stored
 
 
-def test_repeated_wrong_passwords_lock_the_login_for_a_while(ui_env: dict) -> None:
+def test_repeated_wrong_passwords_lock_the_login_for_a_while(ui_env: dict, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    own = tmp_path / "home"  # the lock is kept in the database: lock an admin no other test logs in as
+    ensure_demo_users(own / "app.db")
+    monkeypatch.setenv("ASSISTANT_HOME", str(own))
     at = AppTest.from_file(APP, default_timeout=60).run()
     at.text_input(key="login_name").input("admin")
     for _ in range(5):
@@ -97,21 +107,22 @@ def test_chat_turn_shows_the_tool_trace_and_cited_sources(ui_env: dict) -> None:
     assistant_msgs = [m for m in at.chat_message if m.name == "assistant"]
     assert len(assistant_msgs) == 1
     msg = assistant_msgs[0]
-    assert "保单有效。" in [md.value for md in msg.markdown]
+    assert "保单有效。" in [plain(md.value) for md in msg.markdown]
     trace = [e for e in msg.expander if e.label.startswith("🔧 Tools")]
-    assert trace and trace[0].label == "🔧 Tools: get_policy_status"
-    assert '"policy_id": "POL-2024-0001"' in trace[0].markdown[0].value and "→ ok" in trace[0].markdown[0].value
+    assert trace and plain(trace[0].label) == "🔧 Tools: get_policy_status"
+    line = plain(trace[0].markdown[0].value)
+    assert '"policy_id": "POL-2024-0001"' in line and "→ ok" in line
     assert '"status": "active"' in trace[0].code[0].value
 
     at.sidebar.button(key="new_conv").click().run()  # a second conversation: no history from the first
     ask(at, Q_RAG)  # answered from the knowledge base with a citation
     last = [m for m in at.chat_message if m.name == "assistant"][-1]
-    answer = last.markdown[0].value
+    answer = plain(last.markdown[0].value)
     assert answer.startswith("十日内报案 [")
-    labels = [e.label for e in last.expander]
+    labels = [plain(e.label) for e in last.expander]
     assert any(lbl.startswith("[") and "claims.md" in lbl and "第一条 报案" in lbl for lbl in labels), labels
     cited = next(e for e in last.expander if "claims.md" in e.label)
-    assert "出险后十日内拨打 95500\\-88 报案" in cited.markdown[0].value  # the cited passage, shown literally
+    assert "出险后十日内拨打 95500-88 报案" in plain(cited.markdown[0].value)  # the cited passage, shown literally
     # persisted: a reload (new session, same user) shows the same conversation with its payloads
     rag, tool = conversations.list_for(ui_env["db"], "wang.staff")[:2]  # newest first
     assert (rag.title, tool.title) == (Q_RAG, Q_TOOL)
@@ -120,7 +131,7 @@ def test_chat_turn_shows_the_tool_trace_and_cited_sources(ui_env: dict) -> None:
     assert saved[1]["payload"]["tool_calls"][0]["name"] == "get_policy_status"
     again = login("wang.staff")  # opens the newest conversation
     assert [m.name for m in again.chat_message] == ["user", "assistant"]
-    assert again.chat_message[1].markdown[0].value.startswith("十日内报案 [")
+    assert plain(again.chat_message[1].markdown[0].value).startswith("十日内报案 [")
     assert [b.label for b in again.sidebar.button if b.key.startswith("conv_")][:2] == [Q_RAG, Q_TOOL]
 
 
@@ -141,7 +152,10 @@ def test_feedback_is_stored_with_the_turn_and_is_training_data(ui_env: dict, tmp
     # the stored example is the chain's exact prompt, loadable by the fine-tuning data loader
     example = row["example"]
     assert example["messages"][0]["role"] == "system" and "95500-88" in example["messages"][0]["content"]
-    assert example["messages"][-2] == {"role": "user", "content": Q_RAG}
+    # exactly as the model was sent it (issue 11): the recorded transcript, a malformed tool-call round and the
+    # error the model was shown included, then the final answer
+    assert example["messages"][:-1] == payload["transcript"]
+    assert [m for m in example["messages"] if m["role"] == "user"][-1] == {"role": "user", "content": Q_RAG}
     assert {t["function"]["name"] for t in example["tools"]} >= {"get_policy_status"}
     f = tmp_path / "fb.jsonl"
     f.write_text(json.dumps(example, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -182,7 +196,10 @@ def test_upload_ingests_good_files_and_reports_bad_ones(ui_env: dict) -> None:
     assert result.loc[result["file"] == "broken.pdf", "problem"].iloc[0]  # the reason is shown
     docs = pipeline.list_documents(pipeline.Settings(home=ui_env["home"]), "uploads")
     assert [d["source"] for d in docs] == ["renewals.md"] and docs[0]["chunks"] >= 1
-    assert (ui_env["home"] / "uploads" / "uploads" / "renewals.md").is_file()
+    # kept under a folder of its own, so a later file of the same name cannot overwrite it
+    stored = sorted((ui_env["home"] / "uploads" / "uploads").glob("*/*"))
+    assert sorted(p.name for p in stored) == ["broken.pdf", "renewals.md"] and stored[0].parent != stored[1].parent
+    assert docs[0]["path"] == str(next((ui_env["home"] / "uploads" / "uploads").glob("*/renewals.md")))
 
 
 def test_admin_adds_a_user_who_can_then_log_in(ui_env: dict) -> None:

@@ -6,11 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +13,7 @@ import pytest
 
 from assistant.app.users import DEMO_USERS, ensure_demo_users
 from tests.chain_env import Q_RAG
+from ui.testing import app_server, chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("UI_ARTIFACTS", ROOT / "test-artifacts"))
@@ -34,42 +30,15 @@ WATCH = """() => {
 }"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(chain_env: dict, tmp_path: Path) -> Iterator[str]:
     home = tmp_path / "home"
     shutil.copytree(chain_env["settings"].home, home)
     ensure_demo_users(home / "app.db")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")} | {
-        "ASSISTANT_HOME": str(home), "ASSISTANT_MODEL": str(chain_env["tiny"]),
-        "ASSISTANT_MAX_NEW_TOKENS": "48", "ASSISTANT_RETRIEVAL_K": "2"}
-    log = open(tmp_path / "streamlit.log", "wb")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "ui" / "app.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.time() < deadline, (tmp_path / "streamlit.log").read_text()
-            time.sleep(0.5)
+    with app_server(home, tmp_path / "streamlit.log", {
+            "ASSISTANT_MODEL": str(chain_env["tiny"]), "ASSISTANT_MAX_NEW_TOKENS": "48",
+            "ASSISTANT_RETRIEVAL_K": "2"}) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
 
 
 def test_browser_login_question_streamed_answer_and_source(server: str) -> None:
@@ -77,12 +46,10 @@ def test_browser_login_question_streamed_answer_and_source(server: str) -> None:
 
     expect.set_options(timeout=120_000)  # the first question also loads the model
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "this test drives Debian's chromium: `apt-get install chromium` (scripts/test.sh does it)"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     password = next(p for n, p, _, _ in DEMO_USERS if n == "wang.staff")
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium,
+        browser = pw.chromium.launch(executable_path=chromium(),
                                      args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})

@@ -23,7 +23,7 @@ def test_hash_is_salted_and_verifies() -> None:
 
 def test_accounts_and_rules(tmp_path: Path) -> None:
     db = tmp_path / "app.db"
-    add_user(db, "admin", "admin-pass-1", "admin", "operations")
+    add_user(db, "admin", "ops-desk-pass-1", "admin", "operations")
     add_user(db, "li", "claims-pass-1", "claims", "claims")
     assert authenticate(db, "li", "claims-pass-1").user.role == "claims"
     assert authenticate(db, "li", "wrong-pass-1") is None and authenticate(db, "nobody", "whatever-1") is None
@@ -31,11 +31,11 @@ def test_accounts_and_rules(tmp_path: Path) -> None:
         add_user(db, "li", "another-pass", "staff")
     with pytest.raises(AssistantError, match="too short"):
         add_user(db, "zhao", "short", "staff")
-    with pytest.raises(AssistantError, match="role 'Boss!'"):
+    with pytest.raises(AssistantError, match="role 'boss!'"):
         add_user(db, "zhao", "long-enough-1", "Boss!")
     with pytest.raises(AssistantError, match="last admin"):
         remove_user(db, "admin")
-    assert authenticate(db, "admin", "admin-pass-1") is not None  # the refused removal changed nothing
+    assert authenticate(db, "admin", "ops-desk-pass-1") is not None  # the refused removal changed nothing
     with sqlite3.connect(db) as conn:
         assert "claims-pass-1" not in json.dumps(conn.execute("SELECT * FROM users").fetchall())
 
@@ -44,7 +44,7 @@ def test_users_cli(tmp_path: Path) -> None:
     run = CliRunner().invoke
     home = ["--home", str(tmp_path / "home")]
     r = run(app, ["users", "add", "admin", "--role", "admin", "--department", "ops", *home],
-            input="admin-pass-1\nadmin-pass-1\n")
+            input="ops-desk-pass-1\nops-desk-pass-1\n")
     assert r.exit_code == 0 and "user admin (admin, ops) saved" in r.output
     r = run(app, ["users", "add", "wang", *home], env={"ASSISTANT_NEW_PASSWORD": "staff-pass-1"})
     assert r.exit_code == 0
@@ -56,6 +56,6 @@ def test_users_cli(tmp_path: Path) -> None:
     r = run(app, ["users", "remove", "ghost", *home])
     assert r.exit_code == 2 and "no user 'ghost'" in r.output
     assert run(app, ["users", "remove", "wang", *home]).exit_code == 0
-    r = run(app, ["users", "demo", *home])
+    r = run(app, ["users", "demo", "--demo-passwords", *home])
     assert r.exit_code == 0 and "wang.staff  / staff-demo-2026" in r.output and "(new)" in r.output
-    assert "admin       / (password changed)" in r.output  # an existing admin's password is never printed
+    assert "admin       / (exists; password not shown)" in r.output  # an existing password is never printed

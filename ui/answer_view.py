@@ -1,28 +1,35 @@
 """How one answer is shown: the text, thinking (collapsed), the tool trace, the sources with the cited
-passage and the PDF page, timing, and the feedback controls."""
+passage and the PDF page, timing, and the feedback controls.
+
+Everything that came from the model, a document or a tool is shown as literal text (ui.safe_markdown): no
+image, link or HTML in it can make the browser fetch anything. A cited file is served by document id, only
+if this user may see that document now and the file is still the one ingested (assistant.app.cited_files)."""
 
 from __future__ import annotations
 
 import json
-import re
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from assistant.app.feedback import add_feedback, feedback_for, turn_example
+from assistant.app.cited_files import open_cited
+from assistant.app.feedback import turn_example
 from assistant.app.users import Account
+from core.access import AccessPolicy
+from core.errors import AssistantError
+from core.feedback import add_feedback, feedback_for
 from core.settings import Settings
+from ui import safe_markdown as md
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def pdf_page_png(path: str, page: int, mtime: float) -> bytes:
-    """One PDF page as a PNG (pdfium, the renderer pdfplumber already ships)."""
+def pdf_page_png(sha256: str, page: int, _data: bytes) -> bytes:
+    """One PDF page as a PNG (pdfium, the renderer pdfplumber already ships); cached by content hash."""
     import io
 
     import pypdfium2 as pdfium
 
-    doc = pdfium.PdfDocument(path)
+    doc = pdfium.PdfDocument(_data)
     try:
         image = doc[page].render(scale=1.4).to_pil()
     finally:
@@ -32,19 +39,38 @@ def pdf_page_png(path: str, page: int, mtime: float) -> bytes:
     return buf.getvalue()
 
 
-def quote(text: str) -> str:
-    """A passage as a Markdown quote that shows its text literally (no headings, lists or links)."""
-    lines = [re.sub(r"([\\`*_{}\[\]()#+\-.!|>~<$])", r"\\\1", line) for line in text.splitlines()]
-    return "\n".join(f"> {line}  " if line.strip() else ">" for line in lines)
+quote = md.quote
 
 
 def _source_label(s: dict[str, Any]) -> str:
-    page = f" · p.{s['page'] + 1}" if s.get("page") is not None else ""
+    label = s.get("page_label") or (f"p.{s['page'] + 1}" if s.get("page") is not None else "")
+    page = f" · {label}" if label else ""
     clause = f" · {s['clause']}" if s.get("clause") else ""
-    return f"[{s['n']}] {s['source']}{page}{clause}"
+    return md.text(f"[{s['n']}] {s['source']}{page}{clause}")
 
 
-def sources(payload: dict[str, Any], key: str) -> None:
+def _cited_file(settings: Settings, account: Account, payload: dict[str, Any], s: dict[str, Any], key: str) -> None:
+    """The cited document's file (and PDF page), after core.access and the hash check; else why not."""
+    if not s.get("chunk_id"):
+        return
+    kb = payload.get("kb") or settings.default_kb  # turns saved before answers named their knowledge base
+    try:
+        f = open_cited(settings, AccessPolicy.from_settings(settings), account.user, kb, s["chunk_id"])
+    except AssistantError as exc:
+        st.caption(md.text(str(exc)))
+        return
+    pdf = f.document.get("format") == "pdf"
+    c1, c2 = st.columns(2)
+    show = pdf and s.get("page") is not None and c1.toggle(f"Show page {s['page'] + 1}", key=f"page_{key}_{s['n']}")
+    c2.download_button("Open the PDF" if pdf else "Open the file", f.data, file_name=f.name,
+                       mime="application/pdf" if pdf else "application/octet-stream", key=f"pdf_{key}_{s['n']}")
+    if show:
+        st.image(pdf_page_png(f.document["sha256"], s["page"], f.data),
+                 caption=md.text(f"{f.name}, page {s['page'] + 1}"))
+
+
+def sources(payload: dict[str, Any], key: str, settings: Settings | None = None,
+            account: Account | None = None) -> None:
     cited = payload.get("sources") or []
     if not cited:
         return
@@ -52,19 +78,8 @@ def sources(payload: dict[str, Any], key: str) -> None:
     for s in cited:
         with st.expander(_source_label(s)):
             st.markdown(quote(s["text"]))
-            path = Path(s["path"]) if s.get("path") else None
-            if path is None or s.get("page") is None or path.suffix.lower() != ".pdf":
-                continue
-            if not path.is_file():
-                st.caption(f"the file {path} is no longer where it was ingested from")
-                continue
-            c1, c2 = st.columns(2)
-            show = c1.toggle(f"Show page {s['page'] + 1}", key=f"page_{key}_{s['n']}")
-            c2.download_button("Open the PDF", path.read_bytes(), file_name=path.name, mime="application/pdf",
-                               key=f"pdf_{key}_{s['n']}")
-            if show:
-                st.image(pdf_page_png(str(path), s["page"], path.stat().st_mtime),
-                         caption=f"{path.name}, page {s['page'] + 1}")
+            if settings is not None and account is not None:
+                _cited_file(settings, account, payload, s, key)
 
 
 def tool_trace(payload: dict[str, Any]) -> None:
@@ -72,29 +87,30 @@ def tool_trace(payload: dict[str, Any]) -> None:
     if not calls:
         return
     names = ", ".join(c["name"] for c in calls)
-    with st.expander(f"🔧 Tools: {names}"):
+    with st.expander("🔧 Tools: " + md.text(names)):
         for c in calls:
             state = "denied" if c.get("denied") else ("ok" if c.get("result") is not None else "error")
-            st.markdown(f"**{c['name']}** `{json.dumps(c['arguments'], ensure_ascii=False)}` → {state} · "
-                        f"{c.get('duration_s', 0) * 1000:.0f} ms")
+            st.markdown(f"**{md.text(c['name'])}** {md.text(json.dumps(c['arguments'], ensure_ascii=False))} → "
+                        f"{state} · {c.get('duration_s', 0) * 1000:.0f} ms")
             st.code(json.dumps(c["result"] if c.get("result") is not None else {"error": c.get("error")},
                                ensure_ascii=False, indent=1, default=str), language="json")
 
 
-def answer(payload: dict[str, Any], key: str) -> None:
+def answer(payload: dict[str, Any], key: str, settings: Settings | None = None, account: Account | None = None) -> None:
+    """One answer; with `settings` and `account` its cited files can be opened (checked for that account)."""
     if payload.get("thinking"):
         with st.expander("💭 Thinking", expanded=False):
-            st.markdown(payload["thinking"])
+            st.markdown(md.text(payload["thinking"]))
     if payload.get("error"):
-        st.warning(payload["answer"])
+        st.warning(md.text(payload["answer"]))
     else:
-        st.markdown(payload["answer"] or "_(empty answer)_")
+        st.markdown(md.text(payload["answer"]) if payload.get("answer") else "_(empty answer)_")
     tool_trace(payload)
-    sources(payload, key)
+    sources(payload, key, settings, account)
     timing = [f"{payload.get('latency_s', 0):.1f} s"]
     if payload.get("tokens_per_s"):
         timing.append(f"{payload['tokens_per_s']:.1f} tok/s")
-    timing.append(f"adapter {payload.get('adapter') or 'none'}")
+    timing.append(md.text(f"adapter {payload.get('adapter') or 'none'}"))
     if payload.get("audit_id"):
         timing.append(f"audit #{payload['audit_id']}")
     st.caption(" · ".join(timing))

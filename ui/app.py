@@ -8,8 +8,8 @@ import logging
 import streamlit as st
 from pydantic import ValidationError
 
-from core.errors import AssistantError
-from ui import state
+from core.errors import AssistantError, validation_problems
+from ui import csp, session, state
 from ui.views import adapters, chat, knowledge, login, users
 
 st.set_page_config(page_title="Domain assistant", page_icon="📑", layout="wide")
@@ -17,15 +17,19 @@ log = logging.getLogger("ui")
 
 
 def main() -> None:
+    csp.install()  # first: nothing drawn on any page, login included, can fetch from another origin
     try:
         settings = state.settings()
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = validation_problems(exc, "settings")
         st.error(f"Invalid settings ({problems}). Check the ASSISTANT_* variables and .env, then restart.")
         return
-    account = state.account()
+    account = session.current_account(settings)  # reloaded from the database on every run
     if account is None:
         login.render(settings)
+        return
+    if account.must_change:
+        login.change_password(settings, account)
         return
     pages = {"💬 Chat": chat.render}
     if account.role == "admin":

@@ -34,10 +34,8 @@ def account() -> Account | None:
 
 
 def accessible_kbs(s: Settings, acc: Account) -> list[str]:
-    """Knowledge bases that exist and that this user may use (ASSISTANT_KB_ACCESS)."""
+    """Knowledge bases that exist and that this user may use (core.access: ASSISTANT_KB_ACCESS)."""
+    from core.access import AccessPolicy
     from ingest.store import list_knowledge_bases
 
-    names = list_knowledge_bases(s)
-    if acc.role == "admin":
-        return names
-    return [n for n in names if not s.kb_access.get(n) or acc.department in s.kb_access[n]]
+    return AccessPolicy.from_settings(s).knowledge_bases(acc.user, list_knowledge_bases(s))

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from assistant.app.db import connect, now_iso
+from assistant.app.db import connect
+from core.clock import now_iso
 from core.errors import AssistantError
 
 

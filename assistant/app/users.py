@@ -1,4 +1,5 @@
-"""Staff accounts: name, role, department and a salted scrypt password hash (never the password)."""
+"""Staff accounts: name, role, department and a salted scrypt password hash (never the password); password
+rules fit for staff accounts; logins throttled per account and per client address in the database."""
 
 from __future__ import annotations
 
@@ -7,23 +8,28 @@ import hashlib
 import hmac
 import os
 import re
+import secrets
 import sqlite3
+import time
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
-from assistant.app.db import connect, now_iso
+from assistant.app.db import connect
+from core.clock import now_iso
 from core.errors import AssistantError
 from core.identity import User
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-MIN_PASSWORD = 8
+MIN_PASSWORD = 10
 # scrypt cost: ~50 ms and 16 MiB per check on a laptop core; slows offline guessing, not a login
 N, R, P = 2**14, 8, 1
 
-# the demo's accounts, created by the quickstart (`assistant users demo`) and printed with the UI's URL
+# the demo's accounts, created by the quickstart (`assistant users demo`). These documented passwords are used
+# only with `--demo-passwords` (and by the tests); by default each account gets a random one, printed once.
 DEMO_USERS = [
-    ("admin", "admin-demo-2026", "admin", "operations"),
+    ("admin", "operations-demo-2026", "admin", "operations"),
     ("li.claims", "claims-demo-2026", "claims", "claims"),
     ("wang.staff", "staff-demo-2026", "staff", "sales"),
 ]
@@ -35,6 +41,7 @@ class Account:
     role: str
     department: str | None
     created: str
+    must_change: bool = False  # the next login must set a new password first
 
     @property
     def user(self) -> User:
@@ -59,26 +66,67 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(got, base64.b64decode(digest))
 
 
-def _check(name: str, password: str, role: str, department: str | None) -> None:
+def normalise_tag(value: str | None) -> str | None:
+    """Roles and departments are case-insensitive everywhere ("HR" is "hr"): one spelling is stored."""
+    value = (value or "").strip().lower()
+    return value or None
+
+
+@cache
+def _common_passwords() -> frozenset[str]:
+    text = (Path(__file__).with_name("common_passwords.txt")).read_text(encoding="utf-8")
+    return frozenset(w for w in text.splitlines() if w and not w.startswith("#"))
+
+
+def password_problem(name: str, password: str) -> str | None:
+    """Why `password` is not good enough for staff account `name`, or None."""
+    if len(password) < MIN_PASSWORD:
+        return f"too short: at least {MIN_PASSWORD} characters"
+    low = password.lower()
+    if name and name.lower() in low:
+        return "it contains the user name"
+    # "Password2026!" is "password" with decoration: strip trailing digits and symbols before the look-up
+    core = re.sub(r"[\W\d_]+$", "", low)
+    if low in _common_passwords() or (len(core) >= 4 and core in _common_passwords()):
+        return "it is a commonly used password"
+    return None
+
+
+def check_password(name: str, password: str) -> None:
+    problem = password_problem(name, password)
+    if problem:
+        raise AssistantError(f"password for '{name}' is refused: {problem}. Pick a longer passphrase "
+                             "that is not a common password and does not contain the user name.")
+
+
+def _check(name: str, role: str, department: str | None) -> None:
     if not NAME.match(name):
         raise AssistantError(f"user name '{name}': use 1-64 letters, digits, '.', '_', '-' or '@'")
     if not ROLE.match(role):
         raise AssistantError(f"role '{role}': use a lowercase word such as staff, claims, underwriting, admin")
     if department is not None and not ROLE.match(department):
         raise AssistantError(f"department '{department}': use a lowercase word such as claims, sales, hr")
-    if len(password) < MIN_PASSWORD:
-        raise AssistantError(f"password for '{name}' is too short: at least {MIN_PASSWORD} characters")
+
+
+def _account(row: sqlite3.Row) -> Account:
+    return Account(row["name"], normalise_tag(row["role"]) or "", normalise_tag(row["department"]), row["created"],
+                   bool(row["must_change"]))
 
 
 def add_user(db: Path, name: str, password: str, role: str = "staff", department: str | None = None,
-             replace: bool = False) -> Account:
-    _check(name, password, role, department)
-    account = Account(name, role, department, now_iso())
+             replace: bool = False, must_change: bool = False) -> Account:
+    """Create (or with `replace` overwrite) an account; `must_change`: its first login sets a new password."""
+    name = name.strip()
+    role, department = normalise_tag(role) or "", normalise_tag(department)
+    _check(name, role, department)
+    check_password(name, password)
+    account = Account(name, role, department, now_iso(), must_change)
     with connect(db) as conn:
         try:
             conn.execute(
-                f"INSERT {'OR REPLACE ' if replace else ''}INTO users (name, password_hash, role, department, created) "
-                "VALUES (?, ?, ?, ?, ?)", (name, hash_password(password), role, department, account.created))
+                f"INSERT {'OR REPLACE ' if replace else ''}INTO users "
+                "(name, password_hash, role, department, created, must_change) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, hash_password(password), role, department, account.created, int(must_change)))
         except sqlite3.IntegrityError:
             raise AssistantError(f"user '{name}' exists; remove it first or use --replace") from None
     return account
@@ -86,27 +134,55 @@ def add_user(db: Path, name: str, password: str, role: str = "staff", department
 
 def get_user(db: Path, name: str) -> Account | None:
     with connect(db) as conn:
-        row = conn.execute("SELECT name, role, department, created FROM users WHERE name = ?", (name,)).fetchone()
-    return Account(**dict(row)) if row else None
+        row = conn.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
+    return _account(row) if row else None
 
 
 def list_users(db: Path) -> list[Account]:
     with connect(db) as conn:
-        rows = conn.execute("SELECT name, role, department, created FROM users ORDER BY name").fetchall()
-    return [Account(**dict(r)) for r in rows]
+        rows = conn.execute("SELECT * FROM users ORDER BY name").fetchall()
+    return [_account(r) for r in rows]
+
+
+def _keep_an_admin(conn: sqlite3.Connection, name: str) -> None:
+    admins = conn.execute("SELECT COUNT(*) FROM users WHERE role = 'admin'").fetchone()[0]
+    if admins == 0 and conn.execute("SELECT COUNT(*) FROM users").fetchone()[0] > 0:
+        raise AssistantError(f"'{name}' is the last admin; add another admin first")  # rolls back
 
 
 def remove_user(db: Path, name: str) -> None:
     with connect(db) as conn:
         if conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
             raise AssistantError(f"no user '{name}' (see `assistant users list`)")
-        admins = conn.execute("SELECT COUNT(*) FROM users WHERE role = 'admin'").fetchone()[0]
-        if admins == 0 and conn.execute("SELECT COUNT(*) FROM users").fetchone()[0] > 0:
-            raise AssistantError(f"'{name}' is the last admin; add another admin first")  # rolls back
+        _keep_an_admin(conn, name)
+
+
+def set_role(db: Path, name: str, role: str, department: str | None) -> Account:
+    """Change an account's role and department (its open sessions end at their next step)."""
+    role, department = normalise_tag(role) or "", normalise_tag(department)
+    _check(name, role, department)
+    with connect(db) as conn:
+        was = conn.execute("SELECT role FROM users WHERE name = ?", (name,)).fetchone()
+        if was is None:
+            raise AssistantError(f"no user '{name}' (see `assistant users list`)")
+        conn.execute("UPDATE users SET role = ?, department = ? WHERE name = ?", (role, department, name))
+        if was["role"] == "admin":
+            _keep_an_admin(conn, name)
+    return get_user(db, name)  # type: ignore[return-value]
+
+
+def set_password(db: Path, name: str, password: str, must_change: bool = False) -> None:
+    """A new password (checked against the rules); `must_change` makes the next login replace it."""
+    check_password(name, password)
+    with connect(db) as conn:
+        if conn.execute("UPDATE users SET password_hash = ?, must_change = ? WHERE name = ?",
+                        (hash_password(password), int(must_change), name)).rowcount == 0:
+            raise AssistantError(f"no user '{name}' (see `assistant users list`)")
 
 
 def authenticate(db: Path, name: str, password: str) -> Account | None:
-    """The account when name and password match, else None (the same answer for an unknown name)."""
+    """The account when name and password match, else None (the same answer for an unknown name).
+    Not throttled: the login page uses `login`, which is."""
     with connect(db) as conn:
         row = conn.execute("SELECT * FROM users WHERE name = ?", (name.strip(),)).fetchone()
     if row is None:
@@ -114,14 +190,69 @@ def authenticate(db: Path, name: str, password: str) -> Account | None:
         return None
     if not verify_password(password, row["password_hash"]):
         return None
-    return Account(row["name"], row["role"], row["department"], row["created"])
+    return _account(row)
 
 
-def ensure_demo_users(db: Path) -> list[tuple[str, str, str, str]]:
-    """Create the demo accounts that do not exist yet (existing passwords are left alone)."""
+# Throttling: FREE_FAILURES failed logins for an account (FREE_FAILURES_ADDR from one client address, which
+# may be shared by many staff behind one proxy) lock that key for BACKOFF_S, each further failure for twice as
+# long, up to MAX_LOCK_S. A quiet FORGET_S since the last failure starts the count afresh.
+FREE_FAILURES, FREE_FAILURES_ADDR = 5, 20
+BACKOFF_S, MAX_LOCK_S, FORGET_S = 60.0, 3600.0, 86400.0
+
+
+class LoginThrottled(AssistantError):
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(f"Too many failed attempts. Wait {max(1, round(wait_s))} s and try again.")
+        self.wait_s = wait_s
+
+
+def _throttle_keys(name: str, address: str | None) -> list[tuple[str, int]]:
+    return [(f"user:{name.strip().lower()}", FREE_FAILURES), (f"addr:{address or 'local'}", FREE_FAILURES_ADDR)]
+
+
+def login(db: Path, name: str, password: str, address: str | None = None,
+          now: float | None = None) -> Account | None:
+    """Throttled login: the account, None for a wrong name or password, or LoginThrottled while the account or
+    the client address is locked (nothing is checked then, so a locked key tells a guesser nothing).
+
+    The attempt is counted as a failure before the password is checked, in one write transaction, so parallel
+    sessions cannot all slip through the same free attempt; a success takes it back."""
+    now = time.time() if now is None else now
+    keys = _throttle_keys(name, address)
+    with connect(db) as conn:
+        conn.execute("BEGIN IMMEDIATE")  # check and count atomically across processes and threads
+        wait = 0.0
+        for key, _ in keys:
+            row = conn.execute("SELECT locked_until FROM login_throttle WHERE key = ?", (key,)).fetchone()
+            if row and row["locked_until"] > now:
+                wait = max(wait, row["locked_until"] - now)
+        if wait:
+            raise LoginThrottled(wait)
+        for key, free in keys:
+            row = conn.execute("SELECT failures, last_failure FROM login_throttle WHERE key = ?", (key,)).fetchone()
+            failures = 1 if row is None or now - row["last_failure"] > FORGET_S else row["failures"] + 1
+            lock = min(BACKOFF_S * 2 ** (failures - free), MAX_LOCK_S) if failures >= free else 0.0
+            conn.execute("INSERT OR REPLACE INTO login_throttle (key, failures, last_failure, locked_until) "
+                         "VALUES (?, ?, ?, ?)", (key, failures, now, now + lock))
+    account = authenticate(db, name, password)
+    if account is not None:
+        with connect(db) as conn:  # the account's count starts afresh; the address gets its attempt back
+            conn.execute("DELETE FROM login_throttle WHERE key = ?", (keys[0][0],))
+            conn.execute("UPDATE login_throttle SET failures = failures - 1, locked_until = "
+                         "CASE WHEN failures - 1 < ? THEN 0 ELSE locked_until END WHERE key = ?",
+                         (FREE_FAILURES_ADDR, keys[1][0]))
+    return account
+
+
+def ensure_demo_users(db: Path, random_passwords: bool = False,
+                      admin_must_change: bool = False) -> list[tuple[str, str, str, str]]:
+    """Create the demo accounts that do not exist yet (existing passwords are left alone); returns those made
+    with their passwords. `random_passwords`: fresh random ones instead of the documented DEMO_USERS ones."""
     made = []
     for name, password, role, dept in DEMO_USERS:
         if get_user(db, name) is None:
-            add_user(db, name, password, role, dept)
+            if random_passwords:
+                password = secrets.token_urlsafe(12)
+            add_user(db, name, password, role, dept, must_change=admin_must_change and role == "admin")
             made.append((name, password, role, dept))
     return made

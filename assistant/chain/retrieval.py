@@ -5,10 +5,8 @@ is a result, not a guess."""
 
 from __future__ import annotations
 
-import logging
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -16,20 +14,13 @@ import numpy as np
 
 from core.errors import AssistantError
 from core.settings import Settings
+from core.text import is_han
+from ingest import lexical
+from ingest.lexical import bm25_tokens
 from ingest.pipeline import Searcher
 from ingest.store import SearchHit
 
-logging.getLogger("jieba").setLevel(logging.WARNING)  # once, not per tokenised text
-_WORD = re.compile(r"[\w\u4e00-\u9fff]")
-_STOP = {"的", "了", "是", "在", "和", "与", "及", "或", "吗", "呢", "what", "the", "a", "an", "of", "to", "is",
-         "are", "and", "or", "in", "on", "for", "how", "do", "does", "i", "we", "can", "be", "by", "with", "之"}
-
-
-def bm25_tokens(text: str) -> list[str]:
-    import jieba
-
-    return [t for t in (w.strip() for w in jieba.lcut_for_search(text.lower())) if t and _WORD.match(t)
-            and t not in _STOP]
+__all__ = ["HybridRetriever", "RetrievalResult", "Retrieved", "bm25_tokens"]
 
 
 @dataclass
@@ -53,6 +44,46 @@ class RetrievalResult:
     best_dense: float | None
 
 
+# BM25's share in calibrated fusion, per query language: jieba's segmentation makes Chinese BM25
+# noisier than English words (measured in bench/retrieval_eval.py)
+_BM25_WEIGHT_ZH = 0.3
+_BM25_WEIGHT_EN = 0.5
+
+
+def _z(x: np.ndarray) -> np.ndarray:
+    std = float(x.std())
+    return (x - x.mean()) / std if std > 1e-9 else np.zeros_like(x)
+
+
+def _is_chinese(text: str) -> bool:
+    cjk = sum(is_han(c) for c in text)
+    return cjk >= max(2, 0.2 * len(text.replace(" ", "")))
+
+
+def _one_per_page(ranked: list[Retrieved], per_page: int = 3) -> list[Retrieved]:
+    """Each PDF page once, at its best chunk's place (the next page takes the freed slot). The page's
+    other candidate chunks (up to `per_page` in all) join its passage in reading order, so a page that
+    matched in two places shows both. Chunks of documents without pages stay apart."""
+    pages: dict[tuple[str, int], list[Retrieved]] = {}
+    out: list[Retrieved] = []
+    for r in ranked:
+        page = r.hit.metadata.get("page")
+        if page is None:
+            out.append(r)
+            continue
+        group = pages.setdefault((r.hit.doc_id, page), [])
+        if not group:
+            out.append(r)
+        if len(group) < per_page:
+            group.append(r)
+    for group in pages.values():
+        if len(group) > 1:
+            best = group[0]
+            parts = sorted(group, key=lambda g: g.hit.metadata.get("chunk_index", 0))
+            best.hit = replace(best.hit, text="\n".join(g.hit.text for g in parts))
+    return out
+
+
 @lru_cache(maxsize=2)
 def cross_encoder(spec: str) -> Any:
     """A sentence-transformers CrossEncoder, loaded once per process."""
@@ -67,26 +98,31 @@ def cross_encoder(spec: str) -> Any:
 
 class HybridRetriever:
     def __init__(self, settings: Settings, kb_name: str | None = None,
-                 fusion: Literal["rrf", "weighted"] | None = None) -> None:
+                 fusion: Literal["calibrated", "rrf", "weighted", "dense", "bm25"] | None = None) -> None:
         self.settings = settings
         self.searcher = Searcher(settings, kb_name)
         self.fusion = fusion or settings.fusion
-        store = self.searcher.snapshot.store
+        snapshot = self.searcher.snapshot
+        store = snapshot.store
         self._ids: list[str] = []
         self._meta: list[dict[str, Any]] = []
         self._bm25 = None
-        if store is not None:
-            self._ids = [store.index_to_docstore_id[i] for i in range(store.index.ntotal)]
-            docs = [store.docstore.search(i) for i in self._ids]
+        self._query_vectors: dict[str, np.ndarray] = {}
+        self.one_per_page = True  # False only to measure the chunk-level ranking of earlier releases
+        self.bm25_loaded = False  # True: the version's saved BM25 index was read, nothing re-tokenised
+        if store is not None and len(store):
+            self._ids = list(store.ids)
+            docs = store.documents()
             self._meta = [d.metadata for d in docs]
             self._texts = [d.page_content for d in docs]
-            import bm25s
-
-            titles = {d: doc.get("title", "") for d, doc in self.searcher.snapshot.documents.items()}
-            corpus = [bm25_tokens(f"{titles.get(m.get('doc_id'), '')} {m.get('clause') or ''} {t}") for m, t in
-                      zip(self._meta, self._texts, strict=True)]
-            self._bm25 = bm25s.BM25()
-            self._bm25.index(corpus, show_progress=False)
+            folder = self.searcher.kb.version_dir(snapshot.version)
+            self._bm25 = lexical.load_bm25(folder, self._ids) if folder is not None else None
+            self.bm25_loaded = self._bm25 is not None
+            if self._bm25 is None:  # a version without its BM25 files (written by hand, or damaged)
+                titles = {d: doc.get("title") or "" for d, doc in snapshot.documents.items()}
+                texts = [lexical.lexical_text(titles.get(m.get("doc_id"), ""), m, t)
+                         for m, t in zip(self._meta, self._texts, strict=True)]
+                self._bm25 = lexical.build_bm25(lexical.chunk_terms(texts, {})[0])
 
     def _mask(self, departments: Iterable[str | None] | None, sources: Iterable[str] | None) -> np.ndarray | None:
         if departments is None and sources is None:
@@ -101,25 +137,50 @@ class HybridRetriever:
         return np.array(keep, dtype=bool)
 
     def _dense(self, query: str, n: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
+        return self._dense_by_vector(self._embed(query), n, mask)
+
+    def _embed(self, query: str) -> np.ndarray:
+        vec = self._query_vectors.get(query)
+        if vec is None:  # a repeated question (a retry, a follow-up searched again) is not re-embedded
+            vec = np.array([self.searcher.embeddings.embed_query(query)], dtype=np.float32)
+            if len(self._query_vectors) >= 256:
+                self._query_vectors.pop(next(iter(self._query_vectors)))
+            self._query_vectors[query] = vec
+        return vec
+
+    def _dense_by_vector(self, vec: np.ndarray, n: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
         import faiss
 
         store = self.searcher.snapshot.store
-        vec = np.array([self.searcher.embeddings.embed_query(query)], dtype=np.float32)
         params = None
         if mask is not None:  # filter inside the index search: exact at any scale, no over-fetching
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.flatnonzero(mask).astype(np.int64)))
         scores, idx = store.index.search(vec, n, params=params)
         return [(int(i), float(s)) for i, s in zip(idx[0], scores[0], strict=True) if i >= 0]
 
-    def _sparse(self, query: str, n: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
+    def _bm25_scores(self, query: str, mask: np.ndarray | None) -> np.ndarray | None:
+        """BM25 score of every chunk for the query (masked chunks 0), None when the query has no term."""
         tokens = bm25_tokens(query)
         if not tokens or self._bm25 is None:
+            return None
+        vocab = self._bm25.vocab_dict
+        known = [t for t in tokens if t in vocab]
+        if not known:
+            return np.zeros(len(self._ids), dtype=np.float32)
+        scores = np.asarray(self._bm25.get_scores(known), dtype=np.float32)
+        return scores * mask if mask is not None else scores
+
+    @staticmethod
+    def _top(scores: np.ndarray | None, n: int) -> list[tuple[int, float]]:
+        if scores is None:
             return []
-        kwargs: dict[str, Any] = {"k": n, "show_progress": False}
-        if mask is not None:
-            kwargs["weight_mask"] = mask.astype(np.float32)
-        docs, scores = self._bm25.retrieve([tokens], **kwargs)
-        return [(int(d), float(s)) for d, s in zip(docs[0], scores[0], strict=True) if s > 0]
+        n = min(n, len(scores))
+        idx = np.argpartition(-scores, n - 1)[:n]
+        idx = idx[np.argsort(-scores[idx], kind="stable")]
+        return [(int(i), float(scores[i])) for i in idx if scores[i] > 0]
+
+    def _sparse(self, query: str, n: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
+        return self._top(self._bm25_scores(query, mask), n)
 
     def retrieve(self, query: str, k: int = 5, departments: Iterable[str | None] | None = None,
                  sources: Iterable[str] | None = None) -> RetrievalResult:
@@ -129,9 +190,12 @@ class HybridRetriever:
         allowed = int(mask.sum()) if mask is not None else len(self._ids)
         if allowed == 0:
             return RetrievalResult([], False, None)
-        n = min(allowed, max(20, 4 * k))
-        dense = self._dense(query, n, mask)
-        sparse = self._sparse(query, n, mask)
+        # more candidates than k: chunks of one page collapse into one passage below
+        n = min(allowed, max(50, 6 * k))
+        vec = self._embed(query)
+        dense = self._dense_by_vector(vec, n, mask)
+        bm25_all = self._bm25_scores(query, mask)
+        sparse = self._top(bm25_all, n)
         fused: dict[int, Retrieved] = {}
 
         def entry(i: int) -> Retrieved:
@@ -139,25 +203,35 @@ class HybridRetriever:
                 fused[i] = Retrieved(self._hit(i), 0.0)
             return fused[i]
 
-        if self.fusion == "weighted":
-            top_bm25 = max((s for _, s in sparse), default=1.0) or 1.0
+        for name, results in (("dense", dense), ("bm25", sparse)):
+            for rank, (i, s) in enumerate(results, 1):
+                e = entry(i)
+                e.ranks[name] = rank
+                if name == "dense":
+                    e.dense = s
+                else:
+                    e.bm25 = s
+        if self.fusion == "dense":
             for i, s in dense:
-                e = entry(i)
-                e.dense, e.score = s, e.score + self.settings.dense_weight * s
+                fused[i].score = s
+            fused = {i: fused[i] for i, _ in dense}
+        elif self.fusion == "bm25":
             for i, s in sparse:
-                e = entry(i)
-                e.bm25, e.score = s, e.score + (1 - self.settings.dense_weight) * s / top_bm25
-        else:  # reciprocal rank fusion (k=60, Cormack et al.)
-            for name, results in (("dense", dense), ("bm25", sparse)):
-                for rank, (i, s) in enumerate(results, 1):
-                    e = entry(i)
-                    e.ranks[name] = rank
-                    e.score += 1.0 / (60 + rank)
-                    if name == "dense":
-                        e.dense = s
-                    else:
-                        e.bm25 = s
+                fused[i].score = s
+            fused = {i: fused[i] for i, _ in sparse}
+        elif self.fusion == "weighted":
+            top_bm25 = max((s for _, s in sparse), default=1.0) or 1.0
+            for e in fused.values():
+                e.score = self.settings.dense_weight * (e.dense or 0.0)
+                e.score += (1 - self.settings.dense_weight) * (e.bm25 or 0.0) / top_bm25
+        elif self.fusion == "rrf":  # reciprocal rank fusion (k=60, Cormack et al.)
+            for e in fused.values():
+                e.score = sum(1.0 / (60 + r) for r in e.ranks.values())
+        else:
+            self._calibrated(query, vec, fused, bm25_all)
         ranked = sorted(fused.values(), key=lambda r: r.score, reverse=True)
+        if self.one_per_page:
+            ranked = _one_per_page(ranked)
         if self.settings.reranker:  # the cross-encoder reads query and passage together: a finer order
             ranked = ranked[: max(k, self.settings.rerank_candidates)]
             scores = cross_encoder(self.settings.reranker).predict([(query, r.hit.text) for r in ranked],
@@ -169,6 +243,26 @@ class HybridRetriever:
         best = max((s for _, s in dense), default=None)
         relevant = best is not None and best >= self.settings.min_relevance
         return RetrievalResult(ranked, relevant, best)
+
+    def _calibrated(self, query: str, vec: np.ndarray, fused: dict[int, Retrieved],
+                    bm25_all: np.ndarray | None) -> None:
+        """Score-calibrated fusion: both legs scored exactly on every candidate either leg found, each
+        turned into a z-score over those candidates, BM25 added with a weight below dense's.
+
+        Raw scores are not comparable (cosines of one model crowd into a narrow band, BM25 is unbounded),
+        and rank fusion lets the weaker leg's top results outrank dense's good ones; z-scores put each leg
+        on its own per-query scale, and the weight keeps BM25 a supporter that breaks close dense calls
+        and lifts exact-term matches, never a co-equal voter."""
+        ids = np.fromiter(fused, dtype=np.int64)
+        vectors = self.searcher.snapshot.store.index.reconstruct_batch(ids)
+        d = vectors @ vec[0]
+        b = bm25_all[ids] if bm25_all is not None else np.zeros(len(ids), dtype=np.float32)
+        for i, s in zip(ids, d, strict=True):
+            fused[int(i)].dense = float(s)
+        weight = _BM25_WEIGHT_ZH if _is_chinese(query) else _BM25_WEIGHT_EN
+        score = _z(d) + (weight * _z(b) if b.max() > 0 else 0.0)
+        for i, s in zip(ids, score, strict=True):
+            fused[int(i)].score = float(s)
 
     def _hit(self, i: int) -> SearchHit:
         md = self._meta[i]

@@ -1,8 +1,10 @@
 """The assistant chain: retrieve -> prompt with numbered passages -> model (with the user's adapter) ->
 tool loop -> cited answer, streamed, permission-checked and audited.
 
-Retrieved text and tool results only ever enter the prompt as data; what a user may do (tools, knowledge
-bases) is decided from the user, never from text, so a poisoned document cannot grant itself anything.
+Retrieved text and tool results only ever enter the prompt as data, with chat-template control-token strings
+neutralised (core.control_tokens); what a user may do and see (knowledge bases, documents, tools) is decided
+by core.access from the user alone, for chat retrieval and the search tool alike, so a poisoned document
+cannot grant itself anything. Every turn is audited, also when it is interrupted or fails.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
-from assistant.app.audit import AuditLog
 from assistant.backends import ChatBackend, ModelTurn, as_backend
 from assistant.backends.base import to_template_messages
 from assistant.chain.retrieval import HybridRetriever, RetrievalResult
-from assistant.tools.registry import ToolRegistry, ToolResult
+from assistant.tools.registry import ToolContext, ToolRegistry, ToolResult
+from core.access import AccessPolicy
+from core.audit import AuditLog, record_event
+from core.control_tokens import neutralise
 from core.errors import AssistantError
 from core.identity import User
 from core.prompts import CITATION, Passage, is_chinese, no_answer, system_prompt
@@ -30,6 +34,17 @@ from core.toolcalls import parse_output
 
 Emit = Callable[[str, Any], None]  # (kind, payload): token | thinking | tool | sources | status
 _THINK_OPEN, _THINK_CLOSE, _CALL = "<think>", "</think>", "<tool_call>"
+
+
+def _neutral(value: Any) -> Any:
+    """`neutralise` on every string inside a JSON-like value."""
+    if isinstance(value, str):
+        return neutralise(value)
+    if isinstance(value, dict):
+        return {neutralise(str(k)): _neutral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_neutral(v) for v in value]
+    return value
 
 
 class StreamRouter:
@@ -116,7 +131,9 @@ class Source:
     cited: bool = False
     dense: float | None = None
     bm25: float | None = None
-    path: str | None = None  # the source file (the UI opens the cited PDF page)
+    path: str | None = None  # where the file was ingested from (display only: files are served by doc_id)
+    doc_id: str = ""
+    page_label: str | None = None  # how to cite a sheet or slide ("sheet 费率表", "slide 3"); None: "p.N"
 
 
 @dataclass
@@ -138,6 +155,9 @@ class Answer:
     audit_id: int | None = None
     steps: int = 0
     error: str | None = None
+    kb: str | None = None
+    status: str = "complete"  # complete | partial (interrupted) | error
+    malformed: list[str] = field(default_factory=list)  # malformed tool calls the model wrote
     # exactly what the model was sent on its last turn (system, history, question, tool calls with any text
     # beside them, tool results and malformed-call errors) and the tools it was shown: feedback trains on this
     transcript: list[dict[str, Any]] = field(default_factory=list)
@@ -150,8 +170,9 @@ class Answer:
     def to_dict(self) -> dict[str, Any]:
         return {
             "answer": self.answer,
-            "sources": [{"n": s.n, "source": s.source, "page": s.page, "clause": s.clause, "text": s.text,
-                         "score": round(s.score, 4), "chunk_id": s.chunk_id, "path": s.path} for s in self.sources],
+            "sources": [{"n": s.n, "source": s.source, "page": s.page, "page_label": s.page_label,
+                         "clause": s.clause, "text": s.text, "score": round(s.score, 4), "chunk_id": s.chunk_id,
+                         "doc_id": s.doc_id, "path": s.path} for s in self.sources],
             "tool_calls": [{"name": t.name, "arguments": t.arguments, "result": t.result if t.ok else None,
                             "error": t.error, "denied": t.denied, "duration_s": t.duration_s}
                            for t in self.tool_calls],
@@ -160,7 +181,7 @@ class Answer:
             "retrieved": [asdict(p) | {"score": round(p.score, 4)} for p in self.passages],
             "relevant": self.relevant, "model": self.model, "adapter": self.adapter, "audit_id": self.audit_id,
             "retrieval_ms": round(self.retrieval_ms, 1), "prefill_s": self.prefill_s,
-            "tokens_per_s": self.tokens_per_s, "error": self.error,
+            "tokens_per_s": self.tokens_per_s, "error": self.error, "kb": self.kb, "status": self.status,
             "transcript": self.transcript, "tools": self.tools,
         }
 
@@ -190,7 +211,8 @@ class Assistant:
         self.tools = tools
         self.audit = audit
         self.model_name = model_name
-        self.kb_access = kb_access or {}
+        self.kb_access = kb_access if kb_access is not None else {}
+        self.access = AccessPolicy(self.kb_access)  # the one access decision (shares the dict)
         self._retrievers: dict[tuple[str, str | None], HybridRetriever] = {}
 
     # ---- what the user may see -------------------------------------------------------------------
@@ -205,9 +227,31 @@ class Assistant:
         return self._retrievers[key]
 
     def check_kb(self, user: User, kb: str) -> None:
-        allowed = self.kb_access.get(kb)
-        if allowed and not user.is_admin and user.department not in allowed:
-            raise AssistantError(f"user '{user.name}' may not use knowledge base '{kb}'")
+        self.access.check_kb(user, kb)
+
+    def search(self, query: str, user: User, kb: str, k: int) -> RetrievalResult:
+        """The knowledge-base search of every path (chat retrieval, the search tool): the user's knowledge
+        base and document filter, both decided by core.access."""
+        self.check_kb(user, kb)
+        return self.retriever(kb).retrieve(query, k, departments=self.access.departments(user))
+
+    def tool_context(self, user: User, kb: str) -> ToolContext:
+        """What the tools reach during this user's turn: `search_documents` searches exactly as the chat does."""
+
+        def search(query: str) -> list[dict]:
+            from ingest.store import KnowledgeBase
+
+            if not KnowledgeBase(self.settings, kb).exists():
+                return [{"error": f"knowledge base '{kb}' is empty"}]
+            res = self.search(query, user, kb, 3)
+            return [{"source": p.hit.source, "page": p.hit.page, "clause": p.hit.clause, "text": p.hit.text[:400]}
+                    for p in res.passages]
+
+        return ToolContext(user, kb, search)
+
+    def run_tool(self, name: str, arguments: dict[str, Any], user: User, kb: str | None = None) -> ToolResult:
+        """One tool call for `user`, as the tool loop runs it (its context built for this user and turn)."""
+        return self.tools.execute(name, arguments, user, self.tool_context(user, kb or self.settings.default_kb))
 
     def resolve_adapter(self, user: User, requested: str | None) -> str | None:
         from core import registry
@@ -242,7 +286,7 @@ class Assistant:
         question, think = thinking_switch(question, self.settings.thinking if think is None else think)
         kb = kb or self.settings.default_kb
         history = history or []
-        ans = Answer(question, "", [], [], model=self.model_name)
+        ans = Answer(question, "", [], [], model=self.model_name, kb=kb)
         try:
             self.check_kb(user, kb)
             ans.adapter = self.resolve_adapter(user, adapter)
@@ -252,17 +296,36 @@ class Assistant:
         except AssistantError as exc:
             ans.error = str(exc)
             ans.answer = ans.answer or f"⚠ {exc}"
-        ans.latency_s = time.perf_counter() - t0
+            ans.status = "error"
+        except Exception as exc:  # recorded below, then raised: the caller shows it
+            ans.error, ans.status = f"{type(exc).__name__}: {exc}", "error"
+            raise
+        except BaseException as exc:  # Streamlit's stop/rerun, a closed stream, Ctrl-C: the turn was cut short
+            ans.error, ans.status = f"interrupted ({type(exc).__name__})", "partial"
+            raise
+        finally:  # every turn leaves its record, whatever ended it: tools may already have acted
+            self._audit(ans, user, think, conversation_id, time.perf_counter() - t0)
+        return ans
+
+    def _audit(self, ans: Answer, user: User, think: bool, conversation_id: str | None, latency_s: float) -> None:
+        ans.latency_s = latency_s
         ans.audit_id = self.audit.record(
             user=user.name, role=user.role, department=user.department, conversation_id=conversation_id,
-            question=question, kb=kb, model=self.model_name, adapter=ans.adapter, thinking_mode=int(think),
+            question=ans.question, kb=ans.kb, model=self.model_name, adapter=ans.adapter, thinking_mode=int(think),
             retrieved=[{"chunk_id": p.chunk_id, "source": p.source, "page": p.page, "score": p.score,
                         "dense": p.dense, "bm25": p.bm25} for p in ans.passages],
             tool_calls=[asdict(t) for t in ans.tool_calls], answer=ans.answer, thinking=ans.thinking,
             cited=[p.chunk_id for p in ans.sources], latency_s=ans.latency_s, retrieval_ms=ans.retrieval_ms,
-            prefill_s=ans.prefill_s, tokens_per_s=ans.tokens_per_s, error=ans.error,
+            prefill_s=ans.prefill_s, tokens_per_s=ans.tokens_per_s, error=ans.error, status=ans.status,
+            malformed_calls=ans.malformed,
         )
-        return ans
+        who = {"role": user.role, "department": user.department, "turn_id": ans.audit_id}
+        for t in ans.tool_calls:  # also as events, so that refusals can be reviewed without reading every turn
+            if t.denied:
+                record_event(self.audit, "tool_denied", user.name, **who, tool=t.name, arguments=t.arguments,
+                             error=t.error)
+        for err in ans.malformed:
+            record_event(self.audit, "tool_malformed", user.name, **who, error=err)
 
     def _retrieve(self, question: str, history: list[dict[str, str]], kb: str, user: User,
                   ans: Answer) -> RetrievalResult:
@@ -274,31 +337,35 @@ class Assistant:
         # a short follow-up ("and for disability?") is searched together with the previous question
         last_user = next((h["content"] for h in reversed(history) if h["role"] == "user"), "")
         query = f"{last_user} {question}" if last_user and len(question) < 40 else question
-        departments = None if user.is_admin else [None, user.department]
-        res = self.retriever(kb).retrieve(query, self.settings.retrieval_k, departments=departments)
+        res = self.search(query, user, kb, self.settings.retrieval_k)
         ans.retrieval_ms = (time.perf_counter() - t) * 1000
         ans.relevant = res.relevant
         if res.relevant:
             ans.passages = [Source(i, r.hit.source, r.hit.page, r.hit.clause or None, r.hit.text, r.score,
                                    r.hit.chunk_id, dense=r.dense, bm25=r.bm25,
-                                   path=r.hit.metadata.get("path"))
+                                   path=r.hit.metadata.get("path"), doc_id=r.hit.doc_id,
+                                   page_label=r.hit.metadata.get("page_label"))
                             for i, r in enumerate(res.passages, 1)]
         return res
 
     @staticmethod
     def messages(question: str, history: list[dict[str, str]], passages: list[Source]) -> list[BaseMessage]:
-        """The prompt: system (rules + numbered passages), the recent history, the question."""
-        numbered = [Passage(p.source, p.text, p.page, p.clause) for p in passages]
+        """The prompt: system (rules + numbered passages), the recent history, the question; text from
+        outside the model cannot forge control tokens (core.control_tokens)."""
+        numbered = [Passage(neutralise(p.source), neutralise(p.text), p.page, neutralise(p.clause) if p.clause
+                            else p.clause, p.page_label) for p in passages]
         out: list[BaseMessage] = [SystemMessage(system_prompt(numbered, is_chinese(question)))]
         for h in history[-6:]:
-            out.append(HumanMessage(h["content"]) if h["role"] == "user" else AIMessage(h["content"]))
-        out.append(HumanMessage(question))
+            text = neutralise(h["content"])
+            out.append(HumanMessage(text) if h["role"] == "user" else AIMessage(text))
+        out.append(HumanMessage(neutralise(question)))
         return out
 
     def prompt_for(self, question: str, user: User, history: list[dict[str, str]] | None = None,
                    kb: str | None = None) -> tuple[list[dict[str, Any]], list[dict], Answer]:
         """Exactly what the model would be sent for this question (training data for chain behaviour)."""
         ans = Answer(question, "", [], [])
+        self.check_kb(user, kb or self.settings.default_kb)
         self._retrieve(question, history or [], kb or self.settings.default_kb, user, ans)
         return to_template_messages(self.messages(question, history or [], ans.passages)), \
             self.tools.schemas(user), ans
@@ -331,15 +398,21 @@ class Assistant:
                 break
             # a turn with only malformed calls keeps its raw text, so the model sees what it got wrong
             shown = str(msg.content) if msg.tool_calls else str(msg.additional_kwargs.get("raw", msg.content))
-            messages.append(AIMessage(content=shown, tool_calls=msg.tool_calls))
+            # the calls as the model will read them back: argument text (maybe copied from a passage) stays text
+            messages.append(AIMessage(content=shown, tool_calls=[dict(c, args=_neutral(c["args"]))
+                                                                 for c in msg.tool_calls]))
+            context = self.tool_context(user, ans.kb or self.settings.default_kb)
             for call in msg.tool_calls:
-                result = self.tools.execute(call["name"], call["args"], user)
-                ans.tool_calls.append(result)
+                result = self.tools.execute(call["name"], call["args"], user, context)
+                ans.tool_calls.append(result)  # before anything else can interrupt the turn: it may have acted
                 emit("tool", result)
-                messages.append(ToolMessage(result.for_model(), tool_call_id=call["id"], name=call["name"]))
+                messages.append(ToolMessage(neutralise(result.for_model()), tool_call_id=call["id"],
+                                            name=call["name"]))
             for err in errors:  # tell the model what was wrong so it can retry
-                messages.append(ToolMessage(json.dumps({"error": f"malformed tool call: {err}. Use <tool_call>"
-                                                        '{"name": ..., "arguments": {...}}</tool_call>.'}),
+                ans.malformed.append(err)
+                messages.append(ToolMessage(neutralise(json.dumps({"error": f"malformed tool call: {err}. Use "
+                                                                   '<tool_call>{"name": ..., "arguments": {...}}'
+                                                                   "</tool_call>."})),
                                             tool_call_id="invalid"))
         else:
             final = ("已达到工具调用次数上限，未能完成回答。" if is_chinese(question)
@@ -370,21 +443,13 @@ class Assistant:
 
 def build_assistant(settings: Settings, runtime: Any = None, chat: ChatBackend | BaseChatModel | None = None,
                     tools: ToolRegistry | None = None, kb_access: dict[str, set[str]] | None = None) -> Assistant:
-    """The assistant over the configured backend, the demo business tools and the audit log."""
+    """The assistant over the configured backend, the configured tool plug-ins and the audit log."""
     from assistant.backends import make_backend
-    from assistant.tools.demo.business_db import ensure_business_db
-    from assistant.tools.demo.tools import demo_registry
+    from assistant.tools.plugins import load_tools
 
     backend = as_backend(chat, settings) if chat is not None else make_backend(settings, runtime)
     if kb_access is None:
         kb_access = {kb: set(depts) for kb, depts in settings.kb_access.items()}
-    assistant = Assistant(settings, backend, tools or ToolRegistry(), AuditLog(settings.audit_db), backend.name,
-                          kb_access)
-    if tools is None:
-        def search(query: str) -> list[dict]:
-            res = assistant.retriever(settings.default_kb).retrieve(query, 3)
-            return [{"source": p.hit.source, "page": p.hit.page, "clause": p.hit.clause, "text": p.hit.text[:400]}
-                    for p in res.passages]
-
-        assistant.tools = demo_registry(ensure_business_db(settings.business_db), search)
-    return assistant
+    # search_documents gets no fixed search here: each turn hands it the asking user's (Assistant.tool_context)
+    tools = tools if tools is not None else load_tools(settings)
+    return Assistant(settings, backend, tools, AuditLog(settings.audit_db), backend.name, kb_access)

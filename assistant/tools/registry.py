@@ -9,15 +9,22 @@ Adding a company's own tool is one decorated function:
 
 Every outcome (result, validation error, denial, timeout, crash) comes back as a `ToolResult` the chain
 can show to the model: nothing a tool does raises into the chain.
+
+Who may call a tool is decided by `core.access` (the one access decision). A tool runs with exactly the
+arguments that were validated and recorded: keys its schema does not declare (LangChain's `type`/`args`/`id`
+tool-call shape nested inside the arguments, for one) are refused, never passed on. A tool that runs past
+its timeout is stopped (an exception raised inside its thread at the next Python instruction); work stuck
+inside one C call (a huge integer power, a long SQL statement) cannot be interrupted that way, so such
+tools bound their own work (see the calculator).
 """
 
 from __future__ import annotations
 
 import contextvars
+import ctypes
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,25 +32,58 @@ from langchain_core.tools import BaseTool, tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ValidationError
 
+from core.access import ToolRule
+from core.errors import validation_problems
 from core.identity import User
-
-# the user a tool runs for (e.g. draft_email records who drafted); set by ToolRegistry.execute
-current_user: contextvars.ContextVar[User | None] = contextvars.ContextVar("current_user", default=None)
 
 
 @dataclass(frozen=True)
-class Access:
-    """Who may use a tool or a knowledge base: empty sets mean everyone; admins always may."""
+class ToolContext:
+    """What a tool may reach during one turn, built per request for the asking user: `search` is the
+    knowledge-base search with exactly the chat's filters (the user's knowledge base and departments)."""
 
-    roles: frozenset[str] = frozenset()
-    departments: frozenset[str] = frozenset()
+    user: User
+    kb: str | None = None
+    search: Callable[[str], list[dict]] | None = None
 
-    def allows(self, user: User) -> bool:
-        if user.is_admin:
-            return True
-        if self.roles and user.role not in self.roles:
-            return False
-        return not self.departments or user.department in self.departments
+
+# the user a tool runs for (e.g. draft_email records who drafted) and the turn's context; set by execute()
+current_user: contextvars.ContextVar[User | None] = contextvars.ContextVar("current_user", default=None)
+current_context: contextvars.ContextVar[ToolContext | None] = contextvars.ContextVar("tool_context", default=None)
+
+Access = ToolRule  # the rule a tool declares; decided by core.access
+
+# keys of LangChain's ToolCall shape: inside arguments they would make `invoke` run the nested call instead
+RESERVED_KEYS = frozenset({"type", "args", "id", "name", "arguments", "function", "tool_call_id", "call_id"})
+
+
+class ToolCancelled(BaseException):
+    """Raised inside a tool's thread when it ran past its timeout (BaseException: `except Exception` in a
+    tool cannot swallow it)."""
+
+
+def run_with_timeout(fn: Callable[[], Any], timeout: float, name: str = "tool") -> tuple[bool, Any]:
+    """(finished, value-or-exception). An overrunning `fn` is stopped, not left running in the background."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except ToolCancelled:
+            box["cancelled"] = True
+        except BaseException as exc:  # noqa: BLE001 (reported to the caller)
+            box["error"] = exc
+
+    th = threading.Thread(target=target, name=f"tool-{name}", daemon=True)
+    th.start()
+    th.join(timeout)
+    if th.is_alive() and th.ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(th.ident), ctypes.py_object(ToolCancelled))
+        th.join(0.2)
+        return False, None
+    if "error" in box:
+        return True, box["error"]
+    return True, box.get("value")
 
 
 @dataclass
@@ -71,7 +111,7 @@ def business_tool(roles: set[str] | None = None, departments: set[str] | None = 
 
     def wrap(fn: Callable[..., Any]) -> BaseTool:
         t = tool(fn, parse_docstring=False)
-        t.metadata = {"access": Access(frozenset(roles or ()), frozenset(departments or ())), "timeout_s": timeout_s}
+        t.metadata = {"access": ToolRule(frozenset(roles or ()), frozenset(departments or ())), "timeout_s": timeout_s}
         return t
 
     return wrap
@@ -97,9 +137,9 @@ class ToolRegistry:
             self.tools[t.name] = t
         return self
 
-    def access(self, name: str) -> Access:
+    def access(self, name: str) -> ToolRule:
         meta = self.tools[name].metadata or {}
-        return meta.get("access", Access())
+        return meta.get("access", ToolRule())
 
     def allowed(self, user: User) -> list[BaseTool]:
         return [t for n, t in self.tools.items() if self.access(n).allows(user)]
@@ -108,33 +148,48 @@ class ToolRegistry:
         """OpenAI-format schemas of the tools this user may call (what the chat template renders)."""
         return [_ordered(convert_to_openai_tool(t)) for t in self.allowed(user)]
 
-    def execute(self, name: str, arguments: dict[str, Any], user: User) -> ToolResult:
+    def execute(self, name: str, arguments: dict[str, Any], user: User,
+                context: ToolContext | None = None) -> ToolResult:
+        """Run one call for `user`. The ToolResult's `arguments` are exactly what the tool ran with."""
         t0 = time.perf_counter()
 
-        def done(**kw: Any) -> ToolResult:
-            return ToolResult(name, arguments, duration_s=round(time.perf_counter() - t0, 4), **kw)
+        def done(args: dict[str, Any] = arguments, **kw: Any) -> ToolResult:
+            return ToolResult(name, args, duration_s=round(time.perf_counter() - t0, 4), **kw)
 
         t = self.tools.get(name)
-        if t is None:
-            return done(ok=False, error=f"unknown tool '{name}'; available: {', '.join(self.tools)}")
+        if t is None:  # name only what this user may call: the error must not reveal restricted tools
+            mine = ", ".join(x.name for x in self.allowed(user)) or "none"
+            return done(ok=False, error=f"unknown tool '{name}'; available: {mine}")
         if not self.access(name).allows(user):
             return done(ok=False, denied=True,
                         error=f"permission denied: user '{user.name}' (role {user.role}) may not use '{name}'")
+        if not isinstance(arguments, dict):
+            return done(ok=False, error=f"arguments of '{name}' must be a JSON object")
+        schema = t.args_schema
+        declared = set(getattr(schema, "model_fields", None) or ())
+        extra = sorted(set(arguments) - declared)
+        if extra:
+            reserved = " (reserved: a tool call cannot be nested in the arguments)" \
+                if RESERVED_KEYS & set(extra) else ""
+            return done(ok=False, error=f"invalid arguments for '{name}': unexpected {', '.join(map(repr, extra))}"
+                                        f"{reserved}; it takes {', '.join(sorted(declared)) or 'no arguments'}")
         try:
-            t.args_schema.model_validate(arguments)  # type: ignore[union-attr]
+            validated = schema.model_validate(arguments)  # type: ignore[union-attr]
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())
+            problems = validation_problems(exc, "arguments")
             return done(ok=False, error=f"invalid arguments for '{name}': {problems}")
+        run_args = {k: getattr(validated, k) for k in arguments}  # validated values, only the keys given
         timeout = (t.metadata or {}).get("timeout_s", 10.0)
-        pool = ThreadPoolExecutor(max_workers=1)
-        try:
-            ctx = contextvars.copy_context()
-            ctx.run(current_user.set, user)
-            value = pool.submit(ctx.run, t.invoke, arguments).result(timeout=timeout)
-        except FutureTimeout:
-            return done(ok=False, error=f"'{name}' did not answer within {timeout:g} s")
-        except Exception as exc:  # a tool's own failure is reported to the model, not raised
-            return done(ok=False, error=f"'{name}' failed: {exc}")
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
-        return done(ok=True, result=value)
+        ctx = contextvars.copy_context()
+        ctx.run(current_user.set, user)
+        ctx.run(current_context.set, context or ToolContext(user))
+        fn = getattr(t, "func", None)
+        if fn is not None:  # the function itself: nothing between the validated arguments and the code
+            finished, value = run_with_timeout(lambda: ctx.run(fn, **run_args), timeout, name)
+        else:
+            finished, value = run_with_timeout(lambda: ctx.run(t.invoke, run_args), timeout, name)
+        if not finished:
+            return done(run_args, ok=False, error=f"'{name}' did not answer within {timeout:g} s (stopped)")
+        if isinstance(value, BaseException):  # a tool's own failure is reported to the model, not raised
+            return done(run_args, ok=False, error=f"'{name}' failed: {value}")
+        return done(run_args, ok=True, result=value)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from core.text import has_han
+
 _ZH_NUM = r"[一二三四五六七八九十百千零〇两\d]+"
 _SENTENCE_END = ("。", "；", ";", "，", ",", "：", ":", "、")
 
@@ -92,4 +94,4 @@ def _looks_numeric(text: str) -> bool:
 
 
 def _has_cjk(text: str) -> bool:
-    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+    return has_han(text)

@@ -12,12 +12,14 @@ from docx.table import Table
 from docx.text.paragraph import Paragraph
 
 from core.errors import FileRejected
-from ingest.loaders.base import LoadedDocument, Page, table_to_lines
+from ingest.loaders.base import DEFAULT_OPTIONS, Budget, LoadedDocument, Page, ParseOptions, check_zip, table_to_lines
 
 _HEADING = re.compile(r"^(?:Heading|标题)\s*(\d)$", re.IGNORECASE)
 
 
-def load_docx(path: Path) -> LoadedDocument:
+def load_docx(path: Path, options: ParseOptions = DEFAULT_OPTIONS) -> LoadedDocument:
+    check_zip(path, options, "DOCX")
+    budget = Budget(path, options)
     try:
         document = docx.Document(str(path))
     except (zipfile.BadZipFile, PackageNotFoundError, KeyError, ValueError) as exc:
@@ -28,6 +30,7 @@ def load_docx(path: Path) -> LoadedDocument:
     for block in document.iter_inner_content():
         if isinstance(block, Paragraph):
             text = block.text.strip()
+            budget.paragraph(text)  # empty ones count too: a million of them is an attack, not a document
             if not text:
                 continue
             style = block.style.name if block.style is not None else ""
@@ -39,7 +42,10 @@ def load_docx(path: Path) -> LoadedDocument:
             else:
                 lines.append(text)
         elif isinstance(block, Table):
-            rows = [[cell.text for cell in row.cells] for row in block.rows]
+            rows = []
+            for row in block.rows:
+                rows.append([cell.text for cell in row.cells])
+                budget.paragraph(" ".join(rows[-1]))
             lines.extend(table_to_lines(rows))
             lines.append("")
     title = document.core_properties.title or path.stem

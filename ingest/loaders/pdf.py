@@ -19,13 +19,14 @@ import pypdf
 from pypdf.errors import FileNotDecryptedError, PdfReadError
 
 from core.errors import FileRejected
-from ingest.loaders.base import LoadedDocument, Page, table_to_lines
+from core.text import CJK_CHAR as _CJK
+from ingest.loaders.base import DEFAULT_OPTIONS, LoadedDocument, Page, ParseOptions, table_to_lines, too_much_text
+from ingest.loaders.ocr import ocr_image
 
 # pdfminer logs every malformed object at WARNING; the file-level result is what users need.
 logging.getLogger("pdfminer").setLevel(logging.ERROR)
 logging.getLogger("pypdf").setLevel(logging.ERROR)
 
-_CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
 
 
 @dataclass
@@ -42,18 +43,37 @@ class _Line:
         return max(w["x1"] for w in self.words)
 
 
-def load_pdf(path: Path, on_page: Callable[[], None] | None = None) -> LoadedDocument:
-    password = _check_openable(path)
+def load_pdf(
+    path: Path, on_page: Callable[[], None] | None = None, options: ParseOptions = DEFAULT_OPTIONS
+) -> LoadedDocument:
+    password, n_pages = _check_openable(path)
+    if n_pages > options.max_pages:
+        raise FileRejected(
+            path, f"{n_pages:,} pages, over the {options.max_pages:,}-page limit (ASSISTANT_MAX_PAGES); split the PDF"
+        )
     pages: list[Page] = []
+    chars = 0
     image_only_pages = 0
+    ocr_pages = 0
+    renderer = None
     try:
         with pdfplumber.open(str(path), password=password) as pdf:
             title = (pdf.metadata or {}).get("Title") or path.stem
             for index, page in enumerate(pdf.pages):
                 text = _page_text(page)
+                confidence = None
                 if not text.strip() and page.images:
-                    image_only_pages += 1
-                pages.append(Page(text=text, page=index))
+                    if options.ocr == "off":
+                        image_only_pages += 1
+                    else:  # a scanned page: OCR only the pages without a text layer
+                        renderer = renderer or _Renderer(path, password)
+                        read = ocr_image(renderer.render(index), options, path)
+                        text, confidence = read.text, read.confidence
+                        ocr_pages += 1
+                pages.append(Page(text=text, page=index, ocr_confidence=confidence))
+                chars += len(text)
+                if chars > options.max_text_chars:
+                    raise too_much_text(path, options)
                 page.close()  # drop the page's parsed layout: memory stays flat on long filings
                 if on_page is not None:
                     on_page()
@@ -61,19 +81,43 @@ def load_pdf(path: Path, on_page: Callable[[], None] | None = None) -> LoadedDoc
         raise
     except Exception as exc:
         raise FileRejected(path, f"corrupt or unreadable PDF ({type(exc).__name__}: {exc})") from exc
+    finally:
+        if renderer is not None:
+            renderer.close()
     _strip_running_lines(pages)
     doc = LoadedDocument(format="pdf", pages=pages, title=str(title))
     if not any(p.text.strip() for p in pages):
         if image_only_pages:
             raise FileRejected(
                 path,
-                f"image-only PDF: none of its {len(pages)} pages has a text layer (a scan?). "
-                "Run OCR first (e.g. `ocrmypdf in.pdf out.pdf`) and add the OCR'd file.",
+                f"image-only PDF: none of its {len(pages)} pages has a text layer (a scan?) and OCR is off "
+                "(ASSISTANT_OCR=off). Turn OCR on, or run OCR first (e.g. `ocrmypdf in.pdf out.pdf`).",
             )
         raise FileRejected(path, f"the PDF's {len(pages)} page(s) contain no text")
     if image_only_pages:
-        doc.warnings.append(f"{image_only_pages} page(s) have no text layer (images only) and were skipped")
+        doc.warnings.append(
+            f"{image_only_pages} page(s) have no text layer (images only) and were skipped: OCR is off"
+        )
+    if ocr_pages:
+        doc.warnings.append(f"{ocr_pages} scanned page(s) read by OCR ({options.ocr})")
     return doc
+
+
+class _Renderer:
+    """Renders scanned pages for OCR (pdfium, which pdfplumber already ships)."""
+
+    SCALE = 200 / 72  # 200 dpi
+
+    def __init__(self, path: Path, password: str) -> None:
+        import pypdfium2 as pdfium
+
+        self._doc = pdfium.PdfDocument(str(path), password=password or None)
+
+    def render(self, index: int):
+        return self._doc[index].render(scale=self.SCALE, grayscale=True).to_pil()
+
+    def close(self) -> None:
+        self._doc.close()
 
 
 _DIGITS = re.compile(r"\d+")
@@ -101,8 +145,9 @@ def _strip_running_lines(pages: list[Page], edge: int = 2) -> None:
         ).strip()
 
 
-def _check_openable(path: Path) -> str:
-    """Raise FileRejected for corrupt or password-protected PDFs; return the password to use."""
+def _check_openable(path: Path) -> tuple[str, int]:
+    """Raise FileRejected for corrupt or password-protected PDFs; return the password to use and the
+    page count."""
     try:
         reader = pypdf.PdfReader(str(path))
         if reader.is_encrypted:
@@ -116,7 +161,8 @@ def _check_openable(path: Path) -> str:
                     "encrypted (password-protected) PDF; remove the password "
                     "(e.g. `qpdf --decrypt --password=... in.pdf out.pdf`) and add the decrypted file.",
                 )
-        if len(reader.pages) == 0:
+        n_pages = len(reader.pages)
+        if n_pages == 0:
             raise FileRejected(path, "the PDF has no pages")
     except FileRejected:
         raise
@@ -126,7 +172,7 @@ def _check_openable(path: Path) -> str:
         raise FileRejected(
             path, f"corrupt PDF, cannot be read ({type(exc).__name__}: {exc}); re-export or repair it"
         ) from exc
-    return ""
+    return "", n_pages
 
 
 def _page_text(page) -> str:

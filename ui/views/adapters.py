@@ -1,5 +1,6 @@
-"""Adapters (admin): the registry's versions and metrics, promote / roll back, and retraining from staff
-feedback as a background job with a live loss chart (the job outlives the page: state is on disk)."""
+"""Adapters (admin): the registry's versions and metrics, promote / roll back, the review of staff corrections,
+and retraining from staff feedback as a background job with a live loss chart (the job outlives the page: state
+is on disk). Promotions, roll-backs, reviews and retraining starts are audited."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import streamlit as st
 
 from assistant.app.users import Account
 from core import registry
+from core.audit import record_event
 from core.errors import AssistantError
+from core.feedback import pending_corrections, review_correction
 from core.settings import Settings
 from finetune import background
 from finetune.retrain import feedback_dataset
@@ -62,7 +65,7 @@ def _job_panel(settings: Settings, name: str) -> None:
     _loss_chart(job)
     if status == "done" and "result" in state:
         r = state["result"]
-        verdict = "promoted" if r["promoted"] else "kept inactive (worse than the active version)"
+        verdict = "promoted" if r["promoted"] else f"kept inactive ({r.get('reason') or 'worse than the active one'})"
         st.success(f"{r['candidate']}: held-out loss {r['candidate_eval']['eval_loss']:.4f} vs "
                    f"{r['active']} {r['active_eval']['eval_loss']:.4f} → {verdict}")
     if status == "failed":
@@ -72,6 +75,30 @@ def _job_panel(settings: Settings, name: str) -> None:
         st.rerun()
     with st.expander("Job log"):
         st.code(job.log_tail() or "(empty)")
+
+
+def _review(settings: Settings, account: Account) -> None:
+    """Corrected answers are trained on only after an admin approved them: staff text becomes model behaviour."""
+    pending = pending_corrections(settings.app_db)
+    st.subheader(f"Corrections to review ({len(pending)})")
+    if not pending:
+        st.caption("no corrected answer waits for review")
+        return
+    for row in pending[:20]:
+        question = next((m["content"] for m in reversed(row["example"]["messages"]) if m["role"] == "user"), "")
+        answer = row["example"]["messages"][-1].get("content", "")
+        with st.container(border=True):
+            st.text(f"#{row['id']} by {row['user']} · {row['created']}")
+            st.text(f"Question: {question}")
+            st.text(f"Model's answer: {answer}")
+            st.text(f"Correction: {row['correction']}")
+            c1, c2, _ = st.columns([1, 1, 4])
+            for col, approve, label in ((c1, True, "Approve"), (c2, False, "Reject")):
+                if col.button(label, key=f"{'approve' if approve else 'reject'}_{row['id']}"):
+                    review_correction(settings.app_db, row["id"], approve, account.name)
+                    record_event(settings.audit_db, "correction_approved" if approve else "correction_rejected",
+                                 account.name, feedback_id=row["id"], author=row["user"])
+                    st.rerun()
 
 
 def render(settings: Settings, account: Account) -> None:
@@ -88,25 +115,33 @@ def render(settings: Settings, account: Account) -> None:
                           index=next((i for i, v in enumerate(versions) if v.active), 0), key="promote_ref")
     if c2.button("Activate", key="promote"):
         try:
+            before = registry.active_ref(settings, name)
             registry.promote(settings, target)
+            record_event(settings.audit_db, registry.promotion_event(before, target), account.name, adapter=name,
+                         version=target, previous=before)
             st.success(f"{target} is active; the chat uses it from the next question")
             st.rerun()
         except AssistantError as exc:
             st.error(str(exc))
 
+    _review(settings, account)
     st.subheader("Retrain from staff feedback")
-    fb = feedback_dataset(settings)
-    st.markdown(f"usable feedback: **{fb.positives}** helpful answers, **{fb.corrections}** corrected answers "
-                f"({fb.skipped_negative} thumbs-down without a correction skipped, {fb.duplicates} duplicates "
-                "merged); mixed with the adapter's base training set; the new version is promoted only if its "
-                "held-out loss is not worse than the active version's.")
+    fb = feedback_dataset(settings, name)
+    st.markdown(f"usable feedback for **{name}**: **{fb.positives}** helpful answers, **{fb.corrections}** approved "
+                f"corrections ({fb.pending_review} corrections waiting for review, {fb.rejected} rejected, "
+                f"{fb.skipped_negative} thumbs-down without a correction, {fb.duplicates} duplicates merged; "
+                f"left out: {fb.other_departments} from departments this adapter does not serve, {fb.restricted} "
+                "holding department-only text); mixed with the adapter's base training set; the new version is "
+                "promoted only if its held-out loss is not worse than the active version's and that version is "
+                "still active when it finishes.")
     c1, c2 = st.columns(2)
     max_steps = c1.number_input("Optimizer steps (0: the active version's recipe)", 0, 10_000, 0, key="rt_steps")
     lr = c2.number_input("Learning rate (0: the recipe's)", 0.0, 1.0, 0.0, format="%.5f", key="rt_lr")
     if st.button("Start retraining", key="retrain", type="primary", disabled=not fb.rows):
         extra = (["--max-steps", str(int(max_steps))] if max_steps else []) + (["--lr", str(lr)] if lr else [])
         try:
-            job = background.start_retrain(settings, name, extra)
+            job = background.start_retrain(settings, name, extra, requested_by=account.name)
+            record_event(settings.audit_db, "adapter_retrain_started", account.name, adapter=name, job=job.id)
             st.toast(f"retraining started (job {job.id})")
         except AssistantError as exc:
             st.error(str(exc))

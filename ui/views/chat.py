@@ -1,4 +1,5 @@
-"""Chat: the user's saved conversations, streamed answers with thinking, tool trace, sources, feedback."""
+"""Chat: the user's saved conversations, streamed answers with thinking, tool trace, sources, feedback.
+Every text a user, the model or a document wrote is shown literally (ui.safe_markdown)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import streamlit as st
 from assistant.app import conversations
 from assistant.app.users import Account
 from core.settings import Settings
-from ui import answer_view, state
+from ui import answer_view, csp, state
+from ui import safe_markdown as md
 
 AUTO = "automatic (department's adapter)"
 BASE = "none (base model)"
@@ -35,7 +37,7 @@ def _sidebar(settings: Settings, acc: Account, current: Any, convs: list) -> dic
             st.session_state["conv"] = conversations.create(db, acc.name).id
             st.rerun()
         for c in convs:
-            if st.button(c.title, key=f"conv_{c.id}", width="stretch",
+            if st.button(md.text(c.title), key=f"conv_{c.id}", width="stretch",
                          type="primary" if c.id == current.id else "secondary"):
                 st.session_state["conv"] = c.id
                 st.rerun()
@@ -73,7 +75,7 @@ def _sidebar(settings: Settings, acc: Account, current: Any, convs: list) -> dic
 def _ask(settings: Settings, acc: Account, conv_id: str, question: str, msgs: list[dict[str, Any]],
          opts: dict[str, Any]) -> None:
     with st.chat_message("user"):
-        st.markdown(question)
+        st.markdown(md.text(question))
     with st.chat_message("assistant"):
         try:
             assistant = state.assistant(settings)
@@ -89,15 +91,15 @@ def _ask(settings: Settings, acc: Account, conv_id: str, question: str, msgs: li
         def on_event(kind: str, payload: Any) -> None:
             if kind == "token":
                 buf["answer"] += payload
-                answer_box.markdown(buf["answer"] + "▌")
+                answer_box.markdown(md.text(buf["answer"]) + "▌")
             elif kind == "thinking":
                 buf["thinking"] += payload
-                thinking_box.caption("💭 " + buf["thinking"][-400:])
+                thinking_box.caption("💭 " + md.text(buf["thinking"][-400:]))
             elif kind == "sources":
                 status.caption(f"📚 {len(payload)} passages found · generating …")
             elif kind == "tool":
                 outcome = "ok" if payload.ok else "refused" if payload.denied else "error"
-                status.caption(f"🔧 {payload.name} → {outcome}")
+                status.caption(f"🔧 {md.text(payload.name)} → {outcome}")
 
         history = conversations.history(msgs)
         ans = assistant.ask(question, acc.user, history, opts["kb"], opts["adapter"], opts["think"], on_event,
@@ -107,15 +109,16 @@ def _ask(settings: Settings, acc: Account, conv_id: str, question: str, msgs: li
         # the streamed text gives way to the finished turn, drawn exactly as a reload draws it (no rerun:
         # a rerun here would leave the streamed copy on screen until the next run finished)
         with live.container():
-            answer_view.answer(payload, key=f"{conv_id}_{len(msgs) + 1}")
+            answer_view.answer(payload, key=f"{conv_id}_{len(msgs) + 1}", settings=settings, account=acc)
             answer_view.feedback(settings, acc, payload)
 
 
 def render(settings: Settings, acc: Account) -> None:
+    csp.install()  # before any text from the model or the documents is drawn
     current, convs = _conversation(settings, acc)
     opts = _sidebar(settings, acc, current, convs)
     top = st.empty()
-    top.header(current.title)
+    top.header(md.text(current.title))
     msgs = conversations.messages(settings.app_db, current.id, acc.name)
     if not msgs:
         hint = st.empty()
@@ -124,14 +127,14 @@ def render(settings: Settings, acc: Account) -> None:
     for i, m in enumerate(msgs):
         with st.chat_message(m["role"]):
             if m["role"] == "user":
-                st.markdown(m["content"])
+                st.markdown(md.text(m["content"]))
             else:
                 payload = m["payload"] or {"answer": m["content"]}
-                answer_view.answer(payload, key=f"{current.id}_{i}")
+                answer_view.answer(payload, key=f"{current.id}_{i}", settings=settings, account=acc)
                 answer_view.feedback(settings, acc, payload)
     question = st.chat_input("Ask a question (/think for step-by-step reasoning)", key="question")
     if question and question.strip():
         if not msgs:  # the first question names the conversation
-            top.header(question.strip().splitlines()[0][:60])
+            top.header(md.text(question.strip().splitlines()[0][:60]))
             hint.empty()
         _ask(settings, acc, current.id, question.strip(), msgs, opts)

@@ -1,14 +1,16 @@
 """The demo business database (SQLite): customers, policies, claims, orders and an email outbox,
-seeded from `assistant.demo_data` so it agrees with `corpus/` and the domain training set."""
+seeded from `assistant.tools.demo.data` so it agrees with `corpus/` and the domain training set."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
 import uuid
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from assistant.tools.demo.data import CLAIMS, CUSTOMERS, ORDERS, POLICIES
+from core import db
 
 SCHEMA = """
 CREATE TABLE customers (customer_id TEXT PRIMARY KEY, name TEXT NOT NULL, phone TEXT, email TEXT);
@@ -24,11 +26,9 @@ CREATE TABLE outbox (draft_id INTEGER PRIMARY KEY AUTOINCREMENT, created TEXT NO
 """
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), timeout=10, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA foreign_keys = ON")
-    return conn
+def connect(path: Path) -> AbstractContextManager[sqlite3.Connection]:
+    """A connection in one transaction, closed afterwards (tools run on worker threads)."""
+    return db.connect(path, check_same_thread=False)
 
 
 def _insert(conn: sqlite3.Connection, table: str, rows: list[dict]) -> None:
@@ -43,15 +43,11 @@ def ensure_business_db(path: Path) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}-{uuid.uuid4().hex[:6]}")
-    conn = connect(tmp)
-    try:
+    with connect(tmp) as conn:
         conn.executescript(SCHEMA)
         _insert(conn, "customers", CUSTOMERS)
         _insert(conn, "policies", POLICIES)
         _insert(conn, "claims", CLAIMS)
         _insert(conn, "orders", ORDERS)
-        conn.commit()
-    finally:
-        conn.close()
     os.replace(tmp, path)
     return path

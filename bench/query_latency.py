@@ -1,0 +1,168 @@
+"""Query latency of the chain's retriever on a synthetic 100k-chunk knowledge base: dense, BM25 and hybrid.
+
+The knowledge base is written through the real store (FAISS index, JSON docstore, BM25 saved with the
+version) and cached under --cache (built once; delete the folder to rebuild).
+- texts: half Chinese (words drawn by frequency from jieba's dictionary, ~120-250 characters), half
+  English (words drawn by frequency from the repo's corpus and README, ~60-120 words), in 2,000 documents
+  with heading paths and departments;
+- vectors: random unit vectors of the embedding model's dimension (384 for multilingual-e5-small); queries
+  are embedded by the real model, so the dense figure includes the query embedding.
+Timings are per query, after one warm-up query; "hybrid, all in" = the query's embedding + everything
+else retrieve() does (FAISS, BM25, exact scores of every candidate, fusion, one passage per page); load is
+opening the knowledge base (docstore, FAISS, BM25).
+
+    .venv/bin/python bench/query_latency.py [--chunks 100000] [--queries 200] [--cache .cache/bench]
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from common import ROOT, parser, peak_rss_mb, print_table
+
+
+def _zh_vocab() -> tuple[list[str], np.ndarray]:
+    import jieba
+
+    words, freqs = [], []
+    for line in (Path(jieba.__file__).parent / "dict.txt").read_text(encoding="utf-8").splitlines():
+        word, freq, *_ = line.split(" ")
+        if re.fullmatch(r"[\u4e00-\u9fff]{1,4}", word) and int(freq) >= 20:
+            words.append(word)
+            freqs.append(int(freq))
+    p = np.asarray(freqs, dtype=np.float64)
+    return words, p / p.sum()
+
+
+def _en_vocab() -> tuple[list[str], np.ndarray]:
+    text = " ".join(p.read_text(encoding="utf-8", errors="ignore") for p in [ROOT / "README.md",
+                                                                              *(ROOT / "corpus").glob("*.md")])
+    counts = Counter(w.lower() for w in re.findall(r"[A-Za-z]{2,}", text))
+    words = list(counts)
+    p = np.asarray([counts[w] for w in words], dtype=np.float64)
+    return words, p / p.sum()
+
+
+def build(settings, n_chunks: int, dim: int, seed: int = 0) -> None:
+    from ingest.store import KnowledgeBase, Snapshot, new_store
+
+    rng = np.random.default_rng(seed)
+    zh, zp = _zh_vocab()
+    en, ep = _en_vocab()
+    zcdf, ecdf = np.cumsum(zp), np.cumsum(ep)
+    zcdf[-1] = ecdf[-1] = 1.0
+    kb = KnowledgeBase(settings)
+    snap = Snapshot(manifest=kb.empty_manifest())
+    snap.manifest["embedding"] = {"name": "multilingual-e5-small", "dim": dim}
+    store = new_store(None, dim)
+    n_docs = 2000
+    per_doc = n_chunks // n_docs
+    for d in range(n_docs):
+        chinese = d % 2 == 0
+        doc_id = f"doc{d:05d}"
+        ids, pairs, metas = [], [], []
+        vecs = rng.normal(size=(per_doc, dim)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        words, cdf = (zh, zcdf) if chinese else (en, ecdf)
+        draws = np.searchsorted(cdf, rng.random(per_doc * 120))  # sampling by frequency, all at once
+        for c in range(per_doc):
+            picked = [words[i] for i in draws[c * 120: c * 120 + int(rng.integers(60, 120))]]
+            if chinese:
+                text = "".join(picked) + "。"
+                clause = f"第{c // 5 + 1}章 > 第{c + 1}条"
+            else:
+                text = " ".join(picked) + "."
+                clause = f"ARTICLE {c // 5 + 1} > Section {c // 5 + 1}.{c % 5 + 1}"
+            cid = f"{doc_id}:synth:{c:04d}"
+            ids.append(cid)
+            pairs.append((text, vecs[c].tolist()))
+            metas.append({"chunk_id": cid, "doc_id": doc_id, "source": f"{doc_id}.{'pdf' if chinese else 'md'}",
+                          "page": c // 3 if chinese else None, "clause": clause, "department": f"dept{d % 4}"})
+        store.add_embeddings(pairs, metas, ids)
+        snap.documents[doc_id] = {"doc_id": doc_id, "source": metas[0]["source"], "path": f"/synthetic/{doc_id}",
+                                  "sha256": doc_id, "format": "pdf" if chinese else "markdown",
+                                  "title": f"synthetic {d}", "pages": per_doc // 3, "chunks": per_doc,
+                                  "tokens": 0, "chunk_ids": ids, "department": f"dept{d % 4}"}
+    snap.store = store
+    with kb.acquire():
+        kb.commit(snap)
+
+
+def _queries(n: int, seed: int = 1) -> list[str]:
+    rng = np.random.default_rng(seed)
+    zh, zp = _zh_vocab()
+    en, ep = _en_vocab()
+    out = []
+    for i in range(n):
+        if i % 2 == 0:
+            out.append("".join(rng.choice(zh, size=int(rng.integers(3, 7)), p=zp)) + "？")
+        else:
+            out.append(" ".join(rng.choice(en, size=int(rng.integers(4, 10)), p=ep)) + "?")
+    return out
+
+
+def _stats(name: str, samples: list[float]) -> dict[str, object]:
+    qs = statistics.quantiles(samples, n=100)
+    return {"leg": name, "p50_ms": round(qs[49], 1), "p95_ms": round(qs[94], 1),
+            "mean_ms": round(statistics.mean(samples), 1)}
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--chunks", type=int, default=100_000)
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--cache", default=str(ROOT / ".cache" / "bench"), help="where the synthetic KB is kept")
+    args = p.parse_args()
+    from assistant.chain.retrieval import HybridRetriever
+    from core.settings import Settings
+    from ingest.embeddings import load_embeddings
+
+    home = Path(args.cache) / f"latency-{args.chunks}"
+    settings = Settings(home=home, embedding_model=args.embedding_model)
+    emb = load_embeddings(args.embedding_model)
+    from ingest.store import KnowledgeBase
+
+    if not KnowledgeBase(settings).exists():
+        t0 = time.perf_counter()
+        build(settings, args.chunks, emb.dim)
+        print(f"built the synthetic knowledge base ({args.chunks} chunks) in {time.perf_counter() - t0:.0f} s")
+    t0 = time.perf_counter()
+    retriever = HybridRetriever(settings)
+    load_s = time.perf_counter() - t0
+    assert retriever.bm25_loaded, "the version's BM25 index should have been loaded, not rebuilt"
+    queries = _queries(args.queries)
+    n = max(20, 4 * args.k)
+    retriever.retrieve(queries[0], k=args.k)  # warm-up: jieba's dictionary, FAISS threads
+    legs: dict[str, list[float]] = {"embed query (E5)": [], "dense search (FAISS)": [],
+                                    "BM25 (tokens + scores)": [], "hybrid, query embedded": [],
+                                    "hybrid, all in": []}
+    for q in queries:
+        t = time.perf_counter()
+        vec = np.asarray([emb.embed_query(q)], dtype=np.float32)
+        embed_ms = (time.perf_counter() - t) * 1000
+        legs["embed query (E5)"].append(embed_ms)
+        t = time.perf_counter()
+        retriever._dense_by_vector(vec, n, None)
+        legs["dense search (FAISS)"].append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        retriever._sparse(q, n, None)
+        legs["BM25 (tokens + scores)"].append((time.perf_counter() - t) * 1000)
+        retriever._query_vectors[q] = vec  # the retriever's own cache: the rest of retrieve() alone
+        t = time.perf_counter()
+        retriever.retrieve(q, k=args.k)
+        rest = (time.perf_counter() - t) * 1000
+        legs["hybrid, query embedded"].append(rest)
+        legs["hybrid, all in"].append(embed_ms + rest)
+    print(f"{len(retriever._ids)} chunks, {len(queries)} queries (zh/en alternating), k={args.k}, "
+          f"embedding {args.embedding_model}; load {load_s:.2f} s; peak RSS {peak_rss_mb():.0f} MB")
+    print_table("query latency", [_stats(k, v) for k, v in legs.items()], ["leg", "p50_ms", "p95_ms", "mean_ms"])
+
+
+if __name__ == "__main__":
+    main()

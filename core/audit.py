@@ -1,0 +1,127 @@
+"""Append-only audit log (SQLite): every turn with who asked what, what was retrieved, which model and
+adapter answered, every tool call with its arguments, result and duration, the answer, latency, errors;
+and events (`record_event`: denied and malformed tool calls, documents ingested or removed, logins ...).
+
+A turn is recorded however it ends: `status` is `complete`, `partial` (interrupted mid-stream, e.g. the
+user pressed Stop: tools may already have acted) or `error`.
+
+Triggers refuse UPDATE and DELETE, so the log cannot be edited through SQL; WAL keeps readers and the
+writer apart, and each turn is one transaction, so a crash never leaves half a record.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+from core import db
+from core.clock import now_iso
+from core.db import Columns
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS turns (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts TEXT NOT NULL,
+    user TEXT NOT NULL, role TEXT, department TEXT,
+    conversation_id TEXT,
+    question TEXT NOT NULL,
+    kb TEXT,
+    retrieved TEXT NOT NULL,        -- JSON [{chunk_id, source, page, score, dense, bm25}]
+    model TEXT, adapter TEXT,
+    thinking_mode INTEGER,
+    tool_calls TEXT NOT NULL,       -- JSON [{name, arguments, ok, result, error, denied, duration_s}]
+    answer TEXT, thinking TEXT,
+    cited TEXT,                     -- JSON [chunk_id]
+    latency_s REAL, retrieval_ms REAL, prefill_s REAL, tokens_per_s REAL,
+    error TEXT,
+    status TEXT,                    -- complete | partial | error
+    malformed_calls TEXT            -- JSON [error]: tool calls the model wrote that could not be parsed
+);
+CREATE TRIGGER IF NOT EXISTS turns_no_update BEFORE UPDATE ON turns
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS turns_no_delete BEFORE DELETE ON turns
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+"""
+_ADDED_COLUMNS: Columns = {"turns": [("status", "TEXT"), ("malformed_calls", "TEXT")]}  # newer than the first schema
+
+
+class AuditLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with self._connect():
+            pass  # creates the file, the tables and any columns added since
+
+    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        return db.connect(self.path, SCHEMA + EVENTS_SCHEMA, _ADDED_COLUMNS)
+
+    def record(self, **fields: Any) -> int:
+        row = {k: (json.dumps(v, ensure_ascii=False, default=str) if isinstance(v, list | dict) else v)
+               for k, v in fields.items()}
+        row.setdefault("ts", now_iso("milliseconds"))
+        row.setdefault("retrieved", "[]")
+        row.setdefault("tool_calls", "[]")
+        cols = list(row)
+        with self._connect() as conn:
+            cur = conn.execute(f"INSERT INTO turns ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                               [row[c] for c in cols])
+            return int(cur.lastrowid)
+
+    def get(self, turn_id: int) -> dict[str, Any] | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT * FROM turns WHERE id = ?", (turn_id,)).fetchone()
+        return _decode(row) if row else None
+
+    def recent(self, limit: int = 20, user: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM turns", []
+        if user:
+            sql, args = sql + " WHERE user = ?", [user]
+        with self._connect() as conn:
+            rows = conn.execute(sql + " ORDER BY id DESC LIMIT ?", [*args, limit]).fetchall()
+        return [_decode(r) for r in rows]
+
+
+def _decode(row: sqlite3.Row) -> dict[str, Any]:
+    d = dict(row)
+    for k in ("retrieved", "tool_calls", "cited", "malformed_calls"):
+        if d.get(k):
+            d[k] = json.loads(d[k])
+    return d
+
+
+# Events that are not chat turns (logins, account and adapter changes): their own append-only table.
+EVENTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts TEXT NOT NULL,
+    event TEXT NOT NULL,            -- login, login_failed, login_throttled, user_added, adapter_promoted, ...
+    user TEXT NOT NULL,             -- who did it (or tried to)
+    detail TEXT NOT NULL            -- JSON: target account, versions, client address, reason ...
+);
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+"""
+
+
+def record_event(log: AuditLog | Path, event: str, user: str, **detail: Any) -> int:
+    """Append one event (e.g. `record_event(settings.audit_db, "login_failed", name, address=ip)`)."""
+    log = log if isinstance(log, AuditLog) else AuditLog(log)
+    with log._connect() as conn:
+        cur = conn.execute("INSERT INTO events (ts, event, user, detail) VALUES (?, ?, ?, ?)",
+                           (now_iso("milliseconds"), event, user,
+                            json.dumps(detail, ensure_ascii=False, default=str)))
+        return int(cur.lastrowid)
+
+
+def list_events(log: AuditLog | Path, event: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """The latest events first, optionally of one kind."""
+    log = log if isinstance(log, AuditLog) else AuditLog(log)
+    with log._connect() as conn:
+        where = " WHERE event = ?" if event else ""
+        rows = conn.execute(f"SELECT * FROM events{where} ORDER BY id DESC LIMIT ?",
+                            ([event] if event else []) + [limit]).fetchall()
+    return [dict(r) | {"detail": json.loads(r["detail"])} for r in rows]
