@@ -229,12 +229,12 @@ def eval_(
 def _print_classification(c: dict[str, Any]) -> None:
     out.print(f"classification: accuracy {c['accuracy']:.3f}, macro F1 {c['macro_f1']:.3f}")
     table = Table("label", "precision", "recall", "F1", "support")
-    for label, m in c["per_class"].items():
-        table.add_row(label, _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), str(m["support"]))
+    for label, m in c["per_class"].items():  # labels come from the user's data: shown, never read as markup
+        table.add_row(escape(label), _fmt(m["precision"]), _fmt(m["recall"]), _fmt(m["f1"]), str(m["support"]))
     out.print(table)
-    confusion = Table("reference \\ predicted", *c["labels"], title="confusion matrix")
+    confusion = Table("reference \\ predicted", *map(escape, c["labels"]), title="confusion matrix")
     for label, row in zip(c["labels"], c["confusion"], strict=False):
-        confusion.add_row(label, *map(str, row))
+        confusion.add_row(escape(label), *map(str, row))
     out.print(confusion)
 
 

@@ -20,7 +20,7 @@ MIN_ROWS = 64
 class _LabelCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
-                dtype: torch.dtype, need_h: bool, need_w: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                dtype: torch.dtype, need_h: bool, need_w: bool, count: bool) -> tuple[torch.Tensor, torch.Tensor]:
         n = hidden.shape[0]
         w = weight.to(dtype)
         rows = max(MIN_ROWS, CHUNK_ELEMENTS // max(1, w.shape[0]))
@@ -30,12 +30,12 @@ class _LabelCrossEntropy(torch.autograd.Function):
         correct = torch.zeros((), dtype=torch.long, device=hidden.device)
         for s in range(0, n, rows):
             h, t = hidden[s : s + rows].to(dtype), targets[s : s + rows]
-            logits = (h @ w.T).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            loss += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
-            correct += (logits.argmax(-1) == t).sum()
+            logp = torch.log_softmax((h @ w.T).float(), dim=-1)  # one fused pass over the chunk's logits
+            loss -= logp.gather(1, t[:, None]).sum()
+            if count:
+                correct += (logp.argmax(-1) == t).sum()
             if need_h or need_w:
-                probs = logits.sub_(lse[:, None]).exp_()  # softmax in place: d loss / d logits = p - onehot
+                probs = logp.exp_()  # softmax in place: d loss / d logits = p - onehot
                 probs[torch.arange(len(t), device=t.device), t] -= 1
                 g = probs.to(dtype)
                 if need_h:
@@ -54,14 +54,15 @@ class _LabelCrossEntropy(torch.autograd.Function):
         need_h, need_w = ctx.has
         gh = (saved.pop(0) * grad_loss).to(ctx.h_dtype) if need_h else None
         gw = (saved.pop(0) * grad_loss).to(ctx.w_dtype) if need_w else None
-        return gh, gw, None, None, None, None
+        return gh, gw, None, None, None, None, None
 
 
-def label_cross_entropy(hidden: torch.Tensor, head: Any, targets: torch.Tensor,
-                        dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def label_cross_entropy(hidden: torch.Tensor, head: Any, targets: torch.Tensor, dtype: torch.dtype | None = None,
+                        count_correct: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed cross-entropy, number predicted right) of `head(hidden)` against `targets`, rows = label positions.
 
-    `dtype`: the matmul precision (bf16 under CUDA autocast); the softmax is always fp32.
+    `dtype`: the matmul precision (bf16 under CUDA autocast); the softmax is always fp32. Without
+    `count_correct` the count is 0 (an argmax over the vocabulary saved).
     """
     weight = getattr(head, "weight", None)
     plain = type(head) is torch.nn.Linear and head.bias is None and isinstance(weight, torch.Tensor)
@@ -72,8 +73,9 @@ def label_cross_entropy(hidden: torch.Tensor, head: Any, targets: torch.Tensor,
         for s in range(0, hidden.shape[0], rows):
             logits = head(hidden[s : s + rows]).float()
             loss = loss + F.cross_entropy(logits, targets[s : s + rows], reduction="sum")
-            correct += (logits.detach().argmax(-1) == targets[s : s + rows]).sum()
+            if count_correct:
+                correct += (logits.detach().argmax(-1) == targets[s : s + rows]).sum()
         return loss, correct
     need_h = hidden.requires_grad and torch.is_grad_enabled()
     need_w = weight.requires_grad and torch.is_grad_enabled()
-    return _LabelCrossEntropy.apply(hidden, weight, targets, dtype or hidden.dtype, need_h, need_w)
+    return _LabelCrossEntropy.apply(hidden, weight, targets, dtype or hidden.dtype, need_h, need_w, count_correct)

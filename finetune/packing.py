@@ -9,7 +9,8 @@ once per example instead of one dense masked attention over the whole row.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import contextvars
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -19,6 +20,25 @@ from finetune.render import IGNORE, Example
 
 PACKED_SDPA = "packed_sdpa"
 SEQ_LENS = "packed_seq_lens"  # forwarded by transformers from the model call down to the attention function
+# set while a packed row runs through a `packed_sdpa` model: its dense block mask would go unused
+_PACKED_CALL = contextvars.ContextVar("packed_call", default=False)
+
+
+@contextlib.contextmanager
+def packed_call() -> Iterator[None]:
+    token = _PACKED_CALL.set(True)
+    try:
+        yield
+    finally:
+        _PACKED_CALL.reset(token)
+
+
+def _packed_sdpa_mask(*args: Any, **kwargs: Any) -> Any:
+    from transformers.masking_utils import sdpa_mask
+
+    if _PACKED_CALL.get() and kwargs.get("attention_mask") is None:
+        return None  # packed_sdpa_forward keeps attention within each example without a mask
+    return sdpa_mask(*args, **kwargs)
 
 
 def pack(examples: Sequence[Example]) -> dict[str, Any]:
@@ -75,13 +95,13 @@ def packed_sdpa_forward(module: Any, query: torch.Tensor, key: torch.Tensor, val
 def enable_packed_attention(model: Any) -> bool:
     """Switch an SDPA/eager model to `packed_sdpa` (same results on unpacked input). False: left as it was."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    from transformers.masking_utils import AttentionMaskInterface
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(base.config, "_attn_implementation", None) not in ("sdpa", "eager", PACKED_SDPA):
         return False  # flash-attention backends handle packed position ids natively
     AttentionInterface.register(PACKED_SDPA, packed_sdpa_forward)
-    AttentionMaskInterface.register(PACKED_SDPA, sdpa_mask)
+    AttentionMaskInterface.register(PACKED_SDPA, _packed_sdpa_mask)
     try:
         base.set_attn_implementation(PACKED_SDPA)
     except (AttributeError, ValueError, KeyError, ImportError):

@@ -37,7 +37,7 @@ from finetune.batching import collate, plan_batches
 from finetune.data import Dataset
 from finetune.lean import make_lean
 from finetune.loss import label_cross_entropy
-from finetune.packing import SEQ_LENS, enable_packed_attention, pack
+from finetune.packing import SEQ_LENS, enable_packed_attention, pack, packed_call
 from finetune.recipe import Recipe
 from finetune.render import IGNORE, Example, render
 from finetune.tracking import open_trackers
@@ -131,10 +131,12 @@ def batch_loss(model: Any, batch: dict[str, Any], device: str) -> tuple[torch.Te
         kwargs[SEQ_LENS] = batch[SEQ_LENS]
     else:
         kwargs["attention_mask"] = batch["attention_mask"].to(device, non_blocking=True)
-    with autocast(device):
+    with autocast(device), packed_call() if SEQ_LENS in kwargs else contextlib.nullcontext():
         hidden = decoder(input_ids=batch["input_ids"].to(device, non_blocking=True), **kwargs).last_hidden_state
     dtype = torch.bfloat16 if device == "cuda" else None
-    loss, correct = label_cross_entropy(hidden[:, :-1][keep.to(device)], head, targets[keep].to(device), dtype)
+    # token accuracy is an evaluation figure: training skips the argmax over the vocabulary
+    loss, correct = label_cross_entropy(hidden[:, :-1][keep.to(device)], head, targets[keep].to(device), dtype,
+                                        count_correct=not torch.is_grad_enabled())
     return loss, n, correct
 
 
