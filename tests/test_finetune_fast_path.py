@@ -99,7 +99,7 @@ def test_chunked_label_loss_matches_full_logits(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(loss_mod, "MIN_ROWS", 1)
     loss, correct = label_cross_entropy(hidden, head, targets)
     (loss * 0.5).backward()
-    assert float(loss.detach()) == pytest.approx(float(ref), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
     assert int(correct) == int((head(hidden).argmax(-1) == targets).sum())
     assert torch.allclose(hidden.grad, ref_h * 0.5, atol=1e-5) and torch.allclose(head.weight.grad, ref_w * 0.5,
                                                                                   atol=1e-5)
