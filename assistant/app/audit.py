@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS turns (
     answer TEXT, thinking TEXT,
     cited TEXT,                     -- JSON [chunk_id]
     latency_s REAL, retrieval_ms REAL, prefill_s REAL, tokens_per_s REAL,
-    error TEXT
+    error TEXT,
+    guard TEXT                      -- JSON {status, unsupported}: the grounding guard's verdict
 );
 CREATE TRIGGER IF NOT EXISTS turns_no_update BEFORE UPDATE ON turns
     BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
@@ -44,6 +45,8 @@ class AuditLog:
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
+            if "guard" not in {r[1] for r in conn.execute("PRAGMA table_info(turns)")}:  # logs from before the guard
+                conn.execute("ALTER TABLE turns ADD COLUMN guard TEXT")
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(str(self.path), timeout=10)
@@ -78,7 +81,7 @@ class AuditLog:
 
 def _decode(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)
-    for k in ("retrieved", "tool_calls", "cited"):
+    for k in ("retrieved", "tool_calls", "cited", "guard"):
         if d.get(k):
             d[k] = json.loads(d[k])
     return d
