@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     llamacpp_contexts: int = Field(
         default=2, ge=1, description="llama.cpp contexts, i.e. requests decoded at once; more requests queue.")
     llamacpp_n_ctx: int = Field(default=4096, ge=256, description="llama.cpp context length (prompt + answer).")
+    llamacpp_repack: bool = Field(
+        default=False, description="Let llama.cpp repack the weights for its CPU kernels: faster prefill, but a copy "
+        "per context, and its AMX repack dies (SIGILL) on VMs that advertise AMX without supporting it.")
     guard_uncited: Literal["off", "mark", "replace"] = Field(
         default="replace", description="An answer that cites no passage, used no tool and is no refusal: 'replace' "
         "it by the best passage quoted with its citation, 'mark' it as unsourced, or 'off'.")

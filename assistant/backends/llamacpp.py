@@ -44,14 +44,28 @@ def default_threads() -> int:
     return max(1, cores - 1 if cores <= 8 else cores - 2)
 
 
-def _import_llama_cpp() -> Any:
+def _import_llama_cpp(repack: bool) -> Any:
     try:
         import llama_cpp
+        import llama_cpp.llama_cpp as low
     except ImportError as exc:
         raise AssistantError(
             "the llama.cpp engine needs llama-cpp-python: run `bash scripts/setup.sh` (it builds llama.cpp once, "
             "several minutes), or set ASSISTANT_ENGINE=transformers"
         ) from exc
+    # `Llama` takes its model parameters from llama_model_default_params() and exposes no switch for weight
+    # repacking ("extra buffer types"): set it there. Without repacking the mmapped weights are shared by every
+    # context of the pool (repacking copies them per context), and the AMX repack of a native build, which dies
+    # with SIGILL on VMs that advertise AMX without its register state, is never used.
+    default = getattr(low.llama_model_default_params, "_unpatched", low.llama_model_default_params)
+
+    def params() -> Any:
+        p = default()
+        p.use_extra_bufts = repack
+        return p
+
+    params._unpatched = default  # type: ignore[attr-defined]
+    low.llama_model_default_params = params
     return llama_cpp
 
 
@@ -74,7 +88,7 @@ class LlamaCppEngine:
     """A GGUF served by a pool of llama.cpp contexts; `stream` is safe to call from several threads."""
 
     def __init__(self, model: GgufModel, settings: Settings) -> None:
-        self.llama_cpp = _import_llama_cpp()
+        self.llama_cpp = _import_llama_cpp(settings.llamacpp_repack)
         self.model = model
         self.settings = settings
         self.n_threads = settings.n_threads or default_threads()
