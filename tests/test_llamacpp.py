@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
+from assistant.backends.base import TurnStats  # noqa: E402
 from assistant.backends.llamacpp import LlamaCppBackend, default_threads  # noqa: E402
 from assistant.chain import Assistant  # noqa: E402
 from core.models import render_chat, resolve_gguf  # noqa: E402
@@ -60,7 +61,10 @@ def test_adapter_is_switched_per_request_without_reloading(llama: dict) -> None:
     tuned = a.ask(Q_TOOL, STAFF, adapter="claims@v1")
     again = a.ask(Q_TOOL, STAFF, adapter="none")
     assert [t.name for t in tuned.tool_calls] == ["get_policy_status"]
-    assert base.answer == again.answer and (base.tool_calls != tuned.tool_calls or base.answer != tuned.answer)
+    def said(ans: object) -> tuple:
+        return [t.name for t in ans.tool_calls], ans.answer  # type: ignore[attr-defined]
+
+    assert said(base) == said(again) and said(base) != said(tuned)  # the KV cache is not reused across adapters
     converted = list((llama["settings"].home / "adapters" / "claims" / "versions" / "v1").glob("adapter-*.gguf"))
     assert len(converted) == 1  # converted once, cached beside the version
 
@@ -95,8 +99,6 @@ def test_adapter_greedy_outputs_agree_with_transformers(llama: dict, chain_env: 
         upto = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")
         prompt = render_chat(engine.tokenizer, msgs[:upto], row["tools"], False)
         ids = engine.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        from assistant.backends.base import TurnStats
-
         ours = "".join(engine.stream(ids, lora, 32, TurnStats()))
         theirs = "".join(runtime.stream(prompt, key, 32))
         total += 1
