@@ -5,6 +5,7 @@ questions at once, and the adapter's greedy outputs agreeing with transformers' 
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from pathlib import Path
 
@@ -21,10 +22,11 @@ from tests.chain_env import Q_RAG, Q_TOOL, STAFF  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def llama(chain_env: dict) -> dict:
-    tiny: Path = chain_env["tiny"]
-    if not list(tiny.glob("*.gguf")):
-        hf_to_gguf(tiny)
+def llama(chain_env: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    # a copy: a GGUF beside chain_env's tiny model would switch the other tests' 'auto' engine to llama.cpp
+    tiny = tmp_path_factory.mktemp("gguf") / "tiny"
+    shutil.copytree(chain_env["tiny"], tiny)
+    hf_to_gguf(tiny)
     settings = chain_env["settings"].model_copy(update={"model": str(tiny), "engine": "llamacpp",
                                                         "llamacpp_contexts": 2, "n_threads": 1})
     backend = LlamaCppBackend.load(str(tiny), settings)
