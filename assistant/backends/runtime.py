@@ -14,7 +14,7 @@ from typing import Any
 
 from assistant.backends.base import TurnStats
 from core.errors import AssistantError
-from core.models import LoadedModel, load_model
+from core.models import LoadedModel, load_model, render_chat
 from core.settings import Settings
 
 
@@ -51,9 +51,7 @@ class ModelRuntime:
         return key
 
     def render(self, messages: list[dict[str, Any]], tools: list[dict] | None, enable_thinking: bool) -> str:
-        return self.lm.tokenizer.apply_chat_template(
-            messages, tools=tools or None, tokenize=False, add_generation_prompt=True, enable_thinking=enable_thinking
-        )
+        return render_chat(self.lm.tokenizer, messages, tools, enable_thinking)
 
     def _adapter_context(self, key: str | None) -> Any:
         model = self.lm.model

@@ -21,6 +21,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from assistant.backends import ChatBackend, ModelTurn, as_backend
 from assistant.backends.base import to_template_messages
+from assistant.chain.guard import apply_guard
 from assistant.chain.retrieval import HybridRetriever, RetrievalResult
 from assistant.tools.registry import ToolContext, ToolRegistry, ToolResult
 from core.access import AccessPolicy
@@ -162,6 +163,7 @@ class Answer:
     # beside them, tool results and malformed-call errors) and the tools it was shown: feedback trains on this
     transcript: list[dict[str, Any]] = field(default_factory=list)
     tools: list[dict[str, Any]] = field(default_factory=list)
+    guard: dict[str, Any] | None = None  # the grounding guard's verdict: {status, unsupported figures}
 
     @property
     def sources(self) -> list[Source]:
@@ -182,7 +184,7 @@ class Answer:
             "relevant": self.relevant, "model": self.model, "adapter": self.adapter, "audit_id": self.audit_id,
             "retrieval_ms": round(self.retrieval_ms, 1), "prefill_s": self.prefill_s,
             "tokens_per_s": self.tokens_per_s, "error": self.error, "kb": self.kb, "status": self.status,
-            "transcript": self.transcript, "tools": self.tools,
+            "transcript": self.transcript, "tools": self.tools, "guard": self.guard,
         }
 
 
@@ -317,7 +319,7 @@ class Assistant:
             tool_calls=[asdict(t) for t in ans.tool_calls], answer=ans.answer, thinking=ans.thinking,
             cited=[p.chunk_id for p in ans.sources], latency_s=ans.latency_s, retrieval_ms=ans.retrieval_ms,
             prefill_s=ans.prefill_s, tokens_per_s=ans.tokens_per_s, error=ans.error, status=ans.status,
-            malformed_calls=ans.malformed,
+            malformed_calls=ans.malformed, guard=ans.guard,
         )
         who = {"role": user.role, "department": user.department, "turn_id": ans.audit_id}
         for t in ans.tool_calls:  # also as events, so that refusals can be reviewed without reading every turn
@@ -425,6 +427,7 @@ class Assistant:
             final = no_answer(question)
             emit("status", "no_relevant_documents")
         ans.answer = self._cite(final, ans)
+        apply_guard(ans, question, history, self.settings.guard_uncited, self.settings.guard_figures, emit)
 
     @staticmethod
     def _cite(text: str, ans: Answer) -> str:

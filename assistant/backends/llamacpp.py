@@ -1,0 +1,263 @@
+"""The local backend's CPU engine: llama.cpp (`llama-cpp-python`) serving the GGUF itself.
+
+- The prompt is rendered by the model's own chat template through `core.models.render_chat` (the renderer the
+  transformers engine uses) and tokenised by the same HF tokenizer, then sent to llama.cpp's raw completion
+  loop: the chain's stream routing and tool-call parsing see exactly the text the transformers engine gives.
+- Concurrency: a llama.cpp context decodes one sequence and is not thread-safe, so the engine keeps a small
+  pool of contexts (`llamacpp_contexts`, each with its own KV cache; the mmapped weights are shared by the OS)
+  and a request borrows one for its whole turn. Up to that many staff are answered at once; the others queue.
+  No lock is held across requests beyond the borrow.
+- Prefix cache: each context keeps the KV state of its last prompt and llama.cpp re-evaluates only the tokens
+  after the longest common prefix; a request borrows the idle context that shares the longest prefix with it
+  (same adapter first), so the rules and tool schemas, and a tool loop's earlier turns, are not prefilled again.
+- Adapters: a registry version is converted once to a GGUF LoRA (cached beside it) and applied to the quantised
+  base; each context loads it once and switches per request (`llama_set_adapters_lora`), without reloading the
+  base. Switching a context's adapter drops its prefix cache (the KV values depend on the adapter).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+
+from assistant.backends.base import ModelTurn, TurnStats, parsed_message, to_template_messages
+from core.errors import AssistantError
+from core.models import GgufModel, load_tokenizer, render_chat, resolve_gguf
+from core.settings import Settings
+
+
+def default_threads() -> int:
+    """cores-1 on small machines (one busy core stalls every llama.cpp thread waiting at its barrier), at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1 if cores <= 8 else cores - 2)
+
+
+def _import_llama_cpp(repack: bool) -> Any:
+    try:
+        import llama_cpp
+        import llama_cpp.llama_cpp as low
+    except ImportError as exc:
+        raise AssistantError(
+            "the llama.cpp engine needs llama-cpp-python: run `bash scripts/setup.sh` (it builds llama.cpp once, "
+            "several minutes), or set ASSISTANT_ENGINE=transformers"
+        ) from exc
+    # `Llama` takes its model parameters from llama_model_default_params() and exposes no switch for weight
+    # repacking ("extra buffer types"): set it there. Without repacking the mmapped weights are shared by every
+    # context of the pool (repacking copies them per context), and the AMX repack of a native build, which dies
+    # with SIGILL on VMs that advertise AMX without its register state, is never used.
+    default = getattr(low.llama_model_default_params, "_unpatched", low.llama_model_default_params)
+
+    def params() -> Any:
+        p = default()
+        p.use_extra_bufts = repack
+        return p
+
+    params._unpatched = default  # type: ignore[attr-defined]
+    low.llama_model_default_params = params
+    return llama_cpp
+
+
+@dataclass
+class _Context:
+    llm: Any  # llama_cpp.Llama
+    loras: dict[str, Any] = field(default_factory=dict)  # GGUF LoRA path -> llama_adapter_lora pointer
+    lora: str | None = None  # the adapter the KV cache was computed with
+
+    def common_prefix(self, ids: list[int]) -> int:
+        n = min(self.llm.n_tokens, len(ids))
+        cached = self.llm.input_ids[:n]
+        for i in range(n):
+            if cached[i] != ids[i]:
+                return i
+        return n
+
+
+class LlamaCppEngine:
+    """A GGUF served by a pool of llama.cpp contexts; `stream` is safe to call from several threads."""
+
+    def __init__(self, model: GgufModel, settings: Settings) -> None:
+        self.llama_cpp = _import_llama_cpp(settings.llamacpp_repack)
+        self.model = model
+        self.settings = settings
+        self.n_threads = settings.n_threads or default_threads()
+        self.n_contexts = settings.llamacpp_contexts
+        self.tokenizer = load_tokenizer(model.tokenizer)
+        self._idle: list[_Context] = []
+        self._opened = 0
+        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # adapter conversion and the fingerprint, once each
+        self._fingerprint: str | None = None
+        self._idle.append(self._open())  # fail now, with the reason, if the GGUF cannot be loaded
+        self._opened = 1
+        self.arch = str(self._idle[0].llm.metadata.get("general.architecture", "qwen2"))
+        self._eog = {t for t in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id,
+                                 self.tokenizer.convert_tokens_to_ids("<|im_end|>")) if isinstance(t, int)}
+
+    def _open(self) -> _Context:
+        try:
+            llm = self.llama_cpp.Llama(
+                model_path=str(self.model.gguf), n_ctx=self.settings.llamacpp_n_ctx, n_batch=512,
+                n_threads=self.n_threads, n_threads_batch=self.n_threads, verbose=False)
+        except (ValueError, RuntimeError) as exc:
+            raise AssistantError(f"llama.cpp cannot load {self.model.gguf}: {exc}") from exc
+        return _Context(llm)
+
+    # ---- the pool ----------------------------------------------------------------------------------
+    def _borrow(self, ids: list[int], lora: str | None) -> _Context:
+        with self._cond:
+            while not self._idle and self._opened >= self.n_contexts:
+                self._cond.wait()
+            if self._idle:
+                best = max(self._idle, key=lambda c: (c.lora == lora, c.common_prefix(ids)))
+                self._idle.remove(best)
+                return best
+            self._opened += 1
+        try:
+            return self._open()
+        except BaseException:
+            with self._cond:
+                self._opened -= 1
+                self._cond.notify()
+            raise
+
+    def _give_back(self, ctx: _Context) -> None:
+        with self._cond:
+            self._idle.append(ctx)
+            self._cond.notify()
+
+    # ---- adapters ----------------------------------------------------------------------------------
+    def base_fingerprint(self) -> str:
+        """The base's fingerprint as `finetune` records it, computed once from the HF weights and cached."""
+        with self._lock:
+            if self._fingerprint:
+                return self._fingerprint
+            st = self.model.gguf.stat()
+            stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            cache = self.model.gguf.with_name(self.model.gguf.name + ".fingerprint.json")
+            try:
+                cached = json.loads(cache.read_text(encoding="utf-8"))
+                if {k: cached.get(k) for k in stamp} == stamp:
+                    self._fingerprint = str(cached["fingerprint"])
+                    return self._fingerprint
+            except (OSError, ValueError, KeyError):
+                pass
+            from core.models import base_fingerprint, load_model
+
+            lm = load_model(self.model.hf_source, self.settings)
+            self._fingerprint = base_fingerprint(lm.model)
+            del lm
+            try:
+                from core.files import atomic_write_text
+
+                atomic_write_text(cache, json.dumps(stamp | {"fingerprint": self._fingerprint}))
+            except OSError:
+                pass  # a read-only model folder: recomputed next start
+            return self._fingerprint
+
+    def ensure_adapter(self, ref: str) -> str:
+        """A registry adapter as a GGUF LoRA for this base (converted once, beside the version); its path."""
+        from core import registry
+        from core.gguf_lora import peft_to_gguf_lora
+
+        av = registry.get(self.settings, ref)
+        out = av.path / f"adapter-{self.arch}.gguf"
+        if out.is_file():
+            return str(out)
+        registry.check_base(av, self.base_fingerprint(), str(self.model.gguf))
+        with self._lock:
+            if not out.is_file():
+                peft_to_gguf_lora(av.path, out, self.arch)
+        return str(out)
+
+    def _set_lora(self, ctx: _Context, lora: str | None) -> None:
+        lc = self.llama_cpp
+        if lora and lora not in ctx.loras:
+            ptr = lc.llama_adapter_lora_init(ctx.llm.model, lora.encode("utf-8"))
+            if not ptr:
+                raise AssistantError(f"llama.cpp cannot load the adapter {lora} onto {self.model.gguf}")
+            ctx.loras[lora] = ptr
+        if lora == ctx.lora:
+            return
+        if lora:
+            adapters = (lc.llama_adapter_lora_p_ctypes * 1)(ctx.loras[lora])
+            scales = (lc.ctypes.c_float * 1)(1.0)
+            rc = lc.llama_set_adapters_lora(ctx.llm.ctx, adapters, 1, scales)
+        else:
+            rc = lc.llama_set_adapters_lora(ctx.llm.ctx, None, 0, None)
+        if rc:
+            raise AssistantError(f"llama.cpp could not switch the adapter to {lora or 'none'} (code {rc})")
+        ctx.llm.reset()  # the cached KV values were computed with the other adapter
+        ctx.lora = lora
+
+    # ---- generation --------------------------------------------------------------------------------
+    def stream(self, ids: list[int], lora: str | None, max_new_tokens: int, stats: TurnStats) -> Iterator[str]:
+        """Greedy text pieces for prompt token ids; `stats` gets this request's own figures."""
+        if len(ids) + max_new_tokens > self.settings.llamacpp_n_ctx:
+            raise AssistantError(f"the prompt ({len(ids)} tokens) and answer ({max_new_tokens}) exceed the context "
+                                 f"of {self.settings.llamacpp_n_ctx} tokens; raise ASSISTANT_LLAMACPP_N_CTX")
+        stats.prompt_tokens = len(ids)
+        t0 = time.perf_counter()
+        ctx = self._borrow(ids, lora)
+        try:
+            self._set_lora(ctx, lora)
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            vocab = self.llama_cpp.llama_model_get_vocab(ctx.llm.model)
+            for tok in ctx.llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0):
+                if tok in self._eog or self.llama_cpp.llama_vocab_is_eog(vocab, tok):
+                    break
+                stats.new_tokens += 1
+                if stats.new_tokens == 1:
+                    stats.prefill_s = time.perf_counter() - t0
+                piece = decoder.decode(ctx.llm.detokenize([tok], special=False))
+                if piece:
+                    yield piece
+                if stats.new_tokens >= max_new_tokens:
+                    break
+            tail = decoder.decode(b"", final=True)
+            if tail:
+                yield tail
+        finally:
+            stats.total_s = time.perf_counter() - t0
+            self._give_back(ctx)
+
+
+class LlamaCppBackend:
+    """The chain's backend over llama.cpp: same rendering, streaming and parsing as the transformers engine."""
+
+    def __init__(self, engine: LlamaCppEngine, name: str, max_new_tokens: int) -> None:
+        self.engine = engine
+        self.name = name
+        self.max_new_tokens = max_new_tokens
+
+    @classmethod
+    def load(cls, spec: str, settings: Settings) -> LlamaCppBackend:
+        model = resolve_gguf(spec, settings)
+        return cls(LlamaCppEngine(model, settings), spec if spec != "offline" else f"offline ({Path(model.gguf).name})",
+                   settings.max_new_tokens)
+
+    def render(self, messages: list[BaseMessage], tools: list[dict[str, Any]], think: bool) -> str:
+        return render_chat(self.engine.tokenizer, to_template_messages(messages), tools or None, think)
+
+    def turn(self, messages: list[BaseMessage], tools: list[dict[str, Any]], *, think: bool,
+             adapter: str | None, on_text: Callable[[str], None]) -> ModelTurn:
+        prompt = self.render(messages, tools, think)
+        ids = self.engine.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        lora = self.engine.ensure_adapter(adapter) if adapter else None
+        stats = TurnStats()
+        text = ""
+        for piece in self.engine.stream(ids, lora, self.max_new_tokens, stats):
+            text += piece
+            on_text(piece)
+        return ModelTurn(parsed_message(text), stats)

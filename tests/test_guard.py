@@ -1,0 +1,131 @@
+"""The grounding guard: real passages from corpus/ and real tool results fed through `guard_answer`, and one
+question through the real chain (the tiny Qwen3 answers Q_THINK with an uncited figure)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from assistant.chain.guard import NOT_FOUND_EN, NOT_FOUND_ZH, QUOTE_ZH, cn_to_int, figures, guard_answer
+from assistant.tools.demo.data import POLICIES
+from core.prompts import NO_ANSWER_ZH
+
+CORPUS = Path(__file__).resolve().parent.parent / "corpus"
+
+
+@dataclass
+class P:
+    n: int
+    text: str
+    cited: bool = False
+
+
+def _paragraph(needle: str) -> str:
+    text = (CORPUS / "理赔服务指南.md").read_text(encoding="utf-8")
+    return next(par for par in text.split("\n\n") if needle in par)
+
+
+APPROVAL = _paragraph("30 万元以上报理赔负责人审批")  # 五个工作日 / 三十日 / 5 万元 / 30 万元
+PAYMENT = _paragraph("十日内支付保险金")  # 十日内 / 十五个工作日
+
+
+def test_figures_are_values_not_strings() -> None:
+    assert cn_to_int("三十") == 30 and cn_to_int("一百零五") == 105 and cn_to_int("五万") == 50000
+    keys = {k for _, ks in figures("超过 300,000 元、30万元、90%、POL-2024-0003、2024年1月10日") for k in ks}
+    assert {"n:300000", "n:90", "n:0.9", "id:POL-2024-0003", "d:2024-1-10"} <= keys
+    assert figures("1. 先报案\n2. 再交材料 [1]") == []  # list markers and citations are no figures
+
+
+def test_a_figure_in_the_cited_passage_passes() -> None:
+    ps = [P(1, PAYMENT, cited=True), P(2, APPROVAL)]
+    v = guard_answer("核定后十日内支付保险金 [1]。", "核定后多久付款？", ps, [], used_tool=False)
+    assert v.status is None and v.unsupported == [] and v.answer == "核定后十日内支付保险金 [1]。"
+
+
+def test_a_wrong_figure_is_flagged_even_when_it_contains_the_right_one() -> None:
+    """三十日 is not 十日: the figure must match a whole number in the sources."""
+    ps = [P(1, PAYMENT, cited=True)]
+    v = guard_answer("核定后三十日内支付保险金 [1]。", "核定后多久付款？", ps, [], used_tool=False)
+    assert v.unsupported == ["三十"] and v.answer.endswith(f"⚠ {NOT_FOUND_ZH}: 三十")
+    r = guard_answer("核定后三十日内支付保险金 [1]。", "核定后多久付款？", ps, [], used_tool=False,
+                     figures_mode="replace")
+    assert r.answer == f"核定后[{NOT_FOUND_ZH}]日内支付保险金 [1]。"
+
+
+def test_figures_only_count_in_cited_passages() -> None:
+    """30 万 is in passage 2, but the answer cites only passage 1."""
+    ps = [P(1, PAYMENT, cited=True), P(2, APPROVAL)]
+    v = guard_answer("30 万元以上由理赔负责人审批 [1]。", "谁审批大额理赔？", ps, [], used_tool=False)
+    assert v.unsupported == ["30 万"]
+    ps[1].cited = True
+    assert guard_answer("30 万元以上由理赔负责人审批 [1][2]。", "谁审批大额理赔？", ps, [],
+                        used_tool=False).unsupported == []
+
+
+def test_amounts_match_across_notations_and_tool_results() -> None:
+    policy = next(p for p in POLICIES if p["policy_id"] == "POL-2024-0003")
+    result = json.dumps(policy, ensure_ascii=False)
+    q = "POL-2024-0003 的保额是多少？"
+    ok = guard_answer("保单 POL-2024-0003 已失效，保额 300,000 元（30万元），保费 420 元，2024-01-10 生效。", q, [],
+                      [result], used_tool=True)
+    assert ok.status is None and ok.unsupported == []
+    bad = guard_answer("保单 POL-2024-0003 已失效，保额 500,000 元，2024-02-10 生效。", q, [], [result], used_tool=True)
+    assert bad.unsupported == ["500,000", "2024-02-10"]
+
+
+def test_figures_the_user_gave_are_supported() -> None:
+    v = guard_answer("850 元扣除 100 元免赔额后按 90% 赔付，为 675 元。", "850 元医疗费能赔多少？",
+                     [], ['{"result": 675}'], used_tool=True, user_texts=["免赔额 100 元，赔付 90%"])
+    assert v.unsupported == []
+
+
+def test_an_uncited_answer_is_replaced_by_the_best_passage() -> None:
+    ps = [P(1, PAYMENT), P(2, APPROVAL)]
+    v = guard_answer("根据资料，出险后几天内报案的时限是三十日内。", "出险后几天内报案？", ps, [], used_tool=False)
+    assert v.status == "quoted_passage" and v.cite == 1
+    assert v.answer.startswith(QUOTE_ZH) and v.answer.endswith("[1]") and "十日内支付保险金" in v.answer
+    assert "三十日内。" not in v.answer
+    marked = guard_answer("三十日内。", "出险后几天内报案？", ps, [], used_tool=False, uncited="mark")
+    assert marked.status == "unsourced" and "\n\n三十日内。\n\n" in marked.answer and marked.unsupported == ["三十"]
+    none = guard_answer("年终奖是10000元。", "公司今年的年终奖发放标准是什么？", [], [], used_tool=False)
+    assert none.status == "refused" and none.answer == NO_ANSWER_ZH
+
+
+def test_refusals_and_tool_answers_are_not_replaced() -> None:
+    ps = [P(1, PAYMENT)]
+    refusal = guard_answer(NO_ANSWER_ZH, "公司今年的年终奖发放标准是什么？", ps, [], used_tool=False)
+    assert refusal.status is None and refusal.answer == NO_ANSWER_ZH
+    tool = guard_answer("The policy has lapsed.", "status of POL-2024-0003?", ps, ['{"status": "lapsed"}'],
+                        used_tool=True)
+    assert tool.status is None and tool.answer == "The policy has lapsed."
+    off = guard_answer("It is 30 days.", "How long?", ps, [], used_tool=False, uncited="off", figures_mode="off")
+    assert off.answer == "It is 30 days." and off.status is None
+    en = guard_answer("Pay within 30 days [1].", "How long?", [P(1, PAYMENT, cited=True)], [], used_tool=False)
+    assert en.answer.endswith(f"⚠ {NOT_FOUND_EN}: 30")
+
+
+@pytest.mark.parametrize("mode", ["replace", "mark"])
+def test_guard_through_the_real_chain(chain_env: dict, mode: str) -> None:
+    """The tiny Qwen3 answers Q_THINK with "675 元。": no citation, no tool. The chain must not show it as is."""
+    from assistant.chain import Assistant
+    from tests.chain_env import Q_THINK, STAFF
+
+    a: Assistant = chain_env["assistant"]
+    guarded = Assistant(a.settings.model_copy(update={"guard_uncited": mode}), a.backend, a.tools, a.audit,
+                        a.model_name)
+    events: list[tuple[str, object]] = []
+    ans = guarded.ask(Q_THINK, STAFF, think=True, on_event=lambda k, p: events.append((k, p)))
+    raw = ans.transcript  # what the model was sent; its answer was "675 元。"
+    assert raw and ans.error is None
+    if mode == "replace":
+        assert ans.guard == {"status": "quoted_passage", "unsupported": []}
+        assert ans.answer.startswith(QUOTE_ZH) and re.search(r"\[1\]$", ans.answer) and ans.sources[0].n == 1
+    else:
+        assert ans.guard == {"status": "unsourced", "unsupported": ["675"]}
+        assert "675 元。" in ans.answer and ans.answer.endswith(f"⚠ {NOT_FOUND_ZH}: 675")
+    assert ("status", "guard_" + ans.guard["status"]) in events
+    assert guarded.audit.get(ans.audit_id)["guard"] == ans.guard

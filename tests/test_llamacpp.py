@@ -1,0 +1,110 @@
+"""The llama.cpp engine on the tiny Qwen3 written as a GGUF, with the chain adapter converted to a GGUF LoRA:
+the same answers, tool calls, streaming and citations as the transformers engine, per-request stats, two
+questions at once, and the adapter's greedy outputs agreeing with transformers' on its training prompts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+
+from assistant.backends.base import TurnStats  # noqa: E402
+from assistant.backends.llamacpp import LlamaCppBackend, default_threads  # noqa: E402
+from assistant.chain import Assistant  # noqa: E402
+from core.models import render_chat, resolve_gguf  # noqa: E402
+from core.testing.tiny_gguf import hf_to_gguf  # noqa: E402
+from tests.chain_env import Q_RAG, Q_TOOL, STAFF  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def llama(chain_env: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    # a copy: a GGUF beside chain_env's tiny model would switch the other tests' 'auto' engine to llama.cpp
+    tiny = tmp_path_factory.mktemp("gguf") / "tiny"
+    shutil.copytree(chain_env["tiny"], tiny)
+    hf_to_gguf(tiny)
+    settings = chain_env["settings"].model_copy(update={"model": str(tiny), "engine": "llamacpp",
+                                                        "llamacpp_contexts": 2, "n_threads": 1})
+    backend = LlamaCppBackend.load(str(tiny), settings)
+    base: Assistant = chain_env["assistant"]
+    assistant = Assistant(settings, backend, base.tools, base.audit, backend.name)
+    return {"settings": settings, "backend": backend, "assistant": assistant, "transformers": base}
+
+
+def test_resolves_the_gguf_and_a_thread_default() -> None:
+    assert default_threads() >= 1
+
+
+def test_tool_call_and_answer_through_the_chain(llama: dict) -> None:
+    a: Assistant = llama["assistant"]
+    tokens: list[str] = []
+    ans = a.ask(Q_TOOL, STAFF, adapter="claims@v1", on_event=lambda k, p: k == "token" and tokens.append(p))
+    assert ans.error is None and [t.name for t in ans.tool_calls] == ["get_policy_status"]
+    assert ans.tool_calls[0].ok and ans.tool_calls[0].arguments == {"policy_id": "POL-2024-0001"}
+    assert ans.answer == "保单有效。" and "".join(tokens) == "保单有效。"  # streamed, markup never shown
+    assert ans.prompt_tokens and ans.prompt_tokens > 100 and ans.new_tokens and ans.prefill_s and ans.prefill_s > 0
+    assert ans.adapter == "claims@v1" and (ans.model or "").endswith(Path(llama["settings"].model).name)
+
+
+def test_cited_answer_matches_the_transformers_engine(llama: dict) -> None:
+    ours = llama["assistant"].ask(Q_RAG, STAFF, adapter="claims@v1")
+    theirs = llama["transformers"].ask(Q_RAG, STAFF, adapter="claims@v1")
+    assert ours.answer.startswith("十日内报案 [") and ours.sources and ours.sources[0].source == "claims.md"
+    assert ours.answer == theirs.answer
+
+
+def test_adapter_is_switched_per_request_without_reloading(llama: dict) -> None:
+    a: Assistant = llama["assistant"]
+    base = a.ask(Q_TOOL, STAFF, adapter="none")
+    tuned = a.ask(Q_TOOL, STAFF, adapter="claims@v1")
+    again = a.ask(Q_TOOL, STAFF, adapter="none")
+    assert [t.name for t in tuned.tool_calls] == ["get_policy_status"]
+    def said(ans: object) -> tuple:
+        return [t.name for t in ans.tool_calls], ans.answer  # type: ignore[attr-defined]
+
+    assert said(base) == said(again) and said(base) != said(tuned)  # the KV cache is not reused across adapters
+    converted = list((llama["settings"].home / "adapters" / "claims" / "versions" / "v1").glob("adapter-*.gguf"))
+    assert len(converted) == 1  # converted once, cached beside the version
+
+
+def test_two_questions_at_once_both_complete(llama: dict) -> None:
+    a: Assistant = llama["assistant"]
+    results: dict[str, object] = {}
+
+    def ask(q: str) -> None:
+        results[q] = a.ask(q, STAFF, adapter="claims@v1")
+
+    threads = [threading.Thread(target=ask, args=(q,)) for q in (Q_TOOL, Q_RAG)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert results[Q_TOOL].answer == "保单有效。"  # type: ignore[attr-defined]
+    assert results[Q_RAG].answer.startswith("十日内报案 [")  # type: ignore[attr-defined]
+    assert llama["backend"].engine._opened <= 2
+
+
+def test_adapter_greedy_outputs_agree_with_transformers(llama: dict, chain_env: dict) -> None:
+    """Every training prompt of the chain adapter, up to its first assistant turn: greedy through both engines."""
+    runtime = chain_env["runtime"]
+    engine = llama["backend"].engine
+    key = runtime.ensure_adapter("claims@v1")
+    lora = engine.ensure_adapter("claims@v1")
+    rows = [json.loads(x) for x in chain_env["data"].read_text(encoding="utf-8").splitlines()]
+    agree = total = 0
+    for row in rows:
+        msgs = row["messages"]
+        upto = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+        prompt = render_chat(engine.tokenizer, msgs[:upto], row["tools"], False)
+        ids = engine.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ours = "".join(engine.stream(ids, lora, 32, TurnStats()))
+        theirs = "".join(runtime.stream(prompt, key, 32))
+        total += 1
+        agree += ours == theirs
+    assert resolve_gguf(llama["settings"].model, llama["settings"]).gguf.suffix == ".gguf"
+    print(f"greedy agreement llama.cpp vs transformers on {total} training prompts: {agree}/{total}")
+    assert agree / total >= 0.9
