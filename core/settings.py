@@ -66,8 +66,13 @@ class Settings(BaseSettings):
         "CrossEncoder id (e.g. BAAI/bge-reranker-v2-m3, downloads because you named it) or a local folder.")
     rerank_candidates: int = Field(default=20, ge=1, description="Fused candidates the reranker re-scores.")
     min_relevance: float = Field(
-        default=0.83, ge=0, le=1,
-        description="Relevance floor: below this best dense cosine the documents are taken not to answer.",
+        default=0.80, ge=0, le=1,
+        description="Relevance floor, dense leg: below this best cosine the documents are taken not to answer.",
+    )
+    min_coverage: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Relevance floor, lexical leg: the IDF-weighted share of the question's informative terms that "
+        "must occur in the two best passages (calibrated in bench/relevance_floor.py).",
     )
 
     # generation (the chain)
@@ -85,7 +90,13 @@ class Settings(BaseSettings):
     openai_model: str = Field(default="Qwen/Qwen3-8B", description="Served model name when no adapter is named.")
     max_new_tokens: int = Field(default=384, ge=1)
     max_tool_steps: int = Field(default=4, ge=1, description="Model calls per question (tool loop limit).")
+    route_tools: bool = Field(
+        default=True, description="Run the tool call a question makes certain (a record id in a tool's declared "
+        "format, an arithmetic expression) before the model writes, which then answers from the result.")
     retrieval_k: int = Field(default=4, ge=1, description="Passages put in front of the model.")
+    passage_chars: int = Field(
+        default=400, ge=50, description="Longest passage text sent to the model (characters): a longer passage is "
+        "cut to its sentences that best answer the question (the full passage is still cited and shown).")
     thinking: bool = Field(default=False, description="Qwen3 thinking mode by default (/think, /no_think override).")
     tools: list[str] = Field(
         default_factory=lambda: ["demo"],
@@ -104,20 +115,22 @@ class Settings(BaseSettings):
         default="auto", description="Engine of the local backend: 'llamacpp' (the GGUF served directly, fast on "
         "CPU), 'transformers' (training's engine, GPUs) or 'auto' (llamacpp on CPU, transformers on CUDA).")
     n_threads: int | None = Field(
-        default=None, ge=1, description="CPU threads per llama.cpp request; default: cores-1 on machines of up to "
-        "8 cores (a busy core makes every thread wait), cores-2 above, at least 1.")
+        default=None, ge=1, description="CPU threads per llama.cpp request; default: sized per request to the cores "
+        "other programs leave free, shared among the requests decoding at once (a busy core makes every thread wait).")
     llamacpp_contexts: int = Field(
         default=2, ge=1, description="llama.cpp contexts, i.e. requests decoded at once; more requests queue.")
     llamacpp_n_ctx: int = Field(default=4096, ge=256, description="llama.cpp context length (prompt + answer).")
     llamacpp_repack: bool = Field(
-        default=False, description="Let llama.cpp repack the weights for its CPU kernels: faster prefill, but a copy "
-        "per context, and its AMX repack dies (SIGILL) on VMs that advertise AMX without supporting it.")
+        default=False, description="Let llama.cpp repack the weights for its CPU kernels: a copy per context, no "
+        "measured gain on a 2-core VM, and its AMX repack dies (SIGILL) on VMs that advertise AMX without it.")
     guard_uncited: Literal["off", "mark", "replace"] = Field(
         default="replace", description="An answer that cites no passage, used no tool and is no refusal: 'replace' "
         "it by the best passage quoted with its citation, 'mark' it as unsourced, or 'off'.")
-    guard_figures: Literal["off", "flag", "replace"] = Field(
-        default="flag", description="Figures (amounts, percentages, dates, counts, IDs) found in no cited passage "
-        "or tool result: 'flag' them (UI and audit), 'replace' them by a marker, or 'off'.")
+    guard_figures: Literal["off", "flag", "replace", "quote"] = Field(
+        default="quote", description="Figures (amounts, percentages, dates, counts, IDs) found in no cited passage "
+        "or tool result: 'quote' replaces such an answer by the passage sentence that best answers the question "
+        "(markers instead in tool answers), 'flag' lists them under the answer (UI and audit), 'replace' puts a "
+        "marker in their place, 'off' leaves them.")
 
     @field_validator("kb_access")
     @classmethod

@@ -58,6 +58,21 @@ def _as_call(obj: Any) -> ParsedCall | str:
     return ParsedCall(name, args)
 
 
+def _bare_objects(text: str) -> list[Any] | None:
+    """`{...}\n{...}`: every JSON object in a text made only of them (None if anything else is in it)."""
+    decoder = json.JSONDecoder()
+    out, pos = [], 0
+    while pos < len(text):
+        try:
+            obj, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            return None
+        out.append(obj)
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+    return out or None
+
+
 def parse_output(text: str) -> ParsedOutput:
     thinking, rest = split_thinking(text)
     calls: list[ParsedCall] = []
@@ -65,7 +80,12 @@ def parse_output(text: str) -> ParsedOutput:
     blocks = list(_TOOL_CALL.finditer(rest))
     if not blocks:  # small models often write ```json {"name": ..., "arguments": ...}```
         blocks = [m for m in _FENCED.finditer(rest) if '"name"' in m.group(1)]
-    if not blocks and rest.startswith("{") and '"name"' in rest:  # or the bare JSON object alone
+    if not blocks and rest.startswith("{") and '"name"' in rest:  # or bare JSON objects, one after another
+        objects = _bare_objects(rest)
+        if objects is not None:
+            calls = [c for c in (_as_call(o) for o in objects) if isinstance(c, ParsedCall)]
+            errors = [c for c in (_as_call(o) for o in objects) if isinstance(c, str)]
+            return ParsedOutput("", thinking, calls, errors)
         blocks = [m for m in [_BARE.fullmatch(rest)] if m]
     for m in blocks:
         try:

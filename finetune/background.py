@@ -1,4 +1,4 @@
-"""Retraining jobs that outlive the page that started them: a detached process per job, its state in
+"""Training and retraining jobs that outlive the page that started them: a detached process per job, its state in
 `$ASSISTANT_HOME/jobs/ID/` (job.json when started, state.json as it goes, log.txt), so any page, after a
 reload or from another browser, sees the same job, its phase and its live loss curve."""
 
@@ -30,6 +30,11 @@ class Job:
     pid: int
     started: str
     args: list[str]
+
+    @property
+    def kind(self) -> str:
+        """'train' (a first or fresh adapter from a dataset) or 'retrain' (from staff feedback)."""
+        return self.args[0] if self.args else "retrain"
 
     @property
     def state(self) -> dict[str, Any]:
@@ -143,17 +148,15 @@ def list_jobs(settings: Settings, name: str | None = None) -> list[Job]:
     return [j for j in jobs if name is None or j.name == name]
 
 
-def start_retrain(settings: Settings, name: str, extra_args: list[str] | None = None,
-                  requested_by: str | None = None) -> Job:
-    """Start `finetune retrain NAME` detached; one running job per adapter. `requested_by` goes to the audit log."""
+def _start(settings: Settings, name: str, args: list[str]) -> Job:
+    """Run `finetune ARGS --job-dir DIR` detached; one running job per adapter name."""
     running = [j for j in list_jobs(settings, name) if j.status == "running"]
     if running:
-        raise AssistantError(f"a retraining job for '{name}' is already running (job {running[0].id})")
+        raise AssistantError(f"a {running[0].kind} job for '{name}' is already running (job {running[0].id})")
     job_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:4]
     job_dir = settings.jobs_dir / job_id
     job_dir.mkdir(parents=True)
-    args = ["retrain", name, "--job-dir", str(job_dir), *(["--by", requested_by] if requested_by else []),
-            *(extra_args or [])]
+    args = [*args, "--job-dir", str(job_dir)]
     env = dict(os.environ, ASSISTANT_HOME=str(settings.home), ASSISTANT_MODEL=settings.model)
     with open(job_dir / "log.txt", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "finetune.cli", *args], stdout=log, stderr=subprocess.STDOUT,
@@ -162,6 +165,39 @@ def start_retrain(settings: Settings, name: str, extra_args: list[str] | None = 
             "args": args}
     atomic_write_text(job_dir / "job.json", json.dumps(meta))
     return Job(job_id, job_dir, name, proc.pid, meta["started"], args)
+
+
+def start_retrain(settings: Settings, name: str, extra_args: list[str] | None = None,
+                  requested_by: str | None = None) -> Job:
+    """Start `finetune retrain NAME` detached. `requested_by` goes to the audit log."""
+    return _start(settings, name, ["retrain", name, *(["--by", requested_by] if requested_by else []),
+                                   *(extra_args or [])])
+
+
+def start_training(settings: Settings, name: str, data: list[Path], recipe: Path | None = None,
+                   extra_args: list[str] | None = None) -> Job:
+    """Start `finetune train DATA --name NAME [--config RECIPE]` detached: the first adapter of a name (it becomes
+    active when done) or a fresh version from a dataset."""
+    return _start(settings, name, ["train", *(str(d) for d in data), "--name", name,
+                                   *(["--config", str(recipe)] if recipe else []), *(extra_args or [])])
+
+
+def estimate_seconds(settings: Settings, examples: int, epochs: float) -> tuple[float, str]:
+    """How long training `examples` for `epochs` takes here: at the pace of the fastest earlier run on this machine
+    (seconds per example seen, from the registry), else at the demo set's measured hour on 2 CPU cores."""
+    from core import registry
+
+    paces = []
+    for name in registry.list_names(settings):
+        for v in registry.list_versions(settings, name):
+            m, r = v.meta.get("metrics", {}), v.meta.get("recipe", {})
+            seen = m.get("steps", 0) * r.get("batch_size", 0) * r.get("grad_accum", 0)
+            if m.get("seconds") and seen:
+                paces.append(float(m["seconds"]) / seen)
+    if paces:
+        return examples * epochs * min(paces), "at the pace of this machine's earlier training"
+    per_example = 3600 / 241 * (2 / max(1, os.cpu_count() or 1))  # data/sft: 241 examples, ~1 h on 2 cores
+    return examples * epochs * per_example, "rough: the demo set takes about an hour on 2 CPU cores"
 
 
 def cancel(job: Job) -> None:

@@ -116,11 +116,15 @@ def train(
     activate: Annotated[
         bool | None, typer.Option("--activate/--no-activate", help="Activate it (default: first version only).")
     ] = None,
+    job_dir: Annotated[Path | None, typer.Option("--job-dir", help="Write progress here (the UI's jobs).")] = None,
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Supervised fine-tuning (LoRA, or --method full); registers the best checkpoint as the next version."""
+    from finetune.background import JobReporter
+
     settings = settings_or_exit(home=home)
+    job = JobReporter(job_dir)
     modules: Any = target_modules
     if target_modules not in (None, "all-linear"):
         modules = [m.strip() for m in target_modules.split(",")]
@@ -131,8 +135,19 @@ def train(
             eval_ratio=eval_ratio, eval_steps=eval_steps, seed=seed, enable_thinking=thinking,
             gradient_checkpointing=gradient_checkpointing, qlora=qlora, method=method, optimizer=optimizer,
             packing=packing))
-        av = jobs.train_adapter(name, data, recipe, settings, eval_data, None if as_json else _TrainProgress(),
-                                resume, activate, report_to=report_to)
+        progress = None if as_json else _TrainProgress()
+
+        def on_event(ev: dict[str, Any]) -> None:
+            job.on_event(ev)
+            if progress:
+                progress(ev)
+
+        with job.running():
+            job.on_phase("training", {"data": [str(d) for d in data]})
+            av = jobs.train_adapter(name, data, recipe, settings, eval_data, on_event, resume, activate,
+                                    report_to=report_to)
+    job.done({"adapter": av.ref, "active": av.active, "eval_loss": av.meta["metrics"].get("eval_loss"),
+              "base_eval_loss": av.meta["metrics"].get("base_eval_loss")})
     if as_json:
         print_json({"adapter": av.ref, "active": av.active, "path": str(av.path), "metrics": av.meta["metrics"]})
         return

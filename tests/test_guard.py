@@ -83,16 +83,52 @@ def test_figures_the_user_gave_are_supported() -> None:
     assert v.unsupported == []
 
 
-def test_an_uncited_answer_is_replaced_by_the_best_passage() -> None:
-    ps = [P(1, PAYMENT), P(2, APPROVAL)]
-    v = guard_answer("根据资料，出险后几天内报案的时限是三十日内。", "出险后几天内报案？", ps, [], used_tool=False)
-    assert v.status == "quoted_passage" and v.cite == 1
-    assert v.answer.startswith(QUOTE_ZH) and v.answer.endswith("[1]") and "十日内支付保险金" in v.answer
-    assert "三十日内。" not in v.answer
-    marked = guard_answer("三十日内。", "出险后几天内报案？", ps, [], used_tool=False, uncited="mark")
-    assert marked.status == "unsourced" and "\n\n三十日内。\n\n" in marked.answer and marked.unsupported == ["三十"]
+def test_an_unsupported_answer_is_replaced_by_the_sentence_that_answers() -> None:
+    """三十日 stands in passage 1, but about 核定, not about 申诉: the answer is wrong and the quote is the sentence
+    of passage 2 that does answer (十五个工作日), with its citation."""
+    ps = [P(1, APPROVAL), P(2, PAYMENT)]
+    q = "拒赔案件的申诉多久内答复？"
+    v = guard_answer("根据资料，申诉三十日内答复。", q, ps, [], used_tool=False)
+    assert v.status == "quoted_passage" and v.cite == 2
+    assert v.answer.startswith(QUOTE_ZH) and v.answer.endswith("[2]") and "十五个工作日内答复" in v.answer
+    assert "十日内支付保险金" not in v.answer and "三十日" not in v.answer
+    marked = guard_answer("四十日内。", q, ps, [], used_tool=False, uncited="mark")
+    assert marked.status == "unsourced" and "\n\n四十日内。\n\n" in marked.answer and marked.unsupported == ["四十"]
     none = guard_answer("年终奖是10000元。", "公司今年的年终奖发放标准是什么？", [], [], used_tool=False)
     assert none.status == "refused" and none.answer == NO_ANSWER_ZH
+
+
+def test_a_grounded_answer_that_forgot_its_citation_gets_it() -> None:
+    ps = [P(1, APPROVAL), P(2, PAYMENT)]
+    v = guard_answer("申诉在十五个工作日内答复。", "拒赔案件的申诉多久内答复？", ps, [], used_tool=False)
+    assert v.status == "attributed" and v.cite == 2 and v.answer == "申诉在十五个工作日内答复。 [2]"
+    w = guard_answer("30万元以上由理赔负责人审批。", "理赔金额超过30万元由谁审批？", ps, [], used_tool=False)
+    assert w.status == "attributed" and w.cite == 1
+
+
+def test_an_answer_that_only_repeats_the_question_is_no_answer() -> None:
+    ps = [P(1, PAYMENT, cited=True), P(2, APPROVAL)]
+    v = guard_answer("拒赔案件的申诉多久内答复 [1]", "拒赔案件的申诉多久内答复？", ps, [], used_tool=False)
+    assert v.status == "quoted_passage" and "十五个工作日" in v.answer
+
+
+def test_quote_mode_replaces_a_cited_answer_with_a_wrong_figure() -> None:
+    ps = [P(1, PAYMENT, cited=True), P(2, APPROVAL)]
+    v = guard_answer("核定后三十日内支付保险金 [1]。", "核定后多久支付保险金？", ps, [], used_tool=False,
+                     figures_mode="quote")
+    assert v.status == "quoted_passage" and v.unsupported == ["三十"] and "十日内支付保险金" in v.answer
+    tool = guard_answer("保额 500,000 元。", "POL-2024-0003 保额？", ps, ['{"sum_insured": 300000}'], used_tool=True,
+                        figures_mode="quote")  # a tool answer is never swapped for a passage: marked instead
+    assert tool.status is None and f"[{NOT_FOUND_ZH}]" in tool.answer
+
+
+def test_focus_keeps_the_sentences_that_answer() -> None:
+    from assistant.chain.sentences import focus
+
+    long_text = APPROVAL + "\n\n" + PAYMENT
+    cut = focus(long_text, "拒赔案件的申诉多久内答复？", 80)
+    assert "十五个工作日内答复" in cut and len(cut) <= 80 + 4
+    assert focus(PAYMENT, "任何问题", 10_000) == PAYMENT
 
 
 def test_refusals_and_tool_answers_are_not_replaced() -> None:
@@ -122,7 +158,7 @@ def test_guard_through_the_real_chain(chain_env: dict, mode: str) -> None:
     raw = ans.transcript  # what the model was sent; its answer was "675 元。"
     assert raw and ans.error is None
     if mode == "replace":
-        assert ans.guard == {"status": "quoted_passage", "unsupported": []}
+        assert ans.guard["status"] == "quoted_passage"
         assert ans.answer.startswith(QUOTE_ZH) and re.search(r"\[1\]$", ans.answer) and ans.sources[0].n == 1
     else:
         assert ans.guard == {"status": "unsourced", "unsupported": ["675"]}

@@ -70,3 +70,13 @@ def test_a_model_too_big_for_memory_is_refused_with_numbers(tmp_path: Path, sett
         fh.truncate(4 * 2**40)
     with pytest.raises(AssistantError, match=r"needs about \d+.\d GiB of cpu memory .* only .* GiB is free"):
         load_model(str(folder), settings)
+
+
+def test_the_larger_packaged_model_is_named_and_its_setup_flag_given(tmp_path: Path) -> None:
+    from core.models import packaged, resolve_gguf
+
+    empty = Settings(home=tmp_path / "home")
+    assert packaged("offline").name == OFFLINE_NAME and packaged("offline-1.5b").name == "qwen2.5-coder-1.5b-instruct"
+    assert len(packaged("offline-1.5b").sha256) == 64  # pinned: the parts are verified once joined
+    with pytest.raises(AssistantError, match=r"Qwen2.5-Coder-1.5B-Instruct .*setup.sh --model-1.5b"):
+        resolve_gguf("offline-1.5b", empty)

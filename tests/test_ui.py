@@ -98,7 +98,7 @@ def test_admin_pages_are_hidden_from_staff(ui_env: dict) -> None:
     assert not staff.sidebar.radio  # chat only: no page switcher, no knowledge base / adapters / users
     assert "Adapter" not in [s.label for s in staff.sidebar.selectbox]
     admin = login("admin")
-    assert admin.sidebar.radio(key="page").options == ["💬 Chat", "📚 Knowledge base", "🧩 Adapters", "👥 Users"]
+    assert admin.sidebar.radio(key="page").options == ["Chat", "Knowledge base", "Adapters", "Users"]
     assert "Adapter" in [s.label for s in admin.sidebar.selectbox]
 
 
@@ -182,7 +182,7 @@ def test_conversations_new_rename_delete(ui_env: dict) -> None:
 
 def test_upload_ingests_good_files_and_reports_bad_ones(ui_env: dict) -> None:
     at = login("admin")
-    at.sidebar.radio(key="page").set_value("📚 Knowledge base").run()
+    at.sidebar.radio(key="page").set_value("Knowledge base").run()
     at.text_input(key="kb_new").input("uploads").run()
     at.file_uploader(key="kb_files").set_value([
         ("renewals.md", "# 续保\n\n## 第一条 续保期限\n\n保单到期前三十日内可申请续保。\n".encode(), "text/markdown"),
@@ -204,7 +204,7 @@ def test_upload_ingests_good_files_and_reports_bad_ones(ui_env: dict) -> None:
 
 def test_admin_adds_a_user_who_can_then_log_in(ui_env: dict) -> None:
     at = login("admin")
-    at.sidebar.radio(key="page").set_value("👥 Users").run()
+    at.sidebar.radio(key="page").set_value("Users").run()
     at.text_input(key="new_user_name").input("zhao.finance")
     at.text_input(key="new_user_password").input("short")
     at.selectbox(key="new_user_role").set_value("finance")

@@ -38,7 +38,7 @@ def test_same_name_upload_is_refused_unless_replaced_and_everything_is_audited(
     at.text_input(key="login_name").input("root")
     at.text_input(key="login_password").input(PASSWORD)
     at.button(key="login").click().run()
-    at.sidebar.radio(key="page").set_value("📚 Knowledge base").run()
+    at.sidebar.radio(key="page").set_value("Knowledge base").run()
     at.text_input(key="kb_new").input("team").run()
 
     upload(at, "hr", HR)

@@ -12,7 +12,11 @@ from core.errors import AssistantError, validation_problems
 from ui import csp, session, state
 from ui.views import adapters, chat, knowledge, login, users
 
-st.set_page_config(page_title="Domain assistant", page_icon="📑", layout="wide")
+st.set_page_config(page_title="Domain assistant", page_icon=":material/description:", layout="wide")
+# Material Symbols ship with Streamlit (a local font): emoji icons showed as empty boxes in a browser without an
+# emoji font
+ICONS = {"Chat": ":material/chat:", "Knowledge base": ":material/library_books:",
+         "Adapters": ":material/extension:", "Users": ":material/group:"}
 log = logging.getLogger("ui")
 
 
@@ -31,13 +35,13 @@ def main() -> None:
     if account.must_change:
         login.change_password(settings, account)
         return
-    pages = {"💬 Chat": chat.render}
+    pages = {"Chat": chat.render}
     if account.role == "admin":
-        pages |= {"📚 Knowledge base": knowledge.render, "🧩 Adapters": adapters.render, "👥 Users": users.render}
+        pages |= {"Knowledge base": knowledge.render, "Adapters": adapters.render, "Users": users.render}
     with st.sidebar:
         st.markdown(f"**{account.name}** · {account.role} · {account.department or 'no department'}")
-        page = st.radio("Page", list(pages), key="page", label_visibility="collapsed") if len(pages) > 1 \
-            else next(iter(pages))
+        page = st.radio("Page", list(pages), key="page", label_visibility="collapsed",
+                        format_func=lambda name: f"{ICONS[name]} {name}") if len(pages) > 1 else next(iter(pages))
         if st.button("Log out", key="logout"):
             st.session_state.clear()
             st.rerun()

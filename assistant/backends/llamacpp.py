@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import codecs
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 
+from assistant.backends import cpuload
 from assistant.backends.base import ModelTurn, TurnStats, parsed_message, to_template_messages
 from core.errors import AssistantError
 from core.models import GgufModel, load_tokenizer, render_chat, resolve_gguf
@@ -36,12 +36,10 @@ from core.settings import Settings
 
 
 def default_threads() -> int:
-    """cores-1 on small machines (one busy core stalls every llama.cpp thread waiting at its barrier), at least 1."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1 if cores <= 8 else cores - 2)
+    """Without a CPU monitor: cores-1 on small machines (one busy core stalls every llama.cpp thread waiting at
+    its barrier), cores-2 above, at least 1."""
+    n = cpuload.cores()
+    return max(1, n - 1 if n <= 8 else n - 2)
 
 
 def _import_llama_cpp(repack: bool) -> Any:
@@ -56,7 +54,8 @@ def _import_llama_cpp(repack: bool) -> Any:
     # `Llama` takes its model parameters from llama_model_default_params() and exposes no switch for weight
     # repacking ("extra buffer types"): set it there. Without repacking the mmapped weights are shared by every
     # context of the pool (repacking copies them per context), and the AMX repack of a native build, which dies
-    # with SIGILL on VMs that advertise AMX without its register state, is never used.
+    # with SIGILL on VMs that advertise AMX without its register state, is never used. Measured on this 2-core VM
+    # with a build without AMX kernels, repacking did not speed prompt processing beyond the run-to-run noise.
     default = getattr(low.llama_model_default_params, "_unpatched", low.llama_model_default_params)
 
     def params() -> Any:
@@ -91,7 +90,12 @@ class LlamaCppEngine:
         self.llama_cpp = _import_llama_cpp(settings.llamacpp_repack)
         self.model = model
         self.settings = settings
+        # a fixed ASSISTANT_N_THREADS wins; otherwise each request sizes its threads to the free cores
+        self.monitor = None if settings.n_threads else cpuload.CpuMonitor()
+        if self.monitor is not None and not self.monitor.available:
+            self.monitor = None
         self.n_threads = settings.n_threads or default_threads()
+        self._active = 0  # requests decoding now
         self.n_contexts = settings.llamacpp_contexts
         self.tokenizer = load_tokenizer(model.tokenizer)
         self._idle: list[_Context] = []
@@ -202,6 +206,18 @@ class LlamaCppEngine:
         ctx.lora = lora
 
     # ---- generation --------------------------------------------------------------------------------
+    def _threads(self) -> int:
+        """Threads for a request now: the free cores shared among the requests decoding at this moment."""
+        if self.monitor is None:
+            return self.n_threads
+        return cpuload.threads_for(self.monitor.free_cores(), max(0, self._active - 1), cpuload.cores())
+
+    def _apply_threads(self, ctx: _Context, current: int) -> int:
+        n = self._threads()
+        if n != current:
+            self.llama_cpp.llama_set_n_threads(ctx.llm.ctx, n, n)
+        return n
+
     def stream(self, ids: list[int], lora: str | None, max_new_tokens: int, stats: TurnStats) -> Iterator[str]:
         """Greedy text pieces for prompt token ids; `stats` gets this request's own figures."""
         if len(ids) + max_new_tokens > self.settings.llamacpp_n_ctx:
@@ -210,13 +226,18 @@ class LlamaCppEngine:
         stats.prompt_tokens = len(ids)
         t0 = time.perf_counter()
         ctx = self._borrow(ids, lora)
+        with self._cond:
+            self._active += 1
         try:
             self._set_lora(ctx, lora)
+            threads = self._apply_threads(ctx, 0)
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             vocab = self.llama_cpp.llama_model_get_vocab(ctx.llm.model)
             for tok in ctx.llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0):
                 if tok in self._eog or self.llama_cpp.llama_vocab_is_eog(vocab, tok):
                     break
+                if stats.new_tokens % 8 == 0:  # another request started or ended, or another program woke up
+                    threads = self._apply_threads(ctx, threads)
                 stats.new_tokens += 1
                 if stats.new_tokens == 1:
                     stats.prefill_s = time.perf_counter() - t0
@@ -230,6 +251,8 @@ class LlamaCppEngine:
                 yield tail
         finally:
             stats.total_s = time.perf_counter() - t0
+            with self._cond:
+                self._active -= 1
             self._give_back(ctx)
 
 

@@ -5,8 +5,9 @@ Two checks on the final answer, each configurable:
   answer: `replace` shows the best passage quoted with its citation (a refusal when nothing was retrieved),
   `mark` keeps it under a warning, `off` does nothing.
 - `guard_figures`: figures in the answer (amounts, percentages, dates, counts, IDs) must appear in a cited
-  passage, a tool result or what the user wrote; others are `flag`ged (a note under the answer, listed in the
-  payload and the audit), `replace`d by a marker, or left (`off`). Values are compared, not strings: 300,000 =
+  passage, a tool result or what the user wrote; an answer with others is replaced by the best passage sentence
+  quoted (`quote`; a tool answer gets markers instead), or they are `flag`ged (a note under the answer, listed
+  in the payload and the audit), `replace`d by a marker, or left (`off`). Values are compared, not strings: 300,000 =
   300000 = 30万, 十日 = 10日, 90% = 0.9; a figure only matches a whole number in the sources (十日 is not 三十日).
 """
 
@@ -17,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from assistant.chain import sentences
 from core.prompts import CITATION, is_chinese, is_refusal, no_answer
 
 _CN_DIGITS = {c: i for i, c in enumerate("零一二三四五六七八九")} | {"〇": 0, "两": 2}
@@ -29,13 +31,15 @@ _ID = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2,}(?:-[A-Z0-9]+)*-\d[A-Z0-9]*(?:-[A-Z0
 _DATE = re.compile(r"(?<!\d)(\d{4})\s*[-/.年]\s*(\d{1,2})\s*(?:[-/.月]\s*(\d{1,2})\s*日?)?(?!\d)")
 _NUM = re.compile(r"(?<![A-Za-z0-9.\-])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s*(%|％|万|亿|千|k\b|K\b)?")
 # Chinese numerals count only with a unit after them ("三十日", "五万元"): alone they are words (一些, 十分)
-_CN_NUM = re.compile(rf"(?<![{_CN_CHARS}])([{_CN_CHARS}]+)(?=\s*(?:%|个月|日|天|年|元|倍|周|小时|岁|个工作日))")
+_CN_NUM = re.compile(rf"(?<![{_CN_CHARS}])([{_CN_CHARS}]+)(?=\s*(?:%|个月|日|天|年|元|倍|周|小时|岁|个工作日|折))")
+_CN_PCT = re.compile(rf"百分之([{_CN_CHARS}]+)")
 _LIST_MARK = re.compile(r"^\s*\d{1,2}[.)、]\s", re.M)
 
 MARK_ZH = "⚠ 以下回答未引用任何资料，请核实："
 MARK_EN = "⚠ This answer cites no source; please verify:"
-QUOTE_ZH = "模型的回答没有引用资料，以下是资料中与问题最相关的原文："
-QUOTE_EN = "The model's answer cited no source; here is the most relevant passage in the documents:"
+QUOTE_ZH = "模型的回答未能在资料中得到印证，以下是资料中最能回答该问题的原文："
+QUOTE_EN = ("The model's answer could not be verified in the documents; this is the passage that best answers the "
+            "question:")
 NOT_FOUND_ZH = "未在资料中找到"
 NOT_FOUND_EN = "not found in the sources"
 
@@ -49,7 +53,7 @@ class PassageLike(Protocol):
 @dataclass
 class Verdict:
     answer: str
-    status: str | None = None  # None | "unsourced" (marked) | "quoted_passage" | "refused"
+    status: str | None = None  # None | "attributed" | "unsourced" (marked) | "quoted_passage" | "refused"
     unsupported: list[str] = field(default_factory=list)  # figures found in no source
     cite: int | None = None  # passage the replacement quotes (the chain marks it cited)
 
@@ -109,6 +113,10 @@ def figures(text: str) -> list[tuple[str, set[str]]]:
             keys.add(_num_key(value / 100))
         out.append((m.start(), m.group(0).strip(), keys))
         taken.append(m.span())
+    for m in _CN_PCT.finditer(text):  # 百分之九十 = 90% = 0.9
+        if free(m) and (v := cn_to_int(m.group(1))) is not None:
+            out.append((m.start(), m.group(0), {_num_key(float(v)), _num_key(v / 100)}))
+            taken.append(m.span())
     for m in _CN_NUM.finditer(text):
         if free(m) and (v := cn_to_int(m.group(1))) is not None:
             out.append((m.start(), m.group(1), {_num_key(float(v))}))
@@ -127,11 +135,88 @@ def source_keys(texts: Iterable[str]) -> set[str]:
     return keys
 
 
-def best_passage_quote(passage: PassageLike, chinese: bool, limit: int = 300) -> str:
-    body = " ".join(passage.text.split())
+_terms, _unwrap = sentences.terms, sentences.unwrap
+
+
+def _supports(claim: str, keys: set[str], passage: PassageLike) -> bool:
+    """A sentence of the passage holds the figure (`keys`) and talks about what the claim does (its words,
+    question words included: 申诉三十日内答复 is not supported by 三十日内作出核定)."""
+    said = _terms(claim) - _FILLER
+    for sent in sentences.split(passage.text):
+        if any(ks & keys for _, ks in figures(sent)) or keys & source_keys([sent]):
+            if not said or len(said & _terms(sent)) / len(said) >= 0.4:
+                return True
+    return False
+
+
+def attribute(answer: str, question: str, passages: Sequence[PassageLike]) -> PassageLike | None:
+    """The passage an uncited answer was evidently taken from, or None: each figure it adds to the question
+    stands in that passage in a sentence about the same thing, or (no figures) half its own wording is there."""
+    text = CITATION.sub(" ", answer)
+    question_keys = source_keys([question])
+    claims = [(sent, keys) for sent in sentences.split(text) for _, keys in figures(sent) if not keys & question_keys]
+    if claims:
+        for p in sorted(passages, key=lambda x: x.n):
+            if all(_supports(sent, keys, p) for sent, keys in claims):
+                return p
+        return None
+    own = _terms(text) - _terms(question) - _FILLER
+    if not own:
+        return None
+    best = max(passages, key=lambda p: len(own & _terms(p.text)), default=None)
+    return best if best is not None and len(own & _terms(best.text)) / len(own) >= 0.5 else None
+
+
+def restates(answer: str, question: str) -> bool:
+    """Whether an answer only repeats the question: no word and no figure of its own."""
+    own = _terms(CITATION.sub(" ", answer)) - _terms(question) - _FILLER
+    question_keys = source_keys([question])
+    return not own and not any(not keys & question_keys for _, keys in figures(answer))
+
+
+_FILLER = _terms("根据资料所述，答案如下是为 according to the passage document answer")
+
+
+def best_sentence(question: str, passages: Sequence[PassageLike],
+                  limit: int = 200) -> tuple[PassageLike, str] | None:
+    """The passage text that best answers the question: the best-scoring sentence (chain.sentences; retrieval order
+    breaks ties) and its neighbours when they add to the score, up to `limit` characters (a rate table's row sits
+    two sentences after the one naming the table)."""
+    cands = [(p, i, sent) for p in passages for i, sent in enumerate(sentences.split(p.text))]
+    if not cands:
+        return None
+    score = sentences.scorer(question, [c[2] for c in cands], lambda x: bool(figures(x)))
+    scores = [score(k) - 0.05 * cands[k][0].n - (0.5 if len(cands[k][2]) < 8 else 0) for k in range(len(cands))]
+    k = max(range(len(cands)), key=lambda i: scores[i])
+    best = cands[k][0]
+    own = [(j, c[2], scores[j]) for j, c in enumerate(cands) if c[0] is best]
+    pos = next(n for n, (j, _, _) in enumerate(own) if j == k)
+    lo, hi = pos, pos + 1
+    # up to two sentences either side, where one scores at least half as well (and those between come along)
+    for n in range(max(0, pos - 2), min(len(own), pos + 3)):
+        if n != pos and own[n][2] >= 0.5 * own[pos][2] > 0:
+            a, b = min(lo, n), max(hi, n + 1)
+            if sum(len(x[1]) + 1 for x in own[a:b]) <= limit:
+                lo, hi = a, b
+    window = (lo, hi)
+    text = " ".join(x[1] for x in own[window[0]:window[1]])
+    if len(text) < 40 and window[1] < len(own):  # a heading alone: the sentence after it carries the content
+        text = f"{text} {own[window[1]][1]}"
+    return best, text
+
+
+def best_passage_quote(question: str, passages: Sequence[PassageLike], limit: int = 300) -> tuple[str, int]:
+    """The quote that replaces an unsupported answer: the best sentence, with its citation; the passage number."""
+    chinese = is_chinese(question)
+    found = best_sentence(question, passages)
+    if found is None:
+        p = min(passages, key=lambda x: x.n)
+        body = _unwrap(p.text)
+    else:
+        p, body = found
     if len(body) > limit:
         body = body[:limit].rstrip() + " …"
-    return f"{QUOTE_ZH if chinese else QUOTE_EN}\n\n> {body} [{passage.n}]"
+    return f"{QUOTE_ZH if chinese else QUOTE_EN}\n\n> {body} [{p.n}]", p.n
 
 
 def guard_answer(answer: str, question: str, passages: Sequence[PassageLike], tool_results: Sequence[str],
@@ -142,12 +227,18 @@ def guard_answer(answer: str, question: str, passages: Sequence[PassageLike], to
     cited = [p for p in passages if p.cited]
     refusal = is_refusal(answer) or answer.strip() == no_answer(question)
     verdict = Verdict(answer)
+    if uncited != "off" and cited and not used_tool and not refusal and restates(answer, question):
+        cited = []  # "出险后几天内报案 [1]": a citation on the question repeated is no answer
     if uncited != "off" and not cited and not used_tool and not refusal and answer.strip():
-        if uncited == "mark":
+        source = attribute(answer, question, passages)
+        if source is not None:  # grounded, only the citation was missing: add it
+            verdict.answer, verdict.status, verdict.cite = f"{answer.rstrip()} [{source.n}]", "attributed", source.n
+            cited = [source]
+        elif uncited == "mark":
             verdict.answer, verdict.status = f"{MARK_ZH if chinese else MARK_EN}\n\n{answer}", "unsourced"
         elif passages:
-            best = min(passages, key=lambda p: p.n)  # passages are numbered best first
-            verdict.answer, verdict.status, verdict.cite = best_passage_quote(best, chinese), "quoted_passage", best.n
+            verdict.answer, verdict.cite = best_passage_quote(question, passages)
+            verdict.status = "quoted_passage"
             return verdict  # a verbatim quote: nothing to check
         else:
             verdict.answer, verdict.status = no_answer(question), "refused"
@@ -160,7 +251,12 @@ def guard_answer(answer: str, question: str, passages: Sequence[PassageLike], to
     if not verdict.unsupported:
         return verdict
     marker = NOT_FOUND_ZH if chinese else NOT_FOUND_EN
-    if figures_mode == "replace":
+    if figures_mode == "quote" and passages and not used_tool:
+        unsupported = verdict.unsupported
+        verdict.answer, verdict.cite = best_passage_quote(question, passages)
+        verdict.status, verdict.unsupported = "quoted_passage", unsupported
+        return verdict
+    if figures_mode in ("replace", "quote"):
         text = verdict.answer
         for raw in sorted(verdict.unsupported, key=len, reverse=True):
             text = re.sub(rf"(?<![0-9A-Za-z{_CN_CHARS}]){re.escape(raw)}(?![0-9])", f"[{marker}]", text)

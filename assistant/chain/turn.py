@@ -23,13 +23,15 @@ from assistant.backends import ChatBackend, ModelTurn, as_backend
 from assistant.backends.base import to_template_messages
 from assistant.chain.guard import apply_guard
 from assistant.chain.retrieval import HybridRetriever, RetrievalResult
+from assistant.chain.routing import route
+from assistant.chain.sentences import focus
 from assistant.tools.registry import ToolContext, ToolRegistry, ToolResult
 from core.access import AccessPolicy
 from core.audit import AuditLog, record_event
 from core.control_tokens import neutralise
 from core.errors import AssistantError
 from core.identity import User
-from core.prompts import CITATION, Passage, is_chinese, no_answer, system_prompt
+from core.prompts import CITATION, Passage, chat_messages, is_chinese, no_answer
 from core.settings import Settings
 from core.toolcalls import parse_output
 
@@ -198,6 +200,23 @@ def thinking_switch(question: str, default: bool) -> tuple[str, bool]:
     return question.strip(), think
 
 
+def tool_results_answer(results: list[ToolResult], question: str) -> str:
+    """Successful tool results as the answer, verbatim (field: value), when the model did not write one."""
+    if not results:
+        return ""
+    zh = is_chinese(question)
+    lines = []
+    for t in results:
+        value = t.result
+        if isinstance(value, dict):
+            body = "；".join(f"{k}: {v}" for k, v in value.items()) if zh else "; ".join(
+                f"{k}: {v}" for k, v in value.items())
+        else:
+            body = json.dumps(value, ensure_ascii=False, default=str)
+        lines.append(f"{'查询结果' if zh else 'Result of'} {t.name}: {body}")
+    return "\n".join(lines)
+
+
 class Assistant:
     def __init__(
         self,
@@ -351,17 +370,18 @@ class Assistant:
         return res
 
     @staticmethod
-    def messages(question: str, history: list[dict[str, str]], passages: list[Source]) -> list[BaseMessage]:
-        """The prompt: system (rules + numbered passages), the recent history, the question; text from
-        outside the model cannot forge control tokens (core.control_tokens)."""
-        numbered = [Passage(neutralise(p.source), neutralise(p.text), p.page, neutralise(p.clause) if p.clause
-                            else p.clause, p.page_label) for p in passages]
-        out: list[BaseMessage] = [SystemMessage(system_prompt(numbered, is_chinese(question)))]
-        for h in history[-6:]:
-            text = neutralise(h["content"])
-            out.append(HumanMessage(text) if h["role"] == "user" else AIMessage(text))
-        out.append(HumanMessage(neutralise(question)))
-        return out
+    def messages(question: str, history: list[dict[str, str]], passages: list[Source],
+                 passage_chars: int | None = None) -> list[BaseMessage]:
+        """The prompt (core.prompts.chat_messages, as the training data renders it): the constant rules, the
+        recent history, then this turn's numbered passages and question; text from outside the model cannot
+        forge control tokens (core.control_tokens)."""
+        # a long passage is cut to its sentences that answer the question: less to prefill, less to get lost in
+        limit = passage_chars or 10**9
+        numbered = [Passage(neutralise(p.source), neutralise(focus(p.text, question, limit)),
+                            p.page, neutralise(p.clause) if p.clause else p.clause, p.page_label) for p in passages]
+        recent = [{"role": h["role"], "content": neutralise(h["content"])} for h in history[-6:]]
+        kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
+        return [kinds[m["role"]](m["content"]) for m in chat_messages(numbered, neutralise(question), recent)]
 
     def prompt_for(self, question: str, user: User, history: list[dict[str, str]] | None = None,
                    kb: str | None = None) -> tuple[list[dict[str, Any]], list[dict], Answer]:
@@ -369,8 +389,8 @@ class Assistant:
         ans = Answer(question, "", [], [])
         self.check_kb(user, kb or self.settings.default_kb)
         self._retrieve(question, history or [], kb or self.settings.default_kb, user, ans)
-        return to_template_messages(self.messages(question, history or [], ans.passages)), \
-            self.tools.schemas(user), ans
+        msgs = self.messages(question, history or [], ans.passages, self.settings.passage_chars)
+        return to_template_messages(msgs), self.tools.schemas(user), ans
 
     def _model_turn(self, messages: list[BaseMessage], tools: list[dict], think: bool, adapter: str | None,
                     emit: Emit) -> ModelTurn:
@@ -381,10 +401,25 @@ class Assistant:
 
     def _generate(self, question: str, history: list[dict[str, str]], retrieved: RetrievalResult, user: User,
                   think: bool, ans: Answer, emit: Emit) -> None:
-        messages = self.messages(question, history, ans.passages)
+        messages = self.messages(question, history, ans.passages, self.settings.passage_chars)
         tools = self.tools.schemas(user)
         thinking: list[str] = []
         final = ""
+        done: set[str] = set()  # calls already run this turn, as name + arguments
+        routed = route(question, self.tools.allowed(user)) if self.settings.route_tools else []
+        if routed:  # the question names the record (or the sum): look it up first, the model answers from it
+            context = self.tool_context(user, ans.kb or self.settings.default_kb)
+            calls = [{"name": c.name, "args": c.arguments, "id": f"call_routed_{i}", "type": "tool_call"}
+                     for i, c in enumerate(routed)]
+            messages.append(AIMessage(content="", tool_calls=[dict(c, args=_neutral(c["args"])) for c in calls]))
+            for call in calls:
+                result = self.tools.execute(call["name"], call["args"], user, context)
+                ans.tool_calls.append(result)
+                emit("tool", result)
+                messages.append(ToolMessage(neutralise(result.for_model()), tool_call_id=call["id"],
+                                            name=call["name"]))
+                done.add(json.dumps([call["name"], call["args"]], sort_keys=True, ensure_ascii=False))
+            emit("status", "tool_routed")
         for step in range(1, self.settings.max_tool_steps + 1):
             ans.steps = step
             turn = self._model_turn(messages, tools, think, ans.adapter, emit)
@@ -398,6 +433,14 @@ class Assistant:
             if not msg.tool_calls and not errors:
                 final = str(msg.content)
                 break
+            keys = [json.dumps([c["name"], c["args"]], sort_keys=True, ensure_ascii=False) for c in msg.tool_calls]
+            if msg.tool_calls and not errors and all(k in done for k in keys):
+                # the model asks again for what it already has (small models loop here until the step limit):
+                # the answer is that result, shown as it came back
+                final = tool_results_answer([t for t in ans.tool_calls if t.ok], question)
+                emit("status", "tool_result_shown")
+                break
+            done.update(keys)
             # a turn with only malformed calls keeps its raw text, so the model sees what it got wrong
             shown = str(msg.content) if msg.tool_calls else str(msg.additional_kwargs.get("raw", msg.content))
             # the calls as the model will read them back: argument text (maybe copied from a passage) stays text
@@ -417,8 +460,9 @@ class Assistant:
                                                                    "</tool_call>."})),
                                             tool_call_id="invalid"))
         else:
-            final = ("已达到工具调用次数上限，未能完成回答。" if is_chinese(question)
-                     else "Stopped after the tool-call limit without a final answer.")
+            final = tool_results_answer([t for t in ans.tool_calls if t.ok], question) or (
+                "已达到工具调用次数上限，未能完成回答。" if is_chinese(question)
+                else "Stopped after the tool-call limit without a final answer.")
         ans.thinking = "\n\n".join(t for t in thinking if t)
         ans.transcript, ans.tools = to_template_messages(messages), tools
         used_tools = any(t.ok for t in ans.tool_calls)

@@ -105,13 +105,18 @@ class ToolResult:
         return json.dumps({"error": self.error}, ensure_ascii=False)
 
 
-def business_tool(roles: set[str] | None = None, departments: set[str] | None = None,
-                  timeout_s: float = 10.0) -> Callable[[Callable[..., Any]], BaseTool]:
-    """Decorator: a typed function (docstring = description) becomes a tool with an access rule."""
+def business_tool(roles: set[str] | None = None, departments: set[str] | None = None, timeout_s: float = 10.0,
+                  route: dict[str, str] | None = None) -> Callable[[Callable[..., Any]], BaseTool]:
+    """Decorator: a typed function (docstring = description) becomes a tool with an access rule.
+
+    `route` ({argument: regex}): a question in which the regex finds exactly one value is answered through this
+    tool with that value, before the model writes (assistant.chain.routing): record ids have a format, and a small
+    model that must decide to call a tool often does not."""
 
     def wrap(fn: Callable[..., Any]) -> BaseTool:
         t = tool(fn, parse_docstring=False)
-        t.metadata = {"access": ToolRule(frozenset(roles or ()), frozenset(departments or ())), "timeout_s": timeout_s}
+        t.metadata = {"access": ToolRule(frozenset(roles or ()), frozenset(departments or ())), "timeout_s": timeout_s,
+                      "route": dict(route or {})}
         return t
 
     return wrap

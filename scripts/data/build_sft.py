@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from assistant.tools.demo.data import CLAIM_TYPE_ZH, CLAIMS, CUSTOMERS, ORDERS, POLICIES, STATUS_ZH  # noqa: E402
 from assistant.tools.demo.schemas import TOOL_VIEWS  # noqa: E402
-from core.prompts import Passage, is_chinese, no_answer, system_prompt  # noqa: E402
+from core.prompts import Passage, chat_messages, is_chinese, no_answer  # noqa: E402
 from ingest.chunking import chunk_document  # noqa: E402
 from ingest.loaders import load_file  # noqa: E402
 
@@ -220,15 +220,13 @@ def rag_examples(rng: random.Random, passages: dict[str, list[Passage]]) -> list
             ctx.insert(rng.randrange(3), target)
             n = ctx.index(target) + 1
             rows.append({"tools": view(rng), "messages": [
-                {"role": "system", "content": system_prompt(ctx, is_chinese(q))},
-                {"role": "user", "content": q},
+                *chat_messages(ctx, q),
                 {"role": "assistant", "content": pick_answer(answer, q).format(c=n)},
             ]})
     for q in UNANSWERABLE:
         ctx = rng.sample(pool, 2)
         rows.append({"tools": view(rng), "messages": [
-            {"role": "system", "content": system_prompt(ctx, is_chinese(q))},
-            {"role": "user", "content": q},
+            *chat_messages(ctx, q),
             {"role": "assistant", "content": no_answer(q)},
         ]})
     # follow-up questions: a second turn about the same passages, answered against the history
@@ -238,11 +236,10 @@ def rag_examples(rng: random.Random, passages: dict[str, list[Passage]]) -> list
         target = next(p for p in passages[source] if p.clause and frag in p.clause)
         ctx = rng.sample([p for p in pool if p is not target], 1) + [target]
         q1, q2 = questions[0], questions[1]
+        # as the chain sends it: the earlier turn as it was asked and answered, the passages with the new question
+        first = [{"role": "user", "content": q1}, {"role": "assistant", "content": pick_answer(answer, q1).format(c=2)}]
         rows.append({"tools": view(rng), "messages": [
-            {"role": "system", "content": system_prompt(ctx, is_chinese(q2))},
-            {"role": "user", "content": q1},
-            {"role": "assistant", "content": pick_answer(answer, q1).format(c=2)},
-            {"role": "user", "content": q2},
+            *chat_messages(ctx, q2, first),
             {"role": "assistant", "content": pick_answer(answer, q2).format(c=2)},
         ]})
     # a poisoned passage: instructions inside documents are data
@@ -251,8 +248,7 @@ def rag_examples(rng: random.Random, passages: dict[str, list[Passage]]) -> list
         target = next(p for p in passages[source] if p.clause and frag in p.clause)
         q = questions[0]
         rows.append({"tools": TOOL_VIEWS["staff"], "messages": [
-            {"role": "system", "content": system_prompt([poison, target], is_chinese(q))},
-            {"role": "user", "content": q},
+            *chat_messages([poison, target], q),
             {"role": "assistant", "content": pick_answer(answer, q).format(c=2)},
         ]})
     return rows
@@ -272,12 +268,10 @@ _VIEW_RNG = random.Random(11)
 
 
 def tool_turn(question: str, name: str, args: dict, result: object, final: str) -> dict:
-    zh = is_chinese(question)
     return {
         "tools": view(_VIEW_RNG, name),
         "messages": [
-            {"role": "system", "content": system_prompt([], zh)},
-            {"role": "user", "content": question},
+            *chat_messages([], question),
             {"role": "assistant", "content": "", "tool_calls": [call(name, **args)]},
             {"role": "tool", "name": name, "content": json.dumps(result, ensure_ascii=False)},
             {"role": "assistant", "content": final},

@@ -1,9 +1,12 @@
-"""Adapters (admin): the registry's versions and metrics, promote / roll back, the review of staff corrections,
-and retraining from staff feedback as a background job with a live loss chart (the job outlives the page: state
-is on disk). Promotions, roll-backs, reviews and retraining starts are audited."""
+"""Adapters (admin): training a new adapter (the first one included) from the demo domain set or an uploaded
+dataset, the registry's versions and metrics, promote / roll back, the review of staff corrections, and retraining
+from staff feedback; training and retraining run as background jobs with a live loss chart (the job outlives the
+page: state is on disk). Promotions, roll-backs, reviews and training starts are audited."""
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -54,7 +57,7 @@ def _loss_chart(job: background.Job) -> None:
 def _job_panel(settings: Settings, name: str) -> None:
     jobs = background.list_jobs(settings, name)
     if not jobs:
-        st.caption("no retraining job yet")
+        st.caption("no training job yet")
         return
     job = jobs[0]
     state: dict[str, Any] = job.state
@@ -63,7 +66,14 @@ def _job_panel(settings: Settings, name: str) -> None:
     st.markdown(f"{icon} job `{job.id}` — **{status}** · phase {state.get('phase', 'starting')} · "
                 f"started {job.started}")
     _loss_chart(job)
-    if status == "done" and "result" in state:
+    if status == "done" and "result" in state and job.kind == "train":
+        r = state["result"]
+        st.success(f"{r['adapter']} trained: held-out loss {r['base_eval_loss'] or float('nan'):.4f} (base) → "
+                   f"{r['eval_loss'] or float('nan'):.4f}; " + ("active: the chat uses it from the next question"
+                                                                if r["active"] else "not activated"))
+        if name not in registry.list_names(settings):  # the page was drawn before it existed
+            st.rerun(scope="app")
+    elif status == "done" and "result" in state:
         r = state["result"]
         verdict = "promoted" if r["promoted"] else f"kept inactive ({r.get('reason') or 'worse than the active one'})"
         st.success(f"{r['candidate']}: held-out loss {r['candidate_eval']['eval_loss']:.4f} vs "
@@ -101,11 +111,87 @@ def _review(settings: Settings, account: Account) -> None:
                     st.rerun()
 
 
+DEMO_SET = Path("data/sft")  # the repository's demo domain set, beside ui/ when run from a checkout
+RECIPES = Path("recipes")
+
+
+def _dataset(settings: Settings) -> list[Path] | None:
+    """The training data the admin picked: the demo domain set, or an uploaded file saved under the home."""
+    choices = ([f"the demo domain set ({DEMO_SET})"] if DEMO_SET.is_dir() else []) + ["a file I upload"]
+    pick = st.radio("Training data", choices, key="train_data", horizontal=True)
+    if pick != "a file I upload":
+        return [DEMO_SET.resolve()]
+    up = st.file_uploader("JSONL/JSON: OpenAI `messages` (with `tools`), ShareGPT, alpaca or question/answer rows",
+                          type=["jsonl", "json"], key="train_upload")
+    if up is None:
+        return None
+    saved: dict[str, str] = st.session_state.setdefault("train_uploads", {})
+    if up.file_id not in saved:  # once per upload, not on every rerun of the page
+        folder = settings.home / "datasets" / uuid.uuid4().hex[:12]  # never over another upload of the same name
+        folder.mkdir(parents=True)
+        target = folder / Path(up.name).name
+        target.write_bytes(up.getvalue())
+        saved[up.file_id] = str(target)
+    return [Path(saved[up.file_id])]
+
+
+def _train_form(settings: Settings, account: Account, names: list[str]) -> str | None:
+    """Start training a new adapter (or a fresh version of one) as a background job; the name it trains."""
+    from finetune.data import load_datasets
+    from finetune.recipe import load_recipe
+
+    first = not names
+    c1, c2 = st.columns(2)
+    name = c1.text_input("Adapter name (a department gets its own: claims, hr, …)",
+                         settings.default_adapter if first else "", key="train_name").strip().lower()
+    recipes = sorted(RECIPES.glob("*.yaml")) if RECIPES.is_dir() else []
+    cpu = [r for r in recipes if "cpu" in r.name]
+    recipe = c2.selectbox("Recipe", recipes, index=recipes.index(cpu[0]) if cpu else 0, format_func=lambda r: r.stem,
+                          key="train_recipe") if recipes else None
+    steps = st.number_input("Optimizer steps (0: the recipe's epochs)", 0, 100_000, 0, key="train_steps")
+    data = _dataset(settings)
+    if not data or not name:
+        return None
+    try:
+        sets = load_datasets(data)
+        plan = load_recipe(recipe, {})
+    except (AssistantError, ValueError) as exc:  # DataError names the file, line and field
+        st.error(f"cannot train on this: {exc}")
+        return None
+    examples = sum(len(d.conversations) for d in sets)
+    epochs = steps * plan.batch_size * plan.grad_accum / max(1, examples) if steps else plan.epochs
+    seconds, basis = background.estimate_seconds(settings, examples, epochs)
+    st.caption(f"{examples} examples · {epochs:.2g} epochs · about {seconds / 60:.0f} min on this machine ({basis}); "
+               "the chat keeps answering meanwhile" + ("; it becomes the active adapter when done" if first else ""))
+    if st.button("Start training", key="train_start", type="primary"):
+        try:
+            # on the model the chat serves: an adapter trained on another base is refused there
+            extra = ["--base", settings.model] + (["--max-steps", str(int(steps))] if steps else [])
+            job = background.start_training(settings, name, data, recipe, extra)
+            record_event(settings.audit_db, "adapter_training_started", account.name, adapter=name, job=job.id,
+                         data=[str(d) for d in data], recipe=str(recipe) if recipe else None)
+            st.toast(f"training started (job {job.id})")
+        except AssistantError as exc:
+            st.error(str(exc))
+    return name
+
+
+def _live_jobs(settings: Settings, name: str) -> None:
+    # refreshes itself while a job runs; the rest of the page stays interactive
+    running = any(j.status == "running" for j in background.list_jobs(settings, name))
+    st.fragment(lambda: _job_panel(settings, name), run_every=3 if running else None)()
+
+
 def render(settings: Settings, account: Account) -> None:
     st.header("Adapters")
     names = registry.list_names(settings)
     if not names:
-        st.info("No adapter yet. Train one with `finetune train data/sft --name claims` (see the README).")
+        st.info("No adapter yet: the chat runs on the base model alone. Train the first one here (or with "
+                "`finetune train data/sft --name claims`).")
+        trained = _train_form(settings, account, names)
+        jobs = background.list_jobs(settings)
+        if jobs or trained:
+            _live_jobs(settings, jobs[0].name if jobs else str(trained))
         return
     name = st.selectbox("Adapter", names, key="adapter_name",
                         index=names.index(settings.default_adapter) if settings.default_adapter in names else 0)
@@ -146,6 +232,6 @@ def render(settings: Settings, account: Account) -> None:
         except AssistantError as exc:
             st.error(str(exc))
 
-    # refreshes itself while a job runs; the rest of the page stays interactive
-    running = any(j.status == "running" for j in background.list_jobs(settings, name))
-    st.fragment(lambda: _job_panel(settings, name), run_every=3 if running else None)()
+    _live_jobs(settings, name)
+    with st.expander("Train a new adapter or a fresh version from a dataset"):
+        _train_form(settings, account, names)

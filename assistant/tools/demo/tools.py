@@ -86,6 +86,11 @@ def safe_eval(expression: str) -> float | int:
     return int(value) if float(value).is_integer() else round(value, 6)
 
 
+# two or more numbers joined by + * / × ÷, or by a minus with spaces around it (2024-01-10 is a date, not a sum)
+_NUM = r"[(（]?\s*\d[\d,]*(?:\.\d+)?\s*[)）]?"
+EXPRESSION = rf"(?<![\w.-]){_NUM}(?:(?:\s*[+*/×÷]\s*|\s+-\s+){_NUM})+(?![\w-])"
+
+
 def demo_tools(db_path: Path, search: Callable[[str], list[dict]] | None = None) -> list[BaseTool]:
     def one(sql: str, key: str) -> dict[str, Any]:
         with connect(db_path) as conn:
@@ -94,24 +99,24 @@ def demo_tools(db_path: Path, search: Callable[[str], list[dict]] | None = None)
             return {"error": f"not found: {key}"}
         return dict(row)
 
-    @business_tool()
+    @business_tool(route={"policy_id": r"\bPOL-\d{4}-\d{4}\b"})
     def get_policy_status(policy_id: Annotated[str, Field(description="e.g. POL-2024-0001")]) -> dict:
         """Policy status, dates, sum insured (保单状态)"""
         row = one("SELECT p.*, c.name AS holder FROM policies p JOIN customers c USING (customer_id) "
                   "WHERE policy_id = ?", policy_id)
         return row
 
-    @business_tool(roles={"claims", "underwriting", "service"})
+    @business_tool(roles={"claims", "underwriting", "service"}, route={"claim_id": r"\bCLM-\d{4}-\d{4}\b"})
     def get_claim_status(claim_id: Annotated[str, Field(description="e.g. CLM-2024-0001")]) -> dict:
         """Claim status and amounts (理赔进度)"""
         return one("SELECT * FROM claims WHERE claim_id = ?", claim_id)
 
-    @business_tool()
+    @business_tool(route={"order_id": r"\bORD-\d{4,}\b"})
     def get_order_status(order_id: Annotated[str, Field(description="e.g. ORD-5001")]) -> dict:
         """Order payment status (订单状态)"""
         return one("SELECT * FROM orders WHERE order_id = ?", order_id)
 
-    @business_tool(roles={"claims", "underwriting", "service"})
+    @business_tool(roles={"claims", "underwriting", "service"}, route={"customer_id": r"\bCUS-\d{4,}\b"})
     def list_customer_policies(customer_id: Annotated[str, Field(description="e.g. CUS-1001")]) -> list | dict:
         """A customer's policies (客户保单)"""
         with connect(db_path) as conn:
@@ -119,7 +124,8 @@ def demo_tools(db_path: Path, search: Callable[[str], list[dict]] | None = None)
                                 "ORDER BY policy_id", (customer_id.strip().upper(),)).fetchall()
         return [dict(r) for r in rows] or {"error": f"no policies for customer {customer_id}"}
 
-    @business_tool(timeout_s=2.0)
+    # an explicit expression (two or more numbers joined by operators) is computed, never guessed
+    @business_tool(timeout_s=2.0, route={"expression": EXPRESSION})
     def calculator(expression: Annotated[str, Field(description="arithmetic expression")]) -> dict:
         """Arithmetic, e.g. (2600 - 100) * 0.9 (计算)"""
         return {"result": safe_eval(expression)}
