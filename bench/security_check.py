@@ -50,7 +50,7 @@ def world(root: Path) -> dict[str, Any]:
     from core.settings import Settings
     from ingest import pipeline
 
-    settings = Settings(home=root / "home", retrieval_k=3, min_relevance=0.0)
+    settings = Settings(home=root / "home", retrieval_k=3, min_relevance=0.0, min_coverage=0.0)
     docs = root / "docs"
     docs.mkdir()
     (docs / "public.md").write_text("# 报案\n\n## 第一条\n\n出险后十日内报案。\n", encoding="utf-8")

@@ -31,6 +31,10 @@ Q_THINK = "850 元医疗费能赔多少？"
 BAD_CALL = '<tool_call>\n{"name": "calculator", "arguments": {2+2}}\n</tool_call>'
 
 
+# the same settings for the app under test (AppTest, the browser): the tiny model's world, as ASSISTANT_* variables
+CHAIN_ENV_VARS = {"ASSISTANT_ROUTE_TOOLS": "false", "ASSISTANT_MIN_COVERAGE": "0"}
+
+
 def call(name: str, **args: Any) -> dict:
     return {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {
         "name": name, "arguments": args}}]}
@@ -38,7 +42,9 @@ def call(name: str, **args: Any) -> dict:
 
 def build_chain_env(root: Path) -> dict[str, Any]:
     """Knowledge base, business database, tiny Qwen3 and its trained `claims@v1` adapter under `root`."""
-    settings = Settings(home=root / "home", max_new_tokens=48, retrieval_k=2)
+    # the tiny model is taught to decide on tools itself and to see the passages of this two-file knowledge
+    # base for every question: no routing, no lexical floor (both are tested with the corpus in test_answers.py)
+    settings = Settings(home=root / "home", max_new_tokens=48, retrieval_k=2, route_tools=False, min_coverage=0.0)
     docs = root / "docs"
     docs.mkdir()
     (docs / "claims.md").write_text("# 理赔规则\n\n## 第一条 报案\n\n出险后十日内拨打 95500-88 报案。\n", encoding="utf-8")

@@ -62,7 +62,8 @@ def leaks(dept: str, value: Any) -> set[str]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("access")
-    settings = Settings(home=root / "home", max_new_tokens=8, retrieval_k=4, min_relevance=0.0, kb_access=KB_ACCESS)
+    settings = Settings(home=root / "home", max_new_tokens=8, retrieval_k=4, min_relevance=0.0, min_coverage=0.0,
+                        kb_access=KB_ACCESS)
     docs = root / "docs"
     docs.mkdir()
     for name, (dept, kb, text) in DOCS.items():
@@ -159,6 +160,7 @@ def test_a_file_replaced_by_another_departments_document_is_not_served(world: di
 def ui_env(world: dict, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     for k, v in {"ASSISTANT_HOME": str(world["settings"].home), "ASSISTANT_MODEL": str(world["tiny"]),
                  "ASSISTANT_MAX_NEW_TOKENS": "8", "ASSISTANT_RETRIEVAL_K": "4", "ASSISTANT_MIN_RELEVANCE": "0",
+                 "ASSISTANT_MIN_COVERAGE": "0",
                  "ASSISTANT_KB_ACCESS": json.dumps(KB_ACCESS)}.items():
         monkeypatch.setenv(k, v)
     return world

@@ -101,7 +101,7 @@ def test_a_repeated_tool_call_ends_the_loop_with_the_result(corpus_settings: Set
     the step limit) gets the result it already has shown as the answer, after one call."""
     call = '<tool_call>\n{"name": "get_policy_status", "arguments": {"policy_id": "POL-2024-0003"}}\n</tool_call>'
     chat = ScriptedChat(replies=[call])
-    a = Assistant(corpus_settings, chat, demo_registry(ensure_business_db(tmp_path / "b.db")),
+    a = Assistant(corpus_settings.model_copy(update={"route_tools": False}), chat, demo_registry(ensure_business_db(tmp_path / "b.db")),
                   AuditLog(tmp_path / "audit.db"), "scripted")
     ans = a.ask("帮我查一下保单 POL-2024-0003 的状态", STAFF)
     assert [t.name for t in ans.tool_calls] == ["get_policy_status"] and len(chat.seen) == 2

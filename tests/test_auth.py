@@ -181,7 +181,7 @@ def test_a_demoted_admin_loses_the_admin_pages(home: Path) -> None:
     db = home / "app.db"
     add_user(db, "second.admin", GOOD, "admin", "operations")  # so that admin may be demoted
     at = _login("admin")
-    assert "Users" in at.sidebar.radio(key="page").options
+    assert ":material/group: Users" in at.sidebar.radio(key="page").options
     at.sidebar.radio(key="page").set_value("Users").run()
     assert at.header[0].value == "Users"
     set_role(db, "admin", "staff", "operations")
@@ -224,7 +224,7 @@ def test_demo_accounts_get_random_passwords_and_the_admin_must_change_its(home: 
     at.text_input(key="new_password").input(GOOD)
     at.text_input(key="new_password_again").input(GOOD)
     at.button(key="change_password").click().run()
-    assert "Users" in at.sidebar.radio(key="page").options
+    assert ":material/group: Users" in at.sidebar.radio(key="page").options
     assert not get_user(db, "admin").must_change and authenticate(db, "admin", GOOD)
 
 

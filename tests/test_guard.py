@@ -151,8 +151,8 @@ def test_guard_through_the_real_chain(chain_env: dict, mode: str) -> None:
     from tests.chain_env import Q_THINK, STAFF
 
     a: Assistant = chain_env["assistant"]
-    guarded = Assistant(a.settings.model_copy(update={"guard_uncited": mode}), a.backend, a.tools, a.audit,
-                        a.model_name)
+    guarded = Assistant(a.settings.model_copy(update={"guard_uncited": mode, "guard_figures": "flag"}), a.backend,
+                        a.tools, a.audit, a.model_name)
     events: list[tuple[str, object]] = []
     ans = guarded.ask(Q_THINK, STAFF, think=True, on_event=lambda k, p: events.append((k, p)))
     raw = ans.transcript  # what the model was sent; its answer was "675 元。"

@@ -19,7 +19,7 @@ from assistant.app.users import DEMO_USERS, ensure_demo_users
 from core.feedback import list_feedback
 from finetune.data import load_datasets
 from ingest import pipeline
-from tests.chain_env import Q_RAG, Q_TOOL
+from tests.chain_env import CHAIN_ENV_VARS, Q_RAG, Q_TOOL
 
 APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
 PASSWORDS = {name: pw for name, pw, _, _ in DEMO_USERS}
@@ -36,7 +36,8 @@ def ui_home(chain_env: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def ui_env(ui_home: Path, chain_env: dict, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     env = {"ASSISTANT_HOME": str(ui_home), "ASSISTANT_MODEL": str(chain_env["tiny"]),
-           "ASSISTANT_MAX_NEW_TOKENS": "48", "ASSISTANT_RETRIEVAL_K": "2"}
+           "ASSISTANT_MAX_NEW_TOKENS": "48", "ASSISTANT_RETRIEVAL_K": "2",
+           **CHAIN_ENV_VARS}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return {"home": ui_home, "db": ui_home / "app.db", "env": env}
@@ -98,7 +99,9 @@ def test_admin_pages_are_hidden_from_staff(ui_env: dict) -> None:
     assert not staff.sidebar.radio  # chat only: no page switcher, no knowledge base / adapters / users
     assert "Adapter" not in [s.label for s in staff.sidebar.selectbox]
     admin = login("admin")
-    assert admin.sidebar.radio(key="page").options == ["Chat", "Knowledge base", "Adapters", "Users"]
+    # Material Symbols (a font Streamlit serves), never emoji: those showed as empty boxes without an emoji font
+    assert admin.sidebar.radio(key="page").options == [":material/chat: Chat", ":material/library_books: Knowledge base",
+                                                      ":material/extension: Adapters", ":material/group: Users"]
     assert "Adapter" in [s.label for s in admin.sidebar.selectbox]
 
 
@@ -151,11 +154,12 @@ def test_feedback_is_stored_with_the_turn_and_is_training_data(ui_env: dict, tmp
     assert row["correction"].startswith("出险后十日内") and row["adapter"] == "claims@v1"
     # the stored example is the chain's exact prompt, loadable by the fine-tuning data loader
     example = row["example"]
-    assert example["messages"][0]["role"] == "system" and "95500-88" in example["messages"][0]["content"]
+    users = [m for m in example["messages"] if m["role"] == "user"]
+    assert example["messages"][0]["role"] == "system" and "95500-88" in users[-1]["content"]  # the passages
     # exactly as the model was sent it (issue 11): the recorded transcript, a malformed tool-call round and the
     # error the model was shown included, then the final answer
     assert example["messages"][:-1] == payload["transcript"]
-    assert [m for m in example["messages"] if m["role"] == "user"][-1] == {"role": "user", "content": Q_RAG}
+    assert users[-1]["content"].endswith(f"问题：{Q_RAG}")  # after the numbered passages
     assert {t["function"]["name"] for t in example["tools"]} >= {"get_policy_status"}
     f = tmp_path / "fb.jsonl"
     f.write_text(json.dumps(example, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from assistant.app.users import DEMO_USERS, ensure_demo_users
-from tests.chain_env import Q_RAG
+from tests.chain_env import CHAIN_ENV_VARS, Q_RAG
 from ui.testing import app_server, chromium
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ def server(chain_env: dict, tmp_path: Path) -> Iterator[str]:
     ensure_demo_users(home / "app.db")
     with app_server(home, tmp_path / "streamlit.log", {
             "ASSISTANT_MODEL": str(chain_env["tiny"]), "ASSISTANT_MAX_NEW_TOKENS": "48",
-            "ASSISTANT_RETRIEVAL_K": "2"}) as url:
+            "ASSISTANT_RETRIEVAL_K": "2", **CHAIN_ENV_VARS}) as url:
         yield url
 
 

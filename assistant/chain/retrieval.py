@@ -48,7 +48,7 @@ class RetrievalResult:
 # words that ask rather than say what is asked about: they do not have to appear in an answering passage
 _ASKING = frozenset(
     "多少 什么 几 几天 几个 几折 谁 哪 哪些 哪个 多久 多长 多长时间 长时间 时间 怎么 怎样 如何 是否 "
-    "吗 呢 那 可以 能 请问 一下 帮 我 我查 查 查询 有 是 现在 么 条件 标准 要求 规定 流程 情况 方式 "
+    "吗 呢 那 可以 能 请问 一下 帮 我 我查 查 查询 有 是 现在 么 哪里 哪儿 条件 标准 要求 规定 流程 情况 方式 "
     "what who whom which how many much long when where why whose does do did is are "
     "was were can could would should must have has please tell me".split())
 

@@ -111,16 +111,17 @@ def _review(settings: Settings, account: Account) -> None:
                     st.rerun()
 
 
-DEMO_SET = Path("data/sft")  # the repository's demo domain set, beside ui/ when run from a checkout
-RECIPES = Path("recipes")
+_REPO = Path(__file__).resolve().parents[2]  # the checkout the UI runs from, whatever the working directory
+DEMO_SET = _REPO / "data" / "sft"  # the demo domain set
+RECIPES = _REPO / "recipes"
 
 
 def _dataset(settings: Settings) -> list[Path] | None:
     """The training data the admin picked: the demo domain set, or an uploaded file saved under the home."""
-    choices = ([f"the demo domain set ({DEMO_SET})"] if DEMO_SET.is_dir() else []) + ["a file I upload"]
+    choices = (["the demo domain set (data/sft)"] if DEMO_SET.is_dir() else []) + ["a file I upload"]
     pick = st.radio("Training data", choices, key="train_data", horizontal=True)
     if pick != "a file I upload":
-        return [DEMO_SET.resolve()]
+        return [DEMO_SET]
     up = st.file_uploader("JSONL/JSON: OpenAI `messages` (with `tools`), ShareGPT, alpaca or question/answer rows",
                           type=["jsonl", "json"], key="train_upload")
     if up is None:
