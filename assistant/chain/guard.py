@@ -229,6 +229,13 @@ def guard_answer(answer: str, question: str, passages: Sequence[PassageLike], to
     verdict = Verdict(answer)
     if uncited != "off" and cited and not used_tool and not refusal and restates(answer, question):
         cited = []  # "出险后几天内报案 [1]": a citation on the question repeated is no answer
+    if uncited != "off" and not used_tool and not answer.strip():  # no answer at all (a broken tool loop)
+        if passages:
+            verdict.answer, verdict.cite = best_passage_quote(question, passages)
+            verdict.status = "quoted_passage"
+        else:
+            verdict.answer, verdict.status = no_answer(question), "refused"
+        return verdict
     if uncited != "off" and not cited and not used_tool and not refusal and answer.strip():
         source = attribute(answer, question, passages)
         if source is not None:  # grounded, only the citation was missing: add it
@@ -274,7 +281,8 @@ def apply_guard(ans: Any, question: str, history: Sequence[dict[str, str]], unci
         return
     verdict = guard_answer(
         ans.answer, question, ans.passages, [t.for_model() for t in ans.tool_calls if t.ok],
-        used_tool=bool(ans.tool_calls), user_texts=[h["content"] for h in history if h.get("role") == "user"],
+        used_tool=any(t.ok for t in ans.tool_calls),  # a refused or failed call grounds nothing
+        user_texts=[h["content"] for h in history if h.get("role") == "user"],
         uncited=uncited, figures_mode=figures_mode)
     ans.answer = verdict.answer
     if verdict.cite is not None:

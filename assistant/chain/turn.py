@@ -200,6 +200,21 @@ def thinking_switch(question: str, default: bool) -> tuple[str, bool]:
     return question.strip(), think
 
 
+_CALL_TEXT = re.compile(r'^\s*(?:```(?:json)?\s*)?[\[{]|"name"\s*:\s*"[^"]+"\s*,\s*"arguments"|<tool_call>')
+_RECORD_ID = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2,}-\d[A-Z0-9]*(?:-[A-Z0-9]+)*")
+
+
+def _looks_like_a_call(text: str) -> bool:
+    """Tool-call JSON or a bare JSON object where an answer should be (a small model's loop)."""
+    return bool(_CALL_TEXT.search(text))
+
+
+def _unasked_ids(arguments: dict[str, Any], asked: str) -> list[str]:
+    """Record ids (POL-2024-0001, ORD-5001) in a call's arguments that the user never wrote."""
+    found = [m.group(0) for v in arguments.values() if isinstance(v, str) for m in _RECORD_ID.finditer(v.upper())]
+    return [x for x in dict.fromkeys(found) if x not in asked]
+
+
 def tool_results_answer(results: list[ToolResult], question: str) -> str:
     """Successful tool results as the answer, verbatim (field: value), when the model did not write one."""
     if not results:
@@ -430,15 +445,18 @@ class Assistant:
             if msg.additional_kwargs.get("reasoning_content"):
                 thinking.append(msg.additional_kwargs["reasoning_content"])
             errors = msg.additional_kwargs.get("tool_call_errors") or []
+            results = [t for t in ans.tool_calls if t.ok]
             if not msg.tool_calls and not errors:
                 final = str(msg.content)
+                if results and _looks_like_a_call(final):  # JSON where the answer should be: show the result
+                    final = tool_results_answer(results, question)
                 break
             keys = [json.dumps([c["name"], c["args"]], sort_keys=True, ensure_ascii=False) for c in msg.tool_calls]
-            if msg.tool_calls and not errors and all(k in done for k in keys):
-                # the model asks again for what it already has (small models loop here until the step limit):
-                # the answer is that result, shown as it came back
-                final = tool_results_answer([t for t in ans.tool_calls if t.ok], question)
-                emit("status", "tool_result_shown")
+            if all(k in done for k in keys) and (msg.tool_calls or results):
+                # the model asks again for what it already has, or writes a broken call after getting it (small
+                # models loop here until the step limit): the answer is the result as it came back, or none
+                final = tool_results_answer(results, question)
+                emit("status", "tool_result_shown" if final else "tool_loop_stopped")
                 break
             done.update(keys)
             # a turn with only malformed calls keeps its raw text, so the model sees what it got wrong
@@ -447,8 +465,15 @@ class Assistant:
             messages.append(AIMessage(content=shown, tool_calls=[dict(c, args=_neutral(c["args"]))
                                                                  for c in msg.tool_calls]))
             context = self.tool_context(user, ans.kb or self.settings.default_kb)
+            asked = " ".join([question, *(h["content"] for h in history if h.get("role") == "user")]).upper()
             for call in msg.tool_calls:
-                result = self.tools.execute(call["name"], call["args"], user, context)
+                unasked = _unasked_ids(call["args"], asked)
+                if unasked:  # a record nobody asked about (small models copy the schema's example id): not looked up
+                    result = ToolResult(call["name"], call["args"], ok=False, error=(
+                        f"{', '.join(unasked)} was not given by the user: do not look up records the user did not "
+                        "name; answer from the passages, or ask for the number"))
+                else:
+                    result = self.tools.execute(call["name"], call["args"], user, context)
                 ans.tool_calls.append(result)  # before anything else can interrupt the turn: it may have acted
                 emit("tool", result)
                 messages.append(ToolMessage(neutralise(result.for_model()), tool_call_id=call["id"],
@@ -460,9 +485,9 @@ class Assistant:
                                                                    "</tool_call>."})),
                                             tool_call_id="invalid"))
         else:
-            final = tool_results_answer([t for t in ans.tool_calls if t.ok], question) or (
-                "已达到工具调用次数上限，未能完成回答。" if is_chinese(question)
-                else "Stopped after the tool-call limit without a final answer.")
+            final = tool_results_answer([t for t in ans.tool_calls if t.ok], question)
+        if _looks_like_a_call(final):
+            final = ""  # never show call markup as an answer: the guard quotes a passage or refuses
         ans.thinking = "\n\n".join(t for t in thinking if t)
         ans.transcript, ans.tools = to_template_messages(messages), tools
         used_tools = any(t.ok for t in ans.tool_calls)
