@@ -180,13 +180,12 @@ def test_bare_json_calls_one_after_another_are_calls_not_text() -> None:
 
 def test_a_record_the_user_never_named_is_not_looked_up_and_json_is_never_the_answer(
         corpus_settings: Settings, tmp_path: Path) -> None:
-    """The 0.5B model answers an English fact question by calling get_policy_status with the schema's example id,
-    again and again: nothing is looked up, the loop stops at the repeat, and the reader gets the passage that
-    answers, never the call's JSON."""
+    """The 0.5B model answers an English fact question by calling get_policy_status with the schema's example id:
+    nothing is looked up, the loop stops there, and the reader gets the passage that answers, never the JSON."""
     call = '{"name": "get_policy_status", "arguments": {"policy_id": "POL-2024-0001"}}'
     a, chat = _scripted(corpus_settings, tmp_path, call)
     ans = a.ask("Who must approve a claim above CNY 300,000?", STAFF)
     assert [(t.name, t.ok) for t in ans.tool_calls] == [("get_policy_status", False)]
-    assert "not given by the user" in ans.tool_calls[0].error and len(chat.seen) == 2
+    assert "not given by the user" in ans.tool_calls[0].error and len(chat.seen) == 1
     assert "{" not in ans.answer and "POL-2024-0001" not in ans.answer
     assert ans.guard["status"] == "quoted_passage" and ans.sources

@@ -466,6 +466,16 @@ class Assistant:
                                                                  for c in msg.tool_calls]))
             context = self.tool_context(user, ans.kb or self.settings.default_kb)
             asked = " ".join([question, *(h["content"] for h in history if h.get("role") == "user")]).upper()
+            if msg.tool_calls and all(_unasked_ids(c["args"], asked) for c in msg.tool_calls) and not errors:
+                # only records nobody named: a model that invents a look-up seldom recovers from being told so;
+                # the refusals are recorded and the answer comes from the passages (the guard) instead
+                for call in msg.tool_calls:
+                    ans.tool_calls.append(ToolResult(call["name"], call["args"], ok=False, error=(
+                        f"{', '.join(_unasked_ids(call['args'], asked))} was not given by the user: records the "
+                        "user did not name are not looked up")))
+                    emit("tool", ans.tool_calls[-1])
+                final = ""
+                break
             for call in msg.tool_calls:
                 unasked = _unasked_ids(call["args"], asked)
                 if unasked:  # a record nobody asked about (small models copy the schema's example id): not looked up
