@@ -452,8 +452,9 @@ class Assistant:
                     final = tool_results_answer(results, question)
                 break
             keys = [json.dumps([c["name"], c["args"]], sort_keys=True, ensure_ascii=False) for c in msg.tool_calls]
-            if all(k in done for k in keys) and (msg.tool_calls or results):
-                # the model asks again for what it already has, or writes a broken call after getting it (small
+            if (routed and results) or (all(k in done for k in keys) and (msg.tool_calls or results)):
+                # after a routed look-up the model's one job is to word the result, and a call instead means it will
+                # not; or it asks again for what it already has, or writes a broken call after getting it (small
                 # models loop here until the step limit): the answer is the result as it came back, or none
                 final = tool_results_answer(results, question)
                 emit("status", "tool_result_shown" if final else "tool_loop_stopped")
