@@ -281,7 +281,8 @@ def apply_guard(ans: Any, question: str, history: Sequence[dict[str, str]], unci
         return
     verdict = guard_answer(
         ans.answer, question, ans.passages, [t.for_model() for t in ans.tool_calls if t.ok],
-        used_tool=any(t.ok for t in ans.tool_calls),  # a refused or failed call grounds nothing
+        # a result, or a refusal to run (the answer may report it); an invented look-up that never ran grounds nothing
+        used_tool=any(t.ok or t.denied for t in ans.tool_calls),
         user_texts=[h["content"] for h in history if h.get("role") == "user"],
         uncited=uncited, figures_mode=figures_mode)
     ans.answer = verdict.answer
