@@ -189,3 +189,10 @@ def test_a_record_the_user_never_named_is_not_looked_up_and_json_is_never_the_an
     assert "not given by the user" in ans.tool_calls[0].error and len(chat.seen) == 1
     assert "{" not in ans.answer and "POL-2024-0001" not in ans.answer
     assert ans.guard["status"] == "quoted_passage" and ans.sources
+
+
+def test_one_call_written_many_times_runs_once(corpus_settings: Settings, tmp_path: Path) -> None:
+    call = '<tool_call>\n{"name": "get_order_status", "arguments": {"order_id": "ORD-5002"}}\n</tool_call>\n'
+    a, chat = _scripted(corpus_settings.model_copy(update={"route_tools": False}), tmp_path, call * 33, "待支付。")
+    ans = a.ask("订单 ORD-5002 付款了吗？", STAFF)
+    assert [t.name for t in ans.tool_calls] == ["get_order_status"] and ans.answer == "待支付。"

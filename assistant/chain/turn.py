@@ -200,6 +200,7 @@ def thinking_switch(question: str, default: bool) -> tuple[str, bool]:
     return question.strip(), think
 
 
+MAX_CALLS_PER_TURN = 4
 _CALL_TEXT = re.compile(r'^\s*(?:```(?:json)?\s*)?[\[{]|"name"\s*:\s*"[^"]+"\s*,\s*"arguments"|<tool_call>')
 _RECORD_ID = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2,}-\d[A-Z0-9]*(?:-[A-Z0-9]+)*")
 
@@ -446,6 +447,10 @@ class Assistant:
                 thinking.append(msg.additional_kwargs["reasoning_content"])
             errors = msg.additional_kwargs.get("tool_call_errors") or []
             results = [t for t in ans.tool_calls if t.ok]
+            if msg.tool_calls:  # one run per distinct call, a few per turn (a small model wrote one call 33 times)
+                unique = {json.dumps([c["name"], c["args"]], sort_keys=True, ensure_ascii=False): c
+                          for c in msg.tool_calls}
+                msg.tool_calls = list(unique.values())[:MAX_CALLS_PER_TURN]
             if not msg.tool_calls and not errors:
                 final = str(msg.content)
                 if results and _looks_like_a_call(final):  # JSON where the answer should be: show the result
