@@ -196,3 +196,10 @@ def test_one_call_written_many_times_runs_once(corpus_settings: Settings, tmp_pa
     a, chat = _scripted(corpus_settings.model_copy(update={"route_tools": False}), tmp_path, call * 33, "待支付。")
     ans = a.ask("订单 ORD-5002 付款了吗？", STAFF)
     assert [t.name for t in ans.tool_calls] == ["get_order_status"] and ans.answer == "待支付。"
+
+
+def test_a_refusal_with_the_record_in_hand_shows_the_record(corpus_settings: Settings, tmp_path: Path) -> None:
+    """Qwen2.5-1.5B answered routed look-ups with "the documents do not say": the looked-up record is the answer."""
+    a, _ = _scripted(corpus_settings, tmp_path, "抱歉，现有资料中没有找到这个问题的答案。")
+    ans = a.ask("保单 POL-2024-0001 现在有效吗？", STAFF)
+    assert ans.tool_calls[0].ok and "active" in ans.answer and "没有找到" not in ans.answer

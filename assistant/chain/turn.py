@@ -31,7 +31,7 @@ from core.audit import AuditLog, record_event
 from core.control_tokens import neutralise
 from core.errors import AssistantError
 from core.identity import User
-from core.prompts import CITATION, Passage, chat_messages, is_chinese, no_answer
+from core.prompts import CITATION, Passage, chat_messages, is_chinese, is_refusal, no_answer
 from core.settings import Settings
 from core.toolcalls import parse_output
 
@@ -453,7 +453,8 @@ class Assistant:
                 msg.tool_calls = list(unique.values())[:MAX_CALLS_PER_TURN]
             if not msg.tool_calls and not errors:
                 final = str(msg.content)
-                if results and _looks_like_a_call(final):  # JSON where the answer should be: show the result
+                if results and (_looks_like_a_call(final) or is_refusal(final)):
+                    # JSON where the answer should be, or "the documents do not say" with the record in hand
                     final = tool_results_answer(results, question)
                 break
             keys = [json.dumps([c["name"], c["args"]], sort_keys=True, ensure_ascii=False) for c in msg.tool_calls]
