@@ -15,6 +15,16 @@ Categories and what counts as right:
 Each answer is scored twice: as the model gave it, and after the grounding guard (assistant/chain/guard.py,
 applied to the same answer), so both columns come from one generation. Latency: whole answer and time to
 first token, p50/p95. Timings on a shared machine are indicative: compare engines within one run.
+
+Measured 2026-11-27 on the 2-core dev VM, no adapter, llama.cpp, raw -> with the guard (right/total):
+
+| model | fact /20 | lookup /8 | calc /4 | follow-up /4 | refuse /8 | right | with guard |
+|---|---|---|---|---|---|---|---|
+| Qwen2.5-Coder-0.5B (`offline`, default) | 0 -> 13 | 8 -> 8 | 2 -> 2 | 0 -> 1 | 8 -> 8 | 0.41 | 0.73 |
+| Qwen2.5-Coder-1.5B (`offline-1.5b`) | 5 -> 13 | 6 -> 6 | 3 -> 3 | 3 -> 4 | 8 -> 8 | 0.57 | 0.77 |
+
+(1.5B: lookup and calc re-run with `--only lookup,calc` after the last tool-loop fix.) The 1.5B answers facts
+better in its own words but takes about twice as long per answer on this CPU; the default stays the 0.5B.
 """
 
 from __future__ import annotations

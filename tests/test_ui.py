@@ -111,8 +111,8 @@ def test_chat_turn_shows_the_tool_trace_and_cited_sources(ui_env: dict) -> None:
     assert len(assistant_msgs) == 1
     msg = assistant_msgs[0]
     assert "保单有效。" in [plain(md.value) for md in msg.markdown]
-    trace = [e for e in msg.expander if e.label.startswith("🔧 Tools")]
-    assert trace and plain(trace[0].label) == "🔧 Tools: get_policy_status"
+    trace = [e for e in msg.expander if e.label.startswith("Tools")]
+    assert trace and plain(trace[0].label) == "Tools: get_policy_status"
     line = plain(trace[0].markdown[0].value)
     assert '"policy_id": "POL-2024-0001"' in line and "→ ok" in line
     assert '"status": "active"' in trace[0].code[0].value

@@ -87,7 +87,7 @@ def tool_trace(payload: dict[str, Any]) -> None:
     if not calls:
         return
     names = ", ".join(c["name"] for c in calls)
-    with st.expander("🔧 Tools: " + md.text(names)):
+    with st.expander("Tools: " + md.text(names), icon=":material/build:"):
         for c in calls:
             state = "denied" if c.get("denied") else ("ok" if c.get("result") is not None else "error")
             st.markdown(f"**{md.text(c['name'])}** {md.text(json.dumps(c['arguments'], ensure_ascii=False))} → "

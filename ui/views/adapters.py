@@ -28,7 +28,7 @@ def _versions_table(settings: Settings, name: str) -> list[registry.AdapterVersi
     for v in versions:
         m = v.meta.get("metrics", {})
         rt = m.get("retrain") or {}
-        rows.append({"version": v.ref, "active": "✅" if v.active else "", "eval loss": m.get("eval_loss"),
+        rows.append({"version": v.ref, "active": "yes" if v.active else "", "eval loss": m.get("eval_loss"),
                      "token acc": m.get("eval_token_acc"), "base eval loss": m.get("base_eval_loss"),
                      "examples": m.get("train_examples"), "steps": m.get("steps"),
                      "retrain": (f"vs {rt['compared_with']}: {rt['candidate_eval_loss']:.4f} / "
@@ -62,7 +62,8 @@ def _job_panel(settings: Settings, name: str) -> None:
     job = jobs[0]
     state: dict[str, Any] = job.state
     status = job.status
-    icon = {"running": "⏳", "done": "✅", "failed": "❌", "cancelled": "⏹"}[status]
+    icon = {"running": ":material/hourglass_top:", "done": ":material/check_circle:",
+            "failed": ":material/error:", "cancelled": ":material/stop_circle:"}[status]
     st.markdown(f"{icon} job `{job.id}` — **{status}** · phase {state.get('phase', 'starting')} · "
                 f"started {job.started}")
     _loss_chart(job)

@@ -99,7 +99,7 @@ def _ask(settings: Settings, acc: Account, conv_id: str, question: str, msgs: li
                 status.caption(f"📚 {len(payload)} passages found · generating …")
             elif kind == "tool":
                 outcome = "ok" if payload.ok else "refused" if payload.denied else "error"
-                status.caption(f"🔧 {md.text(payload.name)} → {outcome}")
+                status.caption(f":material/build: {md.text(payload.name)} → {outcome}")
 
         history = conversations.history(msgs)
         ans = assistant.ask(question, acc.user, history, opts["kb"], opts["adapter"], opts["think"], on_event,
