@@ -51,19 +51,22 @@ def main() -> None:
     for q in pos + neg:
         res = r.retrieve(q, settings.retrieval_k)
         feats[q] = (res.best_dense or 0.0, res.coverage or 0.0)
-    rules = [("dense >= 0.83 (old)", 0.83, 0.0)] + [
-        (f"dense >= {d} and coverage >= {c}", d, c) for d in (0.78, 0.80, 0.82) for c in (0.4, 0.5, 0.6)]
+    rules = [("dense >= 0.83 (old)", 0.83, 0.0, 2.0)] + [
+        (f"dense >= {d} and coverage >= {c}", d, c, 2.0) for d in (0.78, 0.80, 0.82) for c in (0.4, 0.5, 0.6)] + [
+        (f"dense >= {hi}, or dense >= 0.8 and coverage >= {c}", 0.80, c, hi) for hi in (0.88, 0.90, 0.92)
+        for c in (0.4, 0.5)]
     rows = []
-    for name, d, c in rules:
-        def ok(q: str, d: float = d, c: float = c) -> bool:
-            return feats[q][0] >= d and feats[q][1] >= c
+    default = (settings.min_relevance, settings.min_coverage, settings.sure_relevance)
+    for name, d, c, hi in rules:
+        def ok(q: str, d: float = d, c: float = c, hi: float = hi) -> bool:
+            return feats[q][0] >= hi or (feats[q][0] >= d and feats[q][1] >= c)
 
-        rows.append({"rule": name + ("  <- default" if (d, c) == (settings.min_relevance, settings.min_coverage)
-                                     else ""),
+        rows.append({"rule": name + ("  <- default" if (d, c, hi) == default else ""),
                      "false refusals": f"{sum(not ok(q) for q in pos)}/{len(pos)}",
                      "false answers": f"{sum(ok(q) for q in neg)}/{len(neg)}"})
     print_table(f"relevance floor on corpus/ ({len(pos)} answerable, {len(neg)} not)", rows, list(rows[0]))
-    missed = [q for q in pos if not (feats[q][0] >= settings.min_relevance and feats[q][1] >= settings.min_coverage)]
+    missed = [q for q in pos if not (feats[q][0] >= settings.sure_relevance
+                                     or feats[q][0] >= settings.min_relevance and feats[q][1] >= settings.min_coverage)]
     print("refused by the default although answerable:", [(q, [round(x, 3) for x in feats[q]]) for q in missed])
 
 

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
         default=0.80, ge=0, le=1,
         description="Relevance floor, dense leg: below this best cosine the documents are taken not to answer.",
     )
+    sure_relevance: float = Field(
+        default=0.88, ge=0, description="Best dense cosine at which the documents count as answering whatever the "
+        "lexical leg says (a paraphrase shares few words; calibrated in bench/relevance_floor.py); above 1: never.")
     min_coverage: float = Field(
         default=0.5, ge=0, le=1,
         description="Relevance floor, lexical leg: the IDF-weighted share of the question's informative terms that "

@@ -251,8 +251,8 @@ class HybridRetriever:
         ranked = ranked[:k]
         best = max((s for _, s in dense), default=None)
         coverage = self.coverage(query, ranked[:2])
-        relevant = (best is not None and best >= self.settings.min_relevance
-                    and coverage >= self.settings.min_coverage)
+        relevant = best is not None and (best >= self.settings.sure_relevance or (
+            best >= self.settings.min_relevance and coverage >= self.settings.min_coverage))
         return RetrievalResult(ranked, relevant, best, coverage)
 
     def coverage(self, query: str, passages: list[Retrieved]) -> float:
