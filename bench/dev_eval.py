@@ -20,10 +20,11 @@ Measured 2026-11-27 on the 2-core dev VM, no adapter, llama.cpp, raw -> with the
 
 | model | fact /20 | lookup /8 | calc /4 | follow-up /4 | refuse /8 | right | with guard |
 |---|---|---|---|---|---|---|---|
-| Qwen2.5-Coder-0.5B (`offline`, default) | 0 -> 13 | 8 -> 8 | 2 -> 2 | 0 -> 1 | 8 -> 8 | 0.41 | 0.73 |
+| Qwen2.5-Coder-0.5B (`offline`, default) | 0 -> 13 | 8 -> 8 | 2 -> 2 | 0 -> 1 | 7 -> 7 | 0.39 | 0.71 |
 | Qwen2.5-Coder-1.5B (`offline-1.5b`) | 5 -> 13 | 6 -> 6 | 3 -> 3 | 3 -> 4 | 8 -> 8 | 0.57 | 0.77 |
 
-(1.5B: lookup and calc re-run with `--only lookup,calc` after the last tool-loop fix.) The 1.5B answers facts
+(1.5B: measured before the relevance floor's `sure_relevance` (which lets 重疾险的等待期 through: the 0.5B's one
+refusal miss); lookup and calc re-run with `--only lookup,calc` after the last tool-loop fix.) The 1.5B answers facts
 better in its own words but takes about twice as long per answer on this CPU; the default stays the 0.5B.
 """
 
