@@ -219,6 +219,14 @@ def best_passage_quote(question: str, passages: Sequence[PassageLike], limit: in
     return f"{QUOTE_ZH if chinese else QUOTE_EN}\n\n> {body} [{p.n}]", p.n
 
 
+def _quote_or_refuse(question: str, passages: Sequence[PassageLike]) -> Verdict:
+    """What replaces an answer that cannot stand: the passage sentence that answers, quoted, or the refusal."""
+    if not passages:
+        return Verdict(no_answer(question), "refused")
+    text, n = best_passage_quote(question, passages)
+    return Verdict(text, "quoted_passage", cite=n)
+
+
 def guard_answer(answer: str, question: str, passages: Sequence[PassageLike], tool_results: Sequence[str],
                  used_tool: bool, user_texts: Sequence[str] = (), uncited: str = "replace",
                  figures_mode: str = "flag") -> Verdict:
@@ -230,12 +238,7 @@ def guard_answer(answer: str, question: str, passages: Sequence[PassageLike], to
     if uncited != "off" and cited and not used_tool and not refusal and restates(answer, question):
         cited = []  # "出险后几天内报案 [1]": a citation on the question repeated is no answer
     if uncited != "off" and not used_tool and not answer.strip():  # no answer at all (a broken tool loop)
-        if passages:
-            verdict.answer, verdict.cite = best_passage_quote(question, passages)
-            verdict.status = "quoted_passage"
-        else:
-            verdict.answer, verdict.status = no_answer(question), "refused"
-        return verdict
+        return _quote_or_refuse(question, passages)
     if uncited != "off" and not cited and not used_tool and not refusal and answer.strip():
         source = attribute(answer, question, passages)
         if source is not None:  # grounded, only the citation was missing: add it
@@ -243,13 +246,8 @@ def guard_answer(answer: str, question: str, passages: Sequence[PassageLike], to
             cited = [source]
         elif uncited == "mark":
             verdict.answer, verdict.status = f"{MARK_ZH if chinese else MARK_EN}\n\n{answer}", "unsourced"
-        elif passages:
-            verdict.answer, verdict.cite = best_passage_quote(question, passages)
-            verdict.status = "quoted_passage"
-            return verdict  # a verbatim quote: nothing to check
         else:
-            verdict.answer, verdict.status = no_answer(question), "refused"
-            return verdict
+            return _quote_or_refuse(question, passages)  # a verbatim quote or a refusal: nothing to check
     if figures_mode == "off" or refusal:
         return verdict
     supported = source_keys([p.text for p in cited] + list(tool_results) + [question, *user_texts])
@@ -259,10 +257,9 @@ def guard_answer(answer: str, question: str, passages: Sequence[PassageLike], to
         return verdict
     marker = NOT_FOUND_ZH if chinese else NOT_FOUND_EN
     if figures_mode == "quote" and passages and not used_tool:
-        unsupported = verdict.unsupported
-        verdict.answer, verdict.cite = best_passage_quote(question, passages)
-        verdict.status, verdict.unsupported = "quoted_passage", unsupported
-        return verdict
+        quoted = _quote_or_refuse(question, passages)
+        quoted.unsupported = verdict.unsupported
+        return quoted
     if figures_mode in ("replace", "quote"):
         text = verdict.answer
         for raw in sorted(verdict.unsupported, key=len, reverse=True):

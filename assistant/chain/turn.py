@@ -210,6 +210,11 @@ def _looks_like_a_call(text: str) -> bool:
     return bool(_CALL_TEXT.search(text))
 
 
+def _call_key(call: dict[str, Any]) -> str:
+    """A call as name + arguments: what makes two calls the same look-up."""
+    return json.dumps([call["name"], call["args"]], sort_keys=True, ensure_ascii=False)
+
+
 def _unasked_ids(arguments: dict[str, Any], asked: str) -> list[str]:
     """Record ids (POL-2024-0001, ORD-5001) in a call's arguments that the user never wrote."""
     found = [m.group(0) for v in arguments.values() if isinstance(v, str) for m in _RECORD_ID.finditer(v.upper())]
@@ -429,12 +434,8 @@ class Assistant:
                      for i, c in enumerate(routed)]
             messages.append(AIMessage(content="", tool_calls=[dict(c, args=_neutral(c["args"])) for c in calls]))
             for call in calls:
-                result = self.tools.execute(call["name"], call["args"], user, context)
-                ans.tool_calls.append(result)
-                emit("tool", result)
-                messages.append(ToolMessage(neutralise(result.for_model()), tool_call_id=call["id"],
-                                            name=call["name"]))
-                done.add(json.dumps([call["name"], call["args"]], sort_keys=True, ensure_ascii=False))
+                self._run_call(call, user, context, ans, messages, emit)
+                done.add(_call_key(call))
             emit("status", "tool_routed")
         for step in range(1, self.settings.max_tool_steps + 1):
             ans.steps = step
@@ -448,8 +449,7 @@ class Assistant:
             errors = msg.additional_kwargs.get("tool_call_errors") or []
             results = [t for t in ans.tool_calls if t.ok]
             if msg.tool_calls:  # one run per distinct call, a few per turn (a small model wrote one call 33 times)
-                unique = {json.dumps([c["name"], c["args"]], sort_keys=True, ensure_ascii=False): c
-                          for c in msg.tool_calls}
+                unique = {_call_key(c): c for c in msg.tool_calls}
                 msg.tool_calls = list(unique.values())[:MAX_CALLS_PER_TURN]
             if not msg.tool_calls and not errors:
                 final = str(msg.content)
@@ -457,7 +457,7 @@ class Assistant:
                     # JSON where the answer should be, or "the documents do not say" with the record in hand
                     final = tool_results_answer(results, question)
                 break
-            keys = [json.dumps([c["name"], c["args"]], sort_keys=True, ensure_ascii=False) for c in msg.tool_calls]
+            keys = [_call_key(c) for c in msg.tool_calls]
             if (routed and results) or (all(k in done for k in keys) and (msg.tool_calls or results)):
                 # after a routed look-up the model's one job is to word the result, and a call instead means it will
                 # not; or it asks again for what it already has, or writes a broken call after getting it (small
@@ -477,24 +477,11 @@ class Assistant:
                 # only records nobody named: a model that invents a look-up seldom recovers from being told so;
                 # the refusals are recorded and the answer comes from the passages (the guard) instead
                 for call in msg.tool_calls:
-                    ans.tool_calls.append(ToolResult(call["name"], call["args"], ok=False, error=(
-                        f"{', '.join(_unasked_ids(call['args'], asked))} was not given by the user: records the "
-                        "user did not name are not looked up")))
-                    emit("tool", ans.tool_calls[-1])
+                    self._run_call(call, user, context, ans, None, emit, asked)
                 final = ""
                 break
             for call in msg.tool_calls:
-                unasked = _unasked_ids(call["args"], asked)
-                if unasked:  # a record nobody asked about (small models copy the schema's example id): not looked up
-                    result = ToolResult(call["name"], call["args"], ok=False, error=(
-                        f"{', '.join(unasked)} was not given by the user: do not look up records the user did not "
-                        "name; answer from the passages, or ask for the number"))
-                else:
-                    result = self.tools.execute(call["name"], call["args"], user, context)
-                ans.tool_calls.append(result)  # before anything else can interrupt the turn: it may have acted
-                emit("tool", result)
-                messages.append(ToolMessage(neutralise(result.for_model()), tool_call_id=call["id"],
-                                            name=call["name"]))
+                self._run_call(call, user, context, ans, messages, emit, asked)
             for err in errors:  # tell the model what was wrong so it can retry
                 ans.malformed.append(err)
                 messages.append(ToolMessage(neutralise(json.dumps({"error": f"malformed tool call: {err}. Use "
@@ -514,6 +501,22 @@ class Assistant:
             emit("status", "no_relevant_documents")
         ans.answer = self._cite(final, ans)
         apply_guard(ans, question, history, self.settings.guard_uncited, self.settings.guard_figures, emit)
+
+    def _run_call(self, call: dict[str, Any], user: User, context: ToolContext, ans: Answer,
+                  messages: list[BaseMessage] | None, emit: Emit, asked: str | None = None) -> None:
+        """One tool call of the turn: run it (a record id nobody in `asked` named is not looked up: small models
+        copy the schema's example id), record and show it, and hand the result to the model (`messages`)."""
+        unasked = _unasked_ids(call["args"], asked) if asked is not None else []
+        if unasked:
+            result = ToolResult(call["name"], call["args"], ok=False, error=(
+                f"{', '.join(unasked)} was not given by the user: do not look up records the user did not name; "
+                "answer from the passages, or ask for the number"))
+        else:
+            result = self.tools.execute(call["name"], call["args"], user, context)
+        ans.tool_calls.append(result)  # before anything else can interrupt the turn: it may have acted
+        emit("tool", result)
+        if messages is not None:
+            messages.append(ToolMessage(neutralise(result.for_model()), tool_call_id=call["id"], name=call["name"]))
 
     @staticmethod
     def _cite(text: str, ans: Answer) -> str:
