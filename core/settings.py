@@ -121,7 +121,8 @@ class Settings(BaseSettings):
         default=None, ge=1, description="CPU threads per llama.cpp request; default: sized per request to the cores "
         "other programs leave free, shared among the requests decoding at once (a busy core makes every thread wait).")
     llamacpp_contexts: int = Field(
-        default=2, ge=1, description="llama.cpp contexts, i.e. requests decoded at once; more requests queue.")
+        default=4, ge=1, description="llama.cpp contexts: requests decoded at once (more queue), and prompt prefixes "
+                                     "(per language and tool set) kept warm between requests.")
     llamacpp_n_ctx: int = Field(default=4096, ge=256, description="llama.cpp context length (prompt + answer).")
     llamacpp_repack: bool = Field(
         default=False, description="Let llama.cpp repack the weights for its CPU kernels: a copy per context, no "

@@ -144,6 +144,30 @@ def test_a_record_id_in_the_question_is_looked_up_before_the_model_writes(corpus
     assert a.audit.get(ans.audit_id)["tool_calls"][0]["name"] == "get_policy_status"
 
 
+def test_after_a_routed_look_up_a_call_is_cut_short_and_the_record_shown(corpus_settings: Settings,
+                                                                         tmp_path: Path) -> None:
+    """The 0.5B model answered a routed look-up with 384 tokens of invented calls: the stream ends at the first
+    character of a call, and the answer is the record, readable."""
+    pieces: list[str] = []
+
+    class Counting(ScriptedChat):
+        def turn(self, messages, tools, *, think, adapter, on_text):  # type: ignore[no-untyped-def]
+            def count(piece: str) -> None:
+                pieces.append(piece)
+                on_text(piece)
+            return super().turn(messages, tools, think=think, adapter=adapter, on_text=count)
+
+    calls = '{"name": "get_claim_status", "arguments": {"claim_id": "CLM-2024-0003"}}\n' * 20
+    chat = Counting(replies=[calls])
+    a = Assistant(corpus_settings, chat, demo_registry(ensure_business_db(tmp_path / "b.db")),
+                  AuditLog(tmp_path / "audit.db"), "scripted")
+    ans = a.ask("帮我查一下保单 POL-2024-0003 的状态", STAFF)
+    assert len(pieces) == 1 and len(chat.seen) == 1  # cut at "{", not streamed to the end
+    assert [t.name for t in ans.tool_calls] == ["get_policy_status"]
+    assert ans.answer.startswith("查询结果 `get_policy_status`") and "- **status**: lapsed" in ans.answer
+    assert "{" not in ans.answer
+
+
 def test_routing_respects_what_the_user_may_use(corpus_settings: Settings, tmp_path: Path) -> None:
     """Claim look-ups are for the claims department: a sales user's question naming a claim runs nothing."""
     a, chat = _scripted(corpus_settings, tmp_path, "抱歉，现有资料中没有找到这个问题的答案。")

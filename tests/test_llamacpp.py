@@ -108,3 +108,41 @@ def test_adapter_greedy_outputs_agree_with_transformers(llama: dict, chain_env: 
     assert resolve_gguf(llama["settings"].model, llama["settings"]).gguf.suffix == ".gguf"
     print(f"greedy agreement llama.cpp vs transformers on {total} training prompts: {agree}/{total}")
     assert agree / total >= 0.9
+
+
+def test_a_turn_ended_mid_stream_gives_its_context_back(llama: dict) -> None:
+    """The chain ends a turn at the first token of a call it would not run: the context must return to the pool
+    at once (a context kept by an abandoned stream would make every later request queue)."""
+    from assistant.chain.turn import CallStarted
+
+    backend: LlamaCppBackend = llama["backend"]
+    engine = backend.engine
+    a: Assistant = llama["assistant"]
+    msgs = a.messages(Q_RAG, [], [])
+    seen: list[str] = []
+
+    def stop(piece: str) -> None:
+        seen.append(piece)
+        raise CallStarted
+
+    before = len(engine._idle) + (engine.n_contexts - engine._opened)
+    with pytest.raises(CallStarted):
+        backend.turn(msgs, [], think=False, adapter=None, on_text=stop)
+    assert len(seen) == 1 and engine._active == 0
+    assert len(engine._idle) + (engine.n_contexts - engine._opened) == before  # nothing held
+    assert backend.turn(msgs, [], think=False, adapter=None, on_text=lambda p: None).message.content
+
+
+def test_prompts_with_different_prefixes_keep_their_own_warm_context(llama: dict) -> None:
+    """A Chinese and an English question (different system prompts) alternate without evicting each other."""
+    engine = llama["backend"].engine
+    tok = engine.tokenizer
+    zh = tok("<|im_start|>system\n你是助手，只根据资料回答。" * 8, add_special_tokens=False)["input_ids"]
+    en = tok("<|im_start|>system\nYou are an assistant; answer from the passages." * 8,
+             add_special_tokens=False)["input_ids"]
+    stats = TurnStats()
+    for ids in (zh, en, zh + zh[:5], en + en[:5]):
+        for _ in engine.stream(ids, None, 2, stats):
+            pass
+    cached = sorted(max(c.common_prefix(ids) for c in engine._idle) for ids in (zh, en))
+    assert cached == sorted([len(zh), len(en)])  # both prefixes are still in some idle context

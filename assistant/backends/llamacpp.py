@@ -73,6 +73,7 @@ class _Context:
     llm: Any  # llama_cpp.Llama
     loras: dict[str, Any] = field(default_factory=dict)  # GGUF LoRA path -> llama_adapter_lora pointer
     lora: str | None = None  # the adapter the KV cache was computed with
+    used: float = 0.0  # when it was last borrowed (time.monotonic)
 
     def common_prefix(self, ids: list[int]) -> int:
         n = min(self.llm.n_tokens, len(ids))
@@ -124,12 +125,22 @@ class LlamaCppEngine:
             while not self._idle and self._opened >= self.n_contexts:
                 self._cond.wait()
             if self._idle:
-                best = max(self._idle, key=lambda c: (c.lora == lora, c.common_prefix(ids)))
-                self._idle.remove(best)
-                return best
+                best = max(self._idle, key=lambda c: (c.lora == lora, c.common_prefix(ids), c.used))
+                # prompts differ in their constant prefix by language and by the user's tools: while the pool has
+                # room, a request whose prefix no idle context holds gets a new one rather than evicting one
+                # that another kind of request will want again (a context costs its KV cache, ~50 MB for 0.5B)
+                cold = best.lora != lora or best.common_prefix(ids) < min(len(ids) // 2, 256)
+                if not cold or self._opened >= self.n_contexts:
+                    if cold:  # the pool is full: evict the least recently used
+                        best = min(self._idle, key=lambda c: c.used)
+                    self._idle.remove(best)
+                    best.used = time.monotonic()
+                    return best
             self._opened += 1
         try:
-            return self._open()
+            ctx = self._open()
+            ctx.used = time.monotonic()
+            return ctx
         except BaseException:
             with self._cond:
                 self._opened -= 1
@@ -259,6 +270,8 @@ class LlamaCppEngine:
 class LlamaCppBackend:
     """The chain's backend over llama.cpp: same rendering, streaming and parsing as the transformers engine."""
 
+    stops_early = True  # the chain may abandon a turn mid-stream: closing the stream frees the context
+
     def __init__(self, engine: LlamaCppEngine, name: str, max_new_tokens: int) -> None:
         self.engine = engine
         self.name = name
@@ -280,7 +293,11 @@ class LlamaCppBackend:
         lora = self.engine.ensure_adapter(adapter) if adapter else None
         stats = TurnStats()
         text = ""
-        for piece in self.engine.stream(ids, lora, self.max_new_tokens, stats):
-            text += piece
-            on_text(piece)
+        pieces = self.engine.stream(ids, lora, self.max_new_tokens, stats)
+        try:
+            for piece in pieces:
+                text += piece
+                on_text(piece)  # may raise to end the turn early
+        finally:
+            pieces.close()  # the context goes back to the pool now, not when the generator is collected
         return ModelTurn(parsed_message(text), stats)

@@ -17,6 +17,7 @@ from assistant.backends.base import ModelTurn, parsed_message
 class ScriptedChat:
     """A `ChatBackend`: reply i to the i-th model turn (the last one repeats); `seen` holds what each got."""
 
+    stops_early = True  # nothing to free when the chain ends a turn mid-stream
     replies: list[str]
     seen: list[list[BaseMessage]] = field(default_factory=list)
     name: str = "scripted"

@@ -168,13 +168,19 @@ def attribute(answer: str, question: str, passages: Sequence[PassageLike]) -> Pa
 
 
 def restates(answer: str, question: str) -> bool:
-    """Whether an answer only repeats the question: no word and no figure of its own."""
-    own = _terms(CITATION.sub(" ", answer)) - _terms(question) - _FILLER
+    """Whether an answer only repeats the question (no word and no figure of its own), or is a bare figure with
+    nothing to say what it counts ("3 [1]" for the term of an agreement: three what?)."""
+    text = CITATION.sub(" ", answer).strip().rstrip("。.")
+    own = _terms(text) - _terms(question) - _FILLER
     question_keys = source_keys([question])
+    if re.fullmatch(r"[\d,.]+", text):
+        return True
     return not own and not any(not keys & question_keys for _, keys in figures(answer))
 
 
 _FILLER = _terms("根据资料所述，答案如下是为 according to the passage document answer")
+_ASKING = _terms("是多少 是什么 有哪些 是哪 怎么样 如何 为什么 多久 多长时间 几天 几个 吗 呢 请问 一下 "
+                 "what which who how when where why long many much")
 
 
 def best_sentence(question: str, passages: Sequence[PassageLike],
@@ -198,11 +204,45 @@ def best_sentence(question: str, passages: Sequence[PassageLike],
             a, b = min(lo, n), max(hi, n + 1)
             if sum(len(x[1]) + 1 for x in own[a:b]) <= limit:
                 lo, hi = a, b
+    # a word of the question that only one sentence has (第三类 in a rate list under its heading) is what the
+    # question is about: a window that lacks it reaches for it, a few sentences on at most
+    unique = {t for t in sentences.terms(question) if sum(t in sentences.terms(c[2]) for c in cands) == 1}
+    for n in range(max(0, lo - 2), min(len(own), hi + 4)):
+        have = sentences.terms(" ".join(x[1] for x in own[lo:hi]))
+        if not lo <= n < hi and unique & (sentences.terms(own[n][1]) - have):
+            a, b = min(lo, n), max(hi, n + 1)
+            if sum(len(x[1]) + 1 for x in own[a:b]) <= limit + 60:
+                lo, hi = a, b
     window = (lo, hi)
     text = " ".join(x[1] for x in own[window[0]:window[1]])
     if len(text) < 40 and window[1] < len(own):  # a heading alone: the sentence after it carries the content
         text = f"{text} {own[window[1]][1]}"
     return best, text
+
+
+def agrees(answer: str, question: str, passages: Sequence[PassageLike]) -> bool:
+    """Whether a short answer says what the passage text that best answers the question says: its figures stand
+    there and most of its own words do. Where the question names an amount, that text is the clause stating the
+    amount's tier ("30 万元以上报理赔负责人审批", not "5 万元至 30 万元由高级核赔人审批" beside it). A small model
+    often cites the right passage and takes the neighbouring clause; long answers (several sentences, a good
+    model's synthesis) are left to the figure check."""
+    text = CITATION.sub(" ", answer).strip()
+    if len(text) > 160 or len(sentences.split(text)) > 2:
+        return True
+    found = best_sentence(question, passages)
+    if found is None:
+        return True
+    basis = found[1]
+    amount = sentences.asked_amount(question)
+    if amount is not None:
+        tier = [c for c in sentences.clauses(basis) if sentences.in_tier(c, amount)]
+        basis = " ".join(tier) or basis
+    keys = source_keys([basis])
+    question_keys = source_keys([question])
+    if any(not ks & keys for _, ks in figures(text) if not ks & question_keys):
+        return False
+    own = _terms(text) - _terms(question) - _FILLER
+    return not own or len(own & _terms(basis)) / len(own) >= 0.6
 
 
 def best_passage_quote(question: str, passages: Sequence[PassageLike], limit: int = 300) -> tuple[str, int]:
@@ -223,6 +263,11 @@ def _quote_or_refuse(question: str, passages: Sequence[PassageLike]) -> Verdict:
     """What replaces an answer that cannot stand: the passage sentence that answers, quoted, or the refusal."""
     if not passages:
         return Verdict(no_answer(question), "refused")
+    found = best_sentence(question, passages)
+    if found is not None and not (_terms(question) - _ASKING) & _terms(found[1]):
+        # the best sentence shares no word with the question (重疾险的等待期 over accident-insurance terms):
+        # the documents do not answer it, and quoting one would only look like an answer
+        return Verdict(no_answer(question), "refused")
     text, n = best_passage_quote(question, passages)
     return Verdict(text, "quoted_passage", cite=n)
 
@@ -235,12 +280,13 @@ def guard_answer(answer: str, question: str, passages: Sequence[PassageLike], to
     cited = [p for p in passages if p.cited]
     refusal = is_refusal(answer) or answer.strip() == no_answer(question)
     verdict = Verdict(answer)
-    if uncited != "off" and cited and not used_tool and not refusal and restates(answer, question):
+    echo = uncited != "off" and not used_tool and not refusal and restates(answer, question)
+    if echo:
         cited = []  # "出险后几天内报案 [1]": a citation on the question repeated is no answer
     if uncited != "off" and not used_tool and not answer.strip():  # no answer at all (a broken tool loop)
         return _quote_or_refuse(question, passages)
     if uncited != "off" and not cited and not used_tool and not refusal and answer.strip():
-        source = attribute(answer, question, passages)
+        source = None if echo else attribute(answer, question, passages)
         if source is not None:  # grounded, only the citation was missing: add it
             verdict.answer, verdict.status, verdict.cite = f"{answer.rstrip()} [{source.n}]", "attributed", source.n
             cited = [source]
@@ -253,13 +299,15 @@ def guard_answer(answer: str, question: str, passages: Sequence[PassageLike], to
     supported = source_keys([p.text for p in cited] + list(tool_results) + [question, *user_texts])
     unsupported = [raw for raw, keys in figures(answer) if not keys & supported]
     verdict.unsupported = list(dict.fromkeys(unsupported))
-    if not verdict.unsupported:
-        return verdict
-    marker = NOT_FOUND_ZH if chinese else NOT_FOUND_EN
-    if figures_mode == "quote" and passages and not used_tool:
+    if figures_mode == "quote" and passages and not used_tool and (
+            verdict.unsupported or not agrees(answer, question, passages)):
+        # a figure no source has, or cited but not what the passages say to this question: the passage's words
         quoted = _quote_or_refuse(question, passages)
         quoted.unsupported = verdict.unsupported
         return quoted
+    if not verdict.unsupported:
+        return verdict
+    marker = NOT_FOUND_ZH if chinese else NOT_FOUND_EN
     if figures_mode in ("replace", "quote"):
         text = verdict.answer
         for raw in sorted(verdict.unsupported, key=len, reverse=True):

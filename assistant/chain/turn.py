@@ -20,7 +20,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
 from assistant.backends import ChatBackend, ModelTurn, as_backend
-from assistant.backends.base import to_template_messages
+from assistant.backends.base import TurnStats, to_template_messages
 from assistant.chain.guard import apply_guard
 from assistant.chain.retrieval import HybridRetriever, RetrievalResult
 from assistant.chain.routing import route
@@ -50,13 +50,21 @@ def _neutral(value: Any) -> Any:
     return value
 
 
-class StreamRouter:
-    """Splits streamed model text into thinking and answer pieces; tool-call markup is never shown."""
+class CallStarted(Exception):
+    """Raised from the stream when the model starts a tool call that the chain would not run anyway."""
 
-    def __init__(self, emit: Emit) -> None:
+
+class StreamRouter:
+    """Splits streamed model text into thinking and answer pieces; tool-call markup is never shown.
+    With `stop_on_call`, the start of a call ends the turn at once (CallStarted): no tokens are spent on it."""
+
+    def __init__(self, emit: Emit, stop_on_call: bool = False) -> None:
         self.emit = emit
         self.buf = ""
         self.state = "start"  # start | think | answer | tool
+        self.stop_on_call = stop_on_call
+        self.t0 = time.perf_counter()
+        self.first_piece_s: float | None = None
 
     def _safe(self, tags: tuple[str, ...]) -> int:
         """How much of the buffer can go out now: keep back a tail that may begin one of `tags`."""
@@ -66,6 +74,8 @@ class StreamRouter:
         return len(self.buf)
 
     def feed(self, piece: str) -> None:
+        if self.first_piece_s is None:
+            self.first_piece_s = time.perf_counter() - self.t0
         self.buf += piece
         while self.buf:
             if self.state == "start":
@@ -78,6 +88,8 @@ class StreamRouter:
                     return  # could still become <think>
                 elif stripped.startswith("{"):
                     self.state = "json"  # small models write bare JSON tool calls: hold it until it is whole
+                    if self.stop_on_call:
+                        raise CallStarted
                 else:
                     self.state = "answer"
             elif self.state == "think":
@@ -97,6 +109,8 @@ class StreamRouter:
                     if m.start():
                         self.emit("token", self.buf[: m.start()])
                     self.buf, self.state = "", "tool"
+                    if self.stop_on_call:
+                        raise CallStarted
                     return
                 n = self._safe((_CALL, "```"))
                 if n:
@@ -221,21 +235,31 @@ def _unasked_ids(arguments: dict[str, Any], asked: str) -> list[str]:
     return [x for x in dict.fromkeys(found) if x not in asked]
 
 
+def _cell(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _record_markdown(value: Any) -> str:
+    """A tool result for reading: a record as `field: value` lines, a list of records as a table."""
+    if isinstance(value, dict):
+        return "\n".join(f"- **{k}**: {_cell(v)}" for k, v in value.items())
+    if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+        cols = list(dict.fromkeys(k for r in value for k in r))
+        rows = [f"| {' | '.join(cols)} |", f"|{'---|' * len(cols)}"]
+        rows += [f"| {' | '.join(_cell(r.get(c, '')) for c in cols)} |" for r in value]
+        return "\n".join(rows)
+    return _cell(value)
+
+
 def tool_results_answer(results: list[ToolResult], question: str) -> str:
-    """Successful tool results as the answer, verbatim (field: value), when the model did not write one."""
+    """Successful tool results as the answer, verbatim and readable, when the model did not word them."""
     if not results:
         return ""
     zh = is_chinese(question)
-    lines = []
-    for t in results:
-        value = t.result
-        if isinstance(value, dict):
-            body = "；".join(f"{k}: {v}" for k, v in value.items()) if zh else "; ".join(
-                f"{k}: {v}" for k, v in value.items())
-        else:
-            body = json.dumps(value, ensure_ascii=False, default=str)
-        lines.append(f"{'查询结果' if zh else 'Result of'} {t.name}: {body}")
-    return "\n".join(lines)
+    parts = [f"{'查询结果' if zh else 'Result of'} `{t.name}`{'：' if zh else ':'}\n\n{_record_markdown(t.result)}"
+             for t in results]
+    return "\n\n".join(parts)
 
 
 class Assistant:
@@ -414,9 +438,16 @@ class Assistant:
         return to_template_messages(msgs), self.tools.schemas(user), ans
 
     def _model_turn(self, messages: list[BaseMessage], tools: list[dict], think: bool, adapter: str | None,
-                    emit: Emit) -> ModelTurn:
-        router = StreamRouter(emit)
-        turn = self.backend.turn(messages, tools, think=think, adapter=adapter, on_text=router.feed)
+                    emit: Emit, stop_on_call: bool = False) -> ModelTurn:
+        # only a backend that frees its engine when its stream is abandoned may be cut short (llama.cpp);
+        # the transformers runtime's generate() thread would run on after the turn
+        router = StreamRouter(emit, stop_on_call and getattr(self.backend, "stops_early", False))
+        try:
+            turn = self.backend.turn(messages, tools, think=think, adapter=adapter, on_text=router.feed)
+        except CallStarted:
+            now = time.perf_counter() - router.t0
+            return ModelTurn(AIMessage(content="", additional_kwargs={"cut_at_call": True}),
+                             TurnStats(prefill_s=router.first_piece_s or now, total_s=now))
         router.finish()
         return turn
 
@@ -439,7 +470,10 @@ class Assistant:
             emit("status", "tool_routed")
         for step in range(1, self.settings.max_tool_steps + 1):
             ans.steps = step
-            turn = self._model_turn(messages, tools, think, ans.adapter, emit)
+            # after a routed look-up the model's one job is to word the result: a call instead is not run, so it
+            # is not waited for either (a 0.5B model wrote 384 tokens of invented calls here)
+            turn = self._model_turn(messages, tools, think, ans.adapter, emit,
+                                    stop_on_call=bool(routed) and any(t.ok for t in ans.tool_calls))
             msg = turn.message
             if ans.prefill_s is None:  # the first turn's figures: what the user waited for
                 ans.prefill_s, ans.tokens_per_s = round(turn.stats.prefill_s, 3), round(turn.stats.tokens_per_s, 2)
@@ -453,8 +487,8 @@ class Assistant:
                 msg.tool_calls = list(unique.values())[:MAX_CALLS_PER_TURN]
             if not msg.tool_calls and not errors:
                 final = str(msg.content)
-                if results and (_looks_like_a_call(final) or is_refusal(final)):
-                    # JSON where the answer should be, or "the documents do not say" with the record in hand
+                if results and (not final.strip() or _looks_like_a_call(final) or is_refusal(final)):
+                    # nothing, JSON where the answer should be, or "the documents do not say" with the record in hand
                     final = tool_results_answer(results, question)
                 break
             keys = [_call_key(c) for c in msg.tool_calls]
