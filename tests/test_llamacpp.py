@@ -146,3 +146,19 @@ def test_prompts_with_different_prefixes_keep_their_own_warm_context(llama: dict
             pass
     cached = sorted(max(c.common_prefix(ids) for c in engine._idle) for ids in (zh, en))
     assert cached == sorted([len(zh), len(en)])  # both prefixes are still in some idle context
+
+
+def test_warming_at_login_leaves_only_the_passages_to_prefill(llama: dict) -> None:
+    """Assistant.warm prefills the rules and the user's tool schemas in both languages: a first question then
+    shares its whole constant prefix with a context of the pool."""
+    from core.models import render_chat as render
+
+    a: Assistant = llama["assistant"]
+    engine = llama["backend"].engine
+    assert a.warm(STAFF) == 2
+    msgs, tools, _ = a.prompt_for(Q_RAG, STAFF)
+    ids = engine.tokenizer(render(engine.tokenizer, msgs, tools or None, False), add_special_tokens=False)["input_ids"]
+    system = render(engine.tokenizer, msgs[:1], tools or None, False)
+    system = system[:system.rfind("<|im_start|>assistant")]  # the system turn, tools included, nothing after it
+    prefix = len(engine.tokenizer(system, add_special_tokens=False)["input_ids"])
+    assert prefix > 300 and max(c.common_prefix(ids) for c in engine._idle) >= prefix

@@ -286,6 +286,17 @@ class LlamaCppBackend:
     def render(self, messages: list[BaseMessage], tools: list[dict[str, Any]], think: bool) -> str:
         return render_chat(self.engine.tokenizer, to_template_messages(messages), tools or None, think)
 
+    def warm(self, messages: list[BaseMessage], tools: list[dict[str, Any]]) -> None:
+        """Prefill a prompt prefix into a context of the pool (a new one while the pool has room), so that requests
+        starting with it prefill only the rest."""
+        prompt = self.render(messages, tools, False)
+        ids = self.engine.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        end = prompt.rfind("<|im_start|>assistant")  # the generation prompt is not part of any real request's prefix
+        if end > 0:
+            ids = self.engine.tokenizer(prompt[:end], add_special_tokens=False)["input_ids"]
+        for _ in self.engine.stream(ids, None, 1, TurnStats()):
+            pass
+
     def turn(self, messages: list[BaseMessage], tools: list[dict[str, Any]], *, think: bool,
              adapter: str | None, on_text: Callable[[str], None]) -> ModelTurn:
         prompt = self.render(messages, tools, think)

@@ -31,7 +31,7 @@ from core.audit import AuditLog, record_event
 from core.control_tokens import neutralise
 from core.errors import AssistantError
 from core.identity import User
-from core.prompts import CITATION, Passage, chat_messages, is_chinese, is_refusal, no_answer
+from core.prompts import CITATION, Passage, chat_messages, is_chinese, is_refusal, no_answer, system_prompt
 from core.settings import Settings
 from core.toolcalls import parse_output
 
@@ -436,6 +436,18 @@ class Assistant:
         self._retrieve(question, history or [], kb or self.settings.default_kb, user, ans)
         msgs = self.messages(question, history or [], ans.passages, self.settings.passage_chars)
         return to_template_messages(msgs), self.tools.schemas(user), ans
+
+    def warm(self, user: User) -> int:
+        """Prefill the constant prompt prefix (the rules and this user's tool schemas) in both languages, where the
+        backend keeps it (llama.cpp): the user's first question then prefills only its passages. Returns how many
+        prefixes were prefilled; meant for a background thread at login."""
+        warm = getattr(self.backend, "warm", None)
+        if warm is None:
+            return 0
+        tools = self.tools.schemas(user)
+        for chinese in (True, False):  # the per-question part starts with the passages' heading
+            warm([SystemMessage(system_prompt(chinese)), HumanMessage("资料：" if chinese else "Passages:")], tools)
+        return 2
 
     def _model_turn(self, messages: list[BaseMessage], tools: list[dict], think: bool, adapter: str | None,
                     emit: Emit, stop_on_call: bool = False) -> ModelTurn:

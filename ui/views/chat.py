@@ -3,6 +3,8 @@ Every text a user, the model or a document wrote is shown literally (ui.safe_mar
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 import streamlit as st
@@ -13,6 +15,7 @@ from core.settings import Settings
 from ui import answer_view, csp, state
 from ui import safe_markdown as md
 
+log = logging.getLogger("ui.chat")
 AUTO = "automatic (department's adapter)"
 BASE = "none (base model)"
 
@@ -113,8 +116,29 @@ def _ask(settings: Settings, acc: Account, conv_id: str, question: str, msgs: li
             answer_view.feedback(settings, acc, payload)
 
 
+def _warm(settings: Settings, acc: Account) -> None:
+    """Once a session: load the model and prefill this user's constant prompt prefix in the background, while they
+    read the page and type (llama.cpp; ~5 s less for the first answer on a 2-core machine)."""
+    if st.session_state.get("warmed"):
+        return
+    st.session_state["warmed"] = True
+    try:
+        assistant = state.assistant(settings)
+    except Exception:  # said at the first question, with what to do
+        return
+
+    def run() -> None:
+        try:
+            assistant.warm(acc.user)
+        except Exception:  # only a head start: the question itself will prefill what is missing
+            log.exception("warming the prompt prefix failed")
+
+    threading.Thread(target=run, name="warm-prefix", daemon=True).start()
+
+
 def render(settings: Settings, acc: Account) -> None:
     csp.install()  # before any text from the model or the documents is drawn
+    _warm(settings, acc)
     current, convs = _conversation(settings, acc)
     opts = _sidebar(settings, acc, current, convs)
     top = st.empty()
