@@ -16,16 +16,18 @@ Each answer is scored twice: as the model gave it, and after the grounding guard
 applied to the same answer), so both columns come from one generation. Latency: whole answer and time to
 first token, p50/p95. Timings on a shared machine are indicative: compare engines within one run.
 
-Measured 2026-11-27 on the 2-core dev VM, no adapter, llama.cpp, raw -> with the guard (right/total):
+Measured 2026-11-28 on the 2-core dev VM, no adapter, llama.cpp, raw -> with the guard (right/total):
 
 | model | fact /20 | lookup /8 | calc /4 | follow-up /4 | refuse /8 | right | with guard |
 |---|---|---|---|---|---|---|---|
-| Qwen2.5-Coder-0.5B (`offline`, default) | 0 -> 13 | 8 -> 8 | 2 -> 2 | 0 -> 1 | 7 -> 7 | 0.39 | 0.71 |
-| Qwen2.5-Coder-1.5B (`offline-1.5b`) | 5 -> 13 | 6 -> 6 | 3 -> 3 | 3 -> 4 | 8 -> 8 | 0.57 | 0.77 |
+| 0.5B, 0fe30c7 (no agreement check) | 0 -> 13 | 8 -> 8 | 2 -> 2 | 0 -> 1 | 7 -> 7 | 0.39 | 0.71 |
+| 0.5B (`offline`, default), 9a34ad6 | 0 -> 19 | 8 -> 8 | 2 -> 2 | 0 -> 3 | 7 -> 8 | 0.39 | **0.91** |
+| 1.5B (`offline-1.5b`), 9a34ad6+ | see the closing note of stop 17 | | | | | | |
 
-(1.5B: measured before the relevance floor's `sure_relevance` (which lets 重疾险的等待期 through: the 0.5B's one
-refusal miss); lookup and calc re-run with `--only lookup,calc` after the last tool-loop fix.) The 1.5B answers facts
-better in its own words but takes about twice as long per answer on this CPU; the default stays the 0.5B.
+The model's own answers are rarely right and cited (raw column); the guard makes the shown answers right: a short
+answer must agree with the passage text that best answers the question (for a tiered rule, the clause of the asked
+amount's tier), else that text is quoted with its citation. The 0.5B stays the default (the 1.5B takes about twice
+as long per answer on this CPU). Latencies in the table the script prints are only comparable within one run.
 """
 
 from __future__ import annotations
