@@ -168,6 +168,19 @@ def test_after_a_routed_look_up_a_call_is_cut_short_and_the_record_shown(corpus_
     assert "{" not in ans.answer
 
 
+def test_a_looked_up_answer_that_echoes_the_question_or_invents_a_figure_shows_the_record(
+        corpus_settings: Settings, tmp_path: Path) -> None:
+    """The 1.5B model answered a routed order look-up with the question itself, and another with a date the
+    record does not hold: the record is the answer then."""
+    for reply in ("订单 ORD-5002 付款了吗？", "订单 ORD-5002 已于 2024-08-01 付款。"):
+        a, _ = _scripted(corpus_settings, tmp_path, reply)
+        ans = a.ask("订单 ORD-5002 付款了吗？", STAFF)
+        assert [t.name for t in ans.tool_calls] == ["get_order_status"]
+        assert ans.answer.startswith("查询结果 `get_order_status`") and "pending_payment" in ans.answer, reply
+    a, _ = _scripted(corpus_settings, tmp_path, "订单 ORD-5002 还未付款，金额 1350 元。")
+    assert a.ask("订单 ORD-5002 付款了吗？", STAFF).answer == "订单 ORD-5002 还未付款，金额 1350 元。"
+
+
 def test_routing_respects_what_the_user_may_use(corpus_settings: Settings, tmp_path: Path) -> None:
     """Claim look-ups are for the claims department: a sales user's question naming a claim runs nothing."""
     a, chat = _scripted(corpus_settings, tmp_path, "抱歉，现有资料中没有找到这个问题的答案。")

@@ -21,7 +21,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from assistant.backends import ChatBackend, ModelTurn, as_backend
 from assistant.backends.base import TurnStats, to_template_messages
-from assistant.chain.guard import apply_guard
+from assistant.chain.guard import apply_guard, figures, restates, source_keys
 from assistant.chain.retrieval import HybridRetriever, RetrievalResult
 from assistant.chain.routing import route
 from assistant.chain.sentences import focus
@@ -233,6 +233,17 @@ def _unasked_ids(arguments: dict[str, Any], asked: str) -> list[str]:
     """Record ids (POL-2024-0001, ORD-5001) in a call's arguments that the user never wrote."""
     found = [m.group(0) for v in arguments.values() if isinstance(v, str) for m in _RECORD_ID.finditer(v.upper())]
     return [x for x in dict.fromkeys(found) if x not in asked]
+
+
+def _words_the_results(answer: str, question: str, results: list[ToolResult],
+                       history: list[dict[str, str]]) -> bool:
+    """Whether an answer to a looked-up question says something of its own (not the question again) and every
+    figure in it stands in a result, the question or the user's earlier words."""
+    if restates(answer, question):
+        return False
+    known = source_keys([t.for_model() for t in results] + [question] +
+                        [h["content"] for h in history if h.get("role") == "user"])
+    return all(keys & known for _, keys in figures(answer))
 
 
 def _cell(value: Any) -> str:
@@ -538,6 +549,12 @@ class Assistant:
             final = tool_results_answer([t for t in ans.tool_calls if t.ok], question)
         if _looks_like_a_call(final):
             final = ""  # never show call markup as an answer: the guard quotes a passage or refuses
+        results = [t for t in ans.tool_calls if t.ok]
+        if routed and results and final and not _words_the_results(final, question, results, history):
+            # the record was looked up for this question: an answer that only echoes the question or states a
+            # figure the record does not hold is worse than the record itself
+            final = tool_results_answer(results, question)
+            emit("status", "tool_result_shown")
         ans.thinking = "\n\n".join(t for t in thinking if t)
         ans.transcript, ans.tools = to_template_messages(messages), tools
         used_tools = any(t.ok for t in ans.tool_calls)
