@@ -164,7 +164,7 @@ def test_after_a_routed_look_up_a_call_is_cut_short_and_the_record_shown(corpus_
     ans = a.ask("帮我查一下保单 POL-2024-0003 的状态", STAFF)
     assert len(pieces) == 1 and len(chat.seen) == 1  # cut at "{", not streamed to the end
     assert [t.name for t in ans.tool_calls] == ["get_policy_status"]
-    assert ans.answer.startswith("查询结果 `get_policy_status`") and "- **status**: lapsed" in ans.answer
+    assert ans.answer.startswith("查询结果 get_policy_status") and "- status: lapsed" in ans.answer
     assert "{" not in ans.answer
 
 
@@ -176,7 +176,7 @@ def test_a_looked_up_answer_that_echoes_the_question_or_invents_a_figure_shows_t
         a, _ = _scripted(corpus_settings, tmp_path, reply)
         ans = a.ask("订单 ORD-5002 付款了吗？", STAFF)
         assert [t.name for t in ans.tool_calls] == ["get_order_status"]
-        assert ans.answer.startswith("查询结果 `get_order_status`") and "pending_payment" in ans.answer, reply
+        assert ans.answer.startswith("查询结果 get_order_status") and "pending_payment" in ans.answer, reply
     a, _ = _scripted(corpus_settings, tmp_path, "订单 ORD-5002 还未付款，金额 1350 元。")
     assert a.ask("订单 ORD-5002 付款了吗？", STAFF).answer == "订单 ORD-5002 还未付款，金额 1350 元。"
 

@@ -248,18 +248,15 @@ def _words_the_results(answer: str, question: str, results: list[ToolResult],
 
 def _cell(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    return text.replace("|", "\\|").replace("\n", " ")
+    return text.replace("\n", " ")
 
 
 def _record_markdown(value: Any) -> str:
-    """A tool result for reading: a record as `field: value` lines, a list of records as a table."""
+    """A tool result for reading: a record as `field: value` lines, a list of records one per line."""
     if isinstance(value, dict):
-        return "\n".join(f"- **{k}**: {_cell(v)}" for k, v in value.items())
+        return "\n".join(f"- {k}: {_cell(v)}" for k, v in value.items())
     if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
-        cols = list(dict.fromkeys(k for r in value for k in r))
-        rows = [f"| {' | '.join(cols)} |", f"|{'---|' * len(cols)}"]
-        rows += [f"| {' | '.join(_cell(r.get(c, '')) for c in cols)} |" for r in value]
-        return "\n".join(rows)
+        return "\n".join("- " + ", ".join(f"{k}: {_cell(v)}" for k, v in r.items()) for r in value)
     return _cell(value)
 
 
@@ -268,7 +265,8 @@ def tool_results_answer(results: list[ToolResult], question: str) -> str:
     if not results:
         return ""
     zh = is_chinese(question)
-    parts = [f"{'查询结果' if zh else 'Result of'} `{t.name}`{'：' if zh else ':'}\n\n{_record_markdown(t.result)}"
+    # plain text: the chat shows tool output literally (ui.safe_markdown), so no emphasis or code marks
+    parts = [f"{'查询结果' if zh else 'Result of'} {t.name}{'：' if zh else ':'}\n\n{_record_markdown(t.result)}"
              for t in results]
     return "\n\n".join(parts)
 
