@@ -4,6 +4,7 @@ server's parser when it has one, else parsed from Qwen's text."""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -16,11 +17,31 @@ from assistant.backends.base import ModelTurn, TurnStats, parsed_message
 from core.settings import Settings
 
 
-def openai_chat(settings: Settings, adapter: str | None, enable_thinking: bool) -> BaseChatModel:
-    """An OpenAI-compatible server; the adapter is passed as the model name (vLLM `--lora-modules`)."""
+@functools.cache
+def _chat_openai() -> type[BaseChatModel]:
     from langchain_openai import ChatOpenAI
 
-    return ChatOpenAI(
+    class ServerChatOpenAI(ChatOpenAI):
+        """ChatOpenAI whose requests llama.cpp's Python server (llama-cpp-python) reads as meant too: the answer
+        budget goes as `max_tokens` besides `max_completion_tokens` (langchain-openai sends only the latter, which
+        that server ignores: it generated until its context was full), and an assistant turn that only calls tools
+        has content "" instead of null (that server answers null with a 500; "" renders the same Qwen prompt)."""
+
+        def _get_request_payload(self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any) -> dict:
+            payload = super()._get_request_payload(input_, stop=stop, **kwargs)
+            if "max_completion_tokens" in payload:
+                payload.setdefault("max_tokens", payload["max_completion_tokens"])
+            for m in payload.get("messages") or []:
+                if m.get("role") == "assistant" and m.get("content") is None:
+                    m["content"] = ""
+            return payload
+
+    return ServerChatOpenAI
+
+
+def openai_chat(settings: Settings, adapter: str | None, enable_thinking: bool) -> BaseChatModel:
+    """An OpenAI-compatible server; the adapter is passed as the model name (vLLM `--lora-modules`)."""
+    return _chat_openai()(
         base_url=settings.openai_base_url,
         api_key=settings.openai_api_key or "not-needed",
         model=adapter or settings.openai_model,
@@ -58,7 +79,9 @@ class OpenAICompatibleBackend:
         acc: AIMessageChunk | None = None
         request = {"model": adapter or self.settings.openai_model,  # vLLM serves each LoRA as a model name
                    "extra_body": {"chat_template_kwargs": {"enable_thinking": think}}}
-        for chunk in self.chat.stream(messages, tools=tools or None, **request):
+        if tools:  # not `tools=None`: langchain-openai fails on it (a user without tools, ASSISTANT_TOOLS=[])
+            request["tools"] = tools
+        for chunk in self.chat.stream(messages, **request):
             acc = chunk if acc is None else acc + chunk
             if isinstance(chunk.content, str) and chunk.content:
                 if not stats.prefill_s:
