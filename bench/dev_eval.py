@@ -22,7 +22,7 @@ Measured 2026-11-28 on the 2-core dev VM, no adapter, llama.cpp, raw -> with the
 |---|---|---|---|---|---|---|---|
 | 0.5B, 0fe30c7 (no agreement check) | 0 -> 13 | 8 -> 8 | 2 -> 2 | 0 -> 1 | 7 -> 7 | 0.39 | 0.71 |
 | 0.5B (`offline`, default), 9a34ad6 | 0 -> 19 | 8 -> 8 | 2 -> 2 | 0 -> 3 | 7 -> 8 | 0.39 | **0.91** |
-| 1.5B (`offline-1.5b`), 9a34ad6+ | see the closing note of stop 17 | | | | | | |
+| 1.5B (`offline-1.5b`), db88a3a; lookups eb4753c | 5 -> 18 | 8 -> 8 | 3 -> 3 | 2 -> 4 | 7 -> 8 | 0.52 | **0.93** |
 
 The model's own answers are rarely right and cited (raw column); the guard makes the shown answers right: a short
 answer must agree with the passage text that best answers the question (for a tiered rule, the clause of the asked
