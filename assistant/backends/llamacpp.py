@@ -125,11 +125,12 @@ class LlamaCppEngine:
             while not self._idle and self._opened >= self.n_contexts:
                 self._cond.wait()
             if self._idle:
-                best = max(self._idle, key=lambda c: (c.lora == lora, c.common_prefix(ids), c.used))
+                same, shared, _, best = max(((c.lora == lora, c.common_prefix(ids), c.used, c) for c in self._idle),
+                                            key=lambda r: r[:3])
                 # prompts differ in their constant prefix by language and by the user's tools: while the pool has
                 # room, a request whose prefix no idle context holds gets a new one rather than evicting one
                 # that another kind of request will want again (a context costs its KV cache, ~50 MB for 0.5B)
-                cold = best.lora != lora or best.common_prefix(ids) < min(len(ids) // 2, 256)
+                cold = not same or shared < min(len(ids) // 2, 256)
                 if not cold or self._opened >= self.n_contexts:
                     if cold:  # the pool is full: evict the least recently used
                         best = min(self._idle, key=lambda c: c.used)
@@ -290,10 +291,8 @@ class LlamaCppBackend:
         """Prefill a prompt prefix into a context of the pool (a new one while the pool has room), so that requests
         starting with it prefill only the rest."""
         prompt = self.render(messages, tools, False)
-        ids = self.engine.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         end = prompt.rfind("<|im_start|>assistant")  # the generation prompt is not part of any real request's prefix
-        if end > 0:
-            ids = self.engine.tokenizer(prompt[:end], add_special_tokens=False)["input_ids"]
+        ids = self.engine.tokenizer(prompt[:end] if end > 0 else prompt, add_special_tokens=False)["input_ids"]
         for _ in self.engine.stream(ids, None, 1, TurnStats()):
             pass
 

@@ -171,10 +171,10 @@ def restates(answer: str, question: str) -> bool:
     """Whether an answer only repeats the question (no word and no figure of its own), or is a bare figure with
     nothing to say what it counts ("3 [1]" for the term of an agreement: three what?)."""
     text = CITATION.sub(" ", answer).strip().rstrip("。.")
-    own = _terms(text) - _terms(question) - _FILLER
-    question_keys = source_keys([question])
     if re.fullmatch(r"[\d,.]+", text):
         return True
+    own = _terms(text) - _terms(question) - _FILLER
+    question_keys = source_keys([question])
     return not own and not any(not keys & question_keys for _, keys in figures(answer))
 
 
@@ -206,10 +206,11 @@ def best_sentence(question: str, passages: Sequence[PassageLike],
                 lo, hi = a, b
     # a word of the question that only one sentence has (第三类 in a rate list under its heading) is what the
     # question is about: a window that lacks it reaches for it, a few sentences on at most
-    unique = {t for t in sentences.terms(question) if sum(t in sentences.terms(c[2]) for c in cands) == 1}
+    cand_terms = [sentences.terms(c[2]) for c in cands]
+    unique = {t for t in sentences.terms(question) if sum(t in ts for ts in cand_terms) == 1}
     for n in range(max(0, lo - 2), min(len(own), hi + 4)):
-        have = sentences.terms(" ".join(x[1] for x in own[lo:hi]))
-        if not lo <= n < hi and unique & (sentences.terms(own[n][1]) - have):
+        have = set().union(*(cand_terms[x[0]] for x in own[lo:hi]))
+        if not lo <= n < hi and unique & (cand_terms[own[n][0]] - have):
             a, b = min(lo, n), max(hi, n + 1)
             if sum(len(x[1]) + 1 for x in own[a:b]) <= limit + 60:
                 lo, hi = a, b
@@ -245,10 +246,12 @@ def agrees(answer: str, question: str, passages: Sequence[PassageLike]) -> bool:
     return not own or len(own & _terms(basis)) / len(own) >= 0.6
 
 
-def best_passage_quote(question: str, passages: Sequence[PassageLike], limit: int = 300) -> tuple[str, int]:
-    """The quote that replaces an unsupported answer: the best sentence, with its citation; the passage number."""
+def best_passage_quote(question: str, passages: Sequence[PassageLike], limit: int = 300,
+                       found: tuple[PassageLike, str] | None = None) -> tuple[str, int]:
+    """The quote that replaces an unsupported answer: the best sentence (`found`, if already picked), with its
+    citation; the passage number."""
     chinese = is_chinese(question)
-    found = best_sentence(question, passages)
+    found = found or best_sentence(question, passages)
     if found is None:
         p = min(passages, key=lambda x: x.n)
         body = _unwrap(p.text)
@@ -268,7 +271,7 @@ def _quote_or_refuse(question: str, passages: Sequence[PassageLike]) -> Verdict:
         # the best sentence shares no word with the question (重疾险的等待期 over accident-insurance terms):
         # the documents do not answer it, and quoting one would only look like an answer
         return Verdict(no_answer(question), "refused")
-    text, n = best_passage_quote(question, passages)
+    text, n = best_passage_quote(question, passages, found=found)
     return Verdict(text, "quoted_passage", cite=n)
 
 
