@@ -96,9 +96,13 @@ class Settings(BaseSettings):
     route_tools: bool = Field(
         default=True, description="Run the tool call a question makes certain (a record id in a tool's declared "
         "format, an arithmetic expression) before the model writes, which then answers from the result.")
-    retrieval_k: int = Field(default=4, ge=1, description="Passages put in front of the model.")
+    retrieval_k: int = Field(default=4, ge=1, description="Passages retrieved: shown as sources, and the grounding "
+                             "guard's choice of text to quote when the model's answer is not grounded.")
+    prompt_passages: int = Field(
+        default=3, ge=1, description="Of those, the best ones put in front of the model: each one is prefill the "
+        "user waits for (about 1 s per 110 tokens on 2 cores).")
     passage_chars: int = Field(
-        default=400, ge=50, description="Longest passage text sent to the model (characters): a longer passage is "
+        default=300, ge=50, description="Longest passage text sent to the model (characters): a longer passage is "
         "cut to its sentences that best answer the question (the full passage is still cited and shown).")
     thinking: bool = Field(default=False, description="Qwen3 thinking mode by default (/think, /no_think override).")
     tools: list[str] = Field(

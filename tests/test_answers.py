@@ -18,7 +18,7 @@ from assistant.backends.base import to_template_messages
 from assistant.backends.scripted import ScriptedChat
 from assistant.chain import Assistant
 from assistant.chain.retrieval import HybridRetriever
-from assistant.chain.turn import Source
+from assistant.chain.turn import Source, loop_start
 from assistant.tools.demo.business_db import ensure_business_db
 from assistant.tools.demo.tools import demo_registry
 from core.audit import AuditLog
@@ -166,6 +166,30 @@ def test_after_a_routed_look_up_a_call_is_cut_short_and_the_record_shown(corpus_
     assert [t.name for t in ans.tool_calls] == ["get_policy_status"]
     assert ans.answer.startswith("查询结果 get_policy_status") and "- status: lapsed" in ans.answer
     assert "{" not in ans.answer
+
+
+def test_an_answer_that_falls_into_a_loop_is_cut_and_the_passage_quoted(corpus_settings: Settings,
+                                                                        tmp_path: Path) -> None:
+    """The 0.5B model answered 犹豫期后退保退还多少保险费 with "1000000…" to the token limit (40 s): the stream ends
+    once the repetition is clear, and the guard judges what came before it (an unsupported figure: the quote)."""
+    pieces: list[str] = []
+
+    class Counting(ScriptedChat):
+        def turn(self, messages, tools, *, think, adapter, on_text):  # type: ignore[no-untyped-def]
+            def count(piece: str) -> None:
+                pieces.append(piece)
+                on_text(piece)
+            return super().turn(messages, tools, think=think, adapter=adapter, on_text=count)
+
+    chat = Counting(replies=["犹豫期后退保退还的保险费：1" + "0" * 2000])
+    a = Assistant(corpus_settings, chat, demo_registry(ensure_business_db(tmp_path / "b.db")),
+                  AuditLog(tmp_path / "audit.db"), "scripted")
+    shown: list[str] = []
+    ans = a.ask("犹豫期后退保退还多少保险费？", STAFF, on_event=lambda k, v: shown.append(v) if k == "token" else None)
+    assert len(pieces) < 10 and len("".join(shown)) < 60  # 2,000 zeros were written, a few dozen were read
+    assert "0000000000" not in ans.answer
+    assert ans.guard and ans.guard["status"] == "quoted_passage" and "百分之八十" in ans.answer
+    assert loop_start("退还 100 元，" * 9) is None and loop_start("|---" * 9 + "|") is None  # not a loop yet
 
 
 def test_a_looked_up_answer_that_echoes_the_question_or_invents_a_figure_shows_the_record(

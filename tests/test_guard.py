@@ -209,3 +209,38 @@ def test_a_word_only_one_sentence_has_pulls_the_quote_to_it() -> None:
     v = guard_answer("年费率是 12 元。", "团体意外险第三类职业的年费率是多少？", [P(1, _rates())], [],
                      used_tool=False, figures_mode="quote")
     assert v.status == "quoted_passage" and "第三类（轻体力劳动）为 18 元" in v.answer
+
+
+# the terms' clauses as ingest extracts them from 安心意外伤害保险条款.pdf (line breaks as in the PDF)
+TERMS_NOTICE = ("第四章 保险金申请与给付\n第九条 事故通知\n投保人、被保险人或受益人应于知道保险事故发生之日起十日内通知保险人，"
+                "可拨打客服热线95500-8\n8或通过长青保险APP报案。故意或因重大过失未及时通知，致使保险事故的性质、原因、损失程度等\n"
+                "难以确定的，保险人对无法确定的部分不承担给付责任。")
+TERMS_COOLING = ("第五章 合同的解除\n第十二条 犹豫期\n自投保人签收保险单之日起十五日为犹豫期。投保人在犹豫期内解除合同的，保险人无息退还全"
+                 "部保险费。\n第十三条 退保\n犹豫期后投保人可以书面申请解除合同，保险人自收到解除合同申请书之日起三十日内，按照未满期净保"
+                 "险费的百分之八十退还保险费。")
+
+
+def test_a_question_asking_for_days_is_answered_by_a_sentence_stating_days() -> None:
+    """出险后几天内报案: the guide's sentence on reporting names 出险 twice but states no number of days (a policy
+    number format is its only figure); the terms' 十日内通知保险人 answers."""
+    from assistant.chain.guard import best_sentence
+    from assistant.chain.sentences import asked_kind
+
+    ps = [P(1, _paragraph("报案时请记录保单号")), P(2, TERMS_NOTICE)]
+    found = best_sentence("出险后几天内报案？", ps)
+    assert found is not None and found[0].n == 2 and "十日内通知保险人" in found[1]
+    v = guard_answer("出险后三十日内报案。", "出险后几天内报案？", ps, [], used_tool=False, figures_mode="quote")
+    assert v.status == "quoted_passage" and "十日内通知保险人" in v.answer
+    kind = asked_kind("Within how many hours must the provider report a personal data breach?")
+    assert kind is not None and kind.search("within twenty-four (24) hours of becoming aware")
+    assert asked_kind("Who must approve a claim above CNY 300,000?") is None
+
+
+def test_an_answer_must_agree_with_the_sentence_about_what_was_asked_not_its_neighbour() -> None:
+    """犹豫期是多长时间: the quote window holds 十五日为犹豫期 and, next to it, 犹豫期后…三十日内; the 0.5B model
+    answered 三十日 (a figure of the window, not of the sentence defining the term)."""
+    ps = [P(1, TERMS_COOLING)]
+    wrong = guard_answer("犹豫期是三十日内。", "犹豫期是多长时间？", ps, [], used_tool=False, figures_mode="quote")
+    assert wrong.status == "quoted_passage" and "十五日为犹豫期" in wrong.answer
+    right = guard_answer("犹豫期是十五日。", "犹豫期是多长时间？", ps, [], used_tool=False, figures_mode="quote")
+    assert right.status == "attributed" and right.answer == "犹豫期是十五日。 [1]"

@@ -155,10 +155,40 @@ def test_warming_at_login_leaves_only_the_passages_to_prefill(llama: dict) -> No
 
     a: Assistant = llama["assistant"]
     engine = llama["backend"].engine
-    assert a.warm(STAFF) == 2
+    a.warm(STAFF)
+    assert a.warm(STAFF) == 0  # both languages' prefixes are kept: nothing is prefilled twice
     msgs, tools, _ = a.prompt_for(Q_RAG, STAFF)
     ids = engine.tokenizer(render(engine.tokenizer, msgs, tools or None, False), add_special_tokens=False)["input_ids"]
     system = render(engine.tokenizer, msgs[:1], tools or None, False)
     system = system[:system.rfind("<|im_start|>assistant")]  # the system turn, tools included, nothing after it
     prefix = len(engine.tokenizer(system, add_special_tokens=False)["input_ids"])
     assert prefix > 300 and max(c.common_prefix(ids) for c in engine._idle) >= prefix
+
+
+def test_a_kept_prefix_is_taken_up_by_whichever_context_a_question_gets(llama: dict) -> None:
+    """With several staff asking, a question often gets a context holding another prompt: it takes up the kept
+    snapshot of its constant prefix (milliseconds) instead of prefilling it, and answers exactly as from scratch."""
+    from core.models import render_chat as render
+
+    a: Assistant = llama["assistant"]
+    engine = llama["backend"].engine
+    msgs, tools, _ = a.prompt_for(Q_RAG, STAFF)
+    ids = engine.tokenizer(render(engine.tokenizer, msgs, tools or None, False), add_special_tokens=False)["input_ids"]
+    ref = a.resolve_adapter(STAFF, None)  # the chain's claims adapter: prefixes are kept per adapter
+    lora = engine.ensure_adapter(ref) if ref else None
+
+    def fresh_answer() -> tuple[str, TurnStats]:
+        for ctx in engine._idle:
+            ctx.llm.reset()  # every context now holds something else as far as this prompt is concerned
+        stats = TurnStats()
+        return "".join(engine.stream(ids, lora, 16, stats)), stats
+
+    kept = dict(engine._snapshots)
+    engine._snapshots.clear()
+    scratch, cold = fresh_answer()
+    assert cold.cached_tokens == 0
+    engine._snapshots.update(kept)
+    a.warm(STAFF)
+    answer, warm = fresh_answer()
+    assert answer == scratch
+    assert warm.cached_tokens > 300 and warm.cached_tokens < len(ids)  # the rules and tools; the passages remain

@@ -22,6 +22,7 @@ class TurnStats:
     prompt_tokens: int = 0
     new_tokens: int = 0
     prefill_s: float = 0.0  # time to first token
+    cached_tokens: int = 0  # prompt tokens whose KV state was already there (a kept prefix), not prefilled
     total_s: float = 0.0
 
     @property

@@ -238,12 +238,27 @@ def agrees(answer: str, question: str, passages: Sequence[PassageLike]) -> bool:
     if amount is not None:
         tier = [c for c in sentences.clauses(basis) if sentences.in_tier(c, amount)]
         basis = " ".join(tier) or basis
-    keys = source_keys([basis])
+    else:
+        basis_figures = _about_the_question(basis, question)
+    keys = source_keys([basis_figures if amount is None else basis])
     question_keys = source_keys([question])
     if any(not ks & keys for _, ks in figures(text) if not ks & question_keys):
         return False
     own = _terms(text) - _terms(question) - _FILLER
     return not own or len(own & _terms(basis)) / len(own) >= 0.6
+
+
+def _about_the_question(text: str, question: str) -> str:
+    """The sentences of a quote window that name the question's subject most often: where an answer's figures
+    must come from. (For 犹豫期是多长时间, "…十五日为犹豫期" under the heading 第十二条 犹豫期, not the next
+    sentence's "犹豫期后…三十日内" that the window also holds.)"""
+    asked = [t for t in _terms(question) - _ASKING if len(t) > 1]
+    sents = sentences.split(text)
+    if len(sents) < 2 or not asked:
+        return text
+    counts = [sum(s.lower().count(t) for t in asked) for s in sents]
+    top = max(counts)
+    return " ".join(s for s, c in zip(sents, counts, strict=True) if c == top) if top else text
 
 
 def best_passage_quote(question: str, passages: Sequence[PassageLike], limit: int = 300,

@@ -19,6 +19,25 @@ ASKS_FIGURE = re.compile(r"几|多少|多久|多长|多大|多高|比例|费率|
                          r"share|rate|amount|fee)|within what|within how", re.I)
 _CN = "零〇一二两三四五六七八九十百千万亿"
 _DIGIT = re.compile(rf"\d|[{_CN}]+(?:个月|日|天|年|元|倍|周|小时|岁|%)")
+# what kind of figure a question asks for: a sentence with a figure of that kind answers it (出险后几天内报案 is
+# answered by "十日内通知保险人", not by a sentence with a policy number in it)
+_D = rf"[\d{_CN}]+\s*"  # "(24) hours": the figure may close a bracket
+_ASKS_KIND = [
+    (re.compile(r"几天|几日|多少天|多少日|how many (?:business |working |calendar )?days", re.I),
+     re.compile(rf"{_D}(?:个?工作日|日|天)|\d+\)?\s*(?:business |working |calendar )?days?\b", re.I)),
+    (re.compile(r"几个月|多少个月|how many months", re.I), re.compile(rf"{_D}个?月|\d+\)?\s*months?\b", re.I)),
+    (re.compile(r"几年|多少年|how many years", re.I), re.compile(rf"{_D}年|\d+\)?\s*years?\b", re.I)),
+    (re.compile(r"多久|多长时间|how long|within (?:how|what)", re.I),
+     re.compile(rf"{_D}(?:个?工作日|日|天|个?月|年|周|小时)|\d+\)?\s*(?:business |working |calendar )?"
+                r"(?:days?|months?|years?|hours?|weeks?)\b", re.I)),
+    (re.compile(r"比例|百分|几成|percentage|what share|what rate", re.I),
+     re.compile(rf"\d\s*%|百分之[{_CN}]+|[{_CN}]成", re.I)),
+]
+
+
+def asked_kind(question: str) -> re.Pattern[str] | None:
+    """The pattern of the kind of figure the question asks for (a duration, a share), or None."""
+    return next((kind for asks, kind in _ASKS_KIND if asks.search(question)), None)
 
 
 def terms(text: str) -> set[str]:
@@ -104,7 +123,12 @@ def scorer(question: str, candidates: Sequence[str],
     in."""
     asked = terms(question)
     wants_figure = bool(ASKS_FIGURE.search(question))
-    figure = has_figure or (lambda s: bool(_DIGIT.search(s)))
+    any_figure = has_figure or (lambda s: bool(_DIGIT.search(s)))
+    kind = asked_kind(question)
+
+    def figure(s: str) -> bool:
+        return any_figure(s) and (kind is None or bool(kind.search(s)))
+
     sets = [terms(c) for c in candidates]
     df: dict[str, int] = {}
     for ts in sets:
@@ -117,6 +141,8 @@ def scorer(question: str, candidates: Sequence[str],
         hit = sum(1.0 + (n / df[t]) ** 0.5 for t in sets[i] & asked)
         if wants_figure and figure(candidates[i]):
             hit *= 1.5
+        elif kind is not None:  # asked for a duration or a share, and it states none: not the answer
+            hit *= 0.5
         if amount is not None and any(in_tier(c, amount) for c in clauses(candidates[i])):
             # the clause that states the asked amount's tier answers the question's condition: it counts as if it
             # had every question word the candidates have ("200 至 999 人享受九折" for 200人可以打几折)

@@ -54,17 +54,51 @@ class CallStarted(Exception):
     """Raised from the stream when the model starts a tool call that the chain would not run anyway."""
 
 
+class Looping(Exception):
+    """Raised from the stream when the answer has fallen into repeating itself ("1000000000…")."""
+
+
+def loop_start(text: str) -> int | None:
+    """Where a text's trailing repetition begins, if it ends in one: 32+ characters made of 10+ copies of one unit
+    of 1-8 characters (a small model's greedy decoding falls into such loops, "1000000000…", and would otherwise
+    run to the token limit: 40 s of zeros on a 2-core CPU)."""
+    best: int | None = None
+    for size in range(1, 9):
+        unit = text[-size:]
+        if len(unit) < size:
+            break
+        at = len(text) - size
+        while at >= size and text[at - size:at] == unit:
+            at -= size
+        if len(text) - at >= 32 and (len(text) - at) // size >= 10:
+            best = at if best is None else min(best, at)
+    return best
+
+
 class StreamRouter:
     """Splits streamed model text into thinking and answer pieces; tool-call markup is never shown.
-    With `stop_on_call`, the start of a call ends the turn at once (CallStarted): no tokens are spent on it."""
+    With `stop_on_call`, the start of a call ends the turn at once (CallStarted): no tokens are spent on it.
+    With `stop_looping`, an answer that starts repeating itself ends the turn (Looping); `shown` keeps the text
+    before the loop."""
 
-    def __init__(self, emit: Emit, stop_on_call: bool = False) -> None:
+    def __init__(self, emit: Emit, stop_on_call: bool = False, stop_looping: bool = False) -> None:
         self.emit = emit
         self.buf = ""
         self.state = "start"  # start | think | answer | tool
         self.stop_on_call = stop_on_call
+        self.stop_looping = stop_looping
+        self.shown = ""
         self.t0 = time.perf_counter()
         self.first_piece_s: float | None = None
+
+    def _answer(self, text: str) -> None:
+        self.emit("token", text)
+        self.shown += text
+        if self.stop_looping:
+            at = loop_start(self.shown)
+            if at is not None:
+                self.shown = self.shown[:at]
+                raise Looping
 
     def _safe(self, tags: tuple[str, ...]) -> int:
         """How much of the buffer can go out now: keep back a tail that may begin one of `tags`."""
@@ -106,16 +140,17 @@ class StreamRouter:
             elif self.state == "answer":
                 m = re.search(r"<tool_call>|```", self.buf)
                 if m:
-                    if m.start():
-                        self.emit("token", self.buf[: m.start()])
+                    before = self.buf[: m.start()]
                     self.buf, self.state = "", "tool"
+                    if before:
+                        self._answer(before)
                     if self.stop_on_call:
                         raise CallStarted
                     return
                 n = self._safe((_CALL, "```"))
                 if n:
-                    self.emit("token", self.buf[:n])
-                    self.buf = self.buf[n:]
+                    out, self.buf = self.buf[:n], self.buf[n:]
+                    self._answer(out)
                 return
             elif self.state == "json":
                 return
@@ -131,6 +166,7 @@ class StreamRouter:
             self.state = "answer"
         if self.buf and self.state in ("answer", "start"):
             self.emit("token", self.buf)
+            self.shown += self.buf
         elif self.buf and self.state == "think":
             self.emit("thinking", self.buf)
         self.buf = ""
@@ -423,6 +459,10 @@ class Assistant:
                             for i, r in enumerate(res.passages, 1)]
         return res
 
+    def prompt_passages(self, ans: Answer) -> list[Source]:
+        """The passages the model is shown: the best `prompt_passages` of those retrieved (numbered 1.., as cited)."""
+        return ans.passages[:self.settings.prompt_passages]
+
     @staticmethod
     def messages(question: str, history: list[dict[str, str]], passages: list[Source],
                  passage_chars: int | None = None) -> list[BaseMessage]:
@@ -443,38 +483,46 @@ class Assistant:
         ans = Answer(question, "", [], [])
         self.check_kb(user, kb or self.settings.default_kb)
         self._retrieve(question, history or [], kb or self.settings.default_kb, user, ans)
-        msgs = self.messages(question, history or [], ans.passages, self.settings.passage_chars)
+        msgs = self.messages(question, history or [], self.prompt_passages(ans), self.settings.passage_chars)
         return to_template_messages(msgs), self.tools.schemas(user), ans
 
-    def warm(self, user: User) -> int:
-        """Prefill the constant prompt prefix (the rules and this user's tool schemas) in both languages, where the
-        backend keeps it (llama.cpp): the user's first question then prefills only its passages. Returns how many
-        prefixes were prefilled; meant for a background thread at login."""
+    def warm(self, user: User, chinese: tuple[bool, ...] = (True, False), adapter: str | None = None) -> int:
+        """Prefill the constant prompt prefix (the rules and this user's tool schemas, with the adapter their
+        questions use) per language, where the backend keeps it (llama.cpp): a question then prefills only its
+        passages. Returns how many prefixes were prefilled now (0 when all were kept already); meant for a
+        background thread at login, and done before a question's first model turn otherwise."""
         warm = getattr(self.backend, "warm", None)
         if warm is None:
             return 0
         tools = self.tools.schemas(user)
-        for chinese in (True, False):  # the per-question part starts with the passages' heading
-            warm([SystemMessage(system_prompt(chinese)), HumanMessage("资料：" if chinese else "Passages:")], tools)
-        return 2
+        adapter = self.resolve_adapter(user, adapter)
+        done = 0
+        for zh in chinese:  # the per-question part starts with the passages' heading
+            done += bool(warm([SystemMessage(system_prompt(zh)), HumanMessage("资料：" if zh else "Passages:")],
+                              tools, adapter))
+        return done
 
     def _model_turn(self, messages: list[BaseMessage], tools: list[dict], think: bool, adapter: str | None,
                     emit: Emit, stop_on_call: bool = False) -> ModelTurn:
         # only a backend that frees its engine when its stream is abandoned may be cut short (llama.cpp);
         # the transformers runtime's generate() thread would run on after the turn
-        router = StreamRouter(emit, stop_on_call and getattr(self.backend, "stops_early", False))
+        early = getattr(self.backend, "stops_early", False)
+        router = StreamRouter(emit, stop_on_call and early, stop_looping=early)
         try:
             turn = self.backend.turn(messages, tools, think=think, adapter=adapter, on_text=router.feed)
-        except CallStarted:
+        except (CallStarted, Looping) as stop:
             now = time.perf_counter() - router.t0
-            return ModelTurn(AIMessage(content="", additional_kwargs={"cut_at_call": True}),
+            cut = {"cut_at_call": True} if isinstance(stop, CallStarted) else {"cut_looping": True}
+            # a loop keeps what came before it; the guard then judges that like any answer
+            content = router.shown.rstrip() if isinstance(stop, Looping) else ""
+            return ModelTurn(AIMessage(content=content, additional_kwargs=cut),
                              TurnStats(prefill_s=router.first_piece_s or now, total_s=now))
         router.finish()
         return turn
 
     def _generate(self, question: str, history: list[dict[str, str]], retrieved: RetrievalResult, user: User,
                   think: bool, ans: Answer, emit: Emit) -> None:
-        messages = self.messages(question, history, ans.passages, self.settings.passage_chars)
+        messages = self.messages(question, history, self.prompt_passages(ans), self.settings.passage_chars)
         tools = self.tools.schemas(user)
         thinking: list[str] = []
         final = ""
@@ -489,6 +537,8 @@ class Assistant:
                 self._run_call(call, user, context, ans, messages, emit)
                 done.add(_call_key(call))
             emit("status", "tool_routed")
+        # the constant prefix as a kept KV snapshot: whichever context this question gets, it prefills only the rest
+        self.warm(user, (is_chinese(question),), ans.adapter or "none")
         for step in range(1, self.settings.max_tool_steps + 1):
             ans.steps = step
             # after a routed look-up the model's one job is to word the result: a call instead is not run, so it
