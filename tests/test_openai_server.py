@@ -193,3 +193,18 @@ def _check_prompts(served: dict, chain_env: dict) -> None:
     # the chain's own turn without tools round-trips too
     out = backend.turn(turns[-1][0], [], think=False, adapter="claims@v1", on_text=lambda p: None)
     assert out.message.content and not out.message.tool_calls
+
+
+def test_a_server_that_dies_mid_answer_gives_an_error_answer_not_a_crash(served: dict) -> None:
+    """Last in this module: it kills the server. The staff member sees what happened; the chat does not crash."""
+    a: Assistant = served["assistant"]
+
+    def on_event(kind: str, _: object) -> None:
+        if kind == "token" and served["proc"].poll() is None:
+            served["proc"].kill()
+            served["proc"].wait(10)
+
+    ans = a.ask(Q_RAG, STAFF, on_event=on_event)
+    assert ans.status == "error" and "stopped answering" in (ans.error or "") and ans.answer.startswith("⚠")
+    ans = a.ask(Q_RAG, STAFF)  # refused outright now
+    assert ans.status == "error" and "stopped answering" in (ans.error or "")

@@ -14,6 +14,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 
 from assistant.backends.base import ModelTurn, TurnStats, parsed_message
+from core.errors import AssistantError
 from core.settings import Settings
 
 
@@ -81,12 +82,19 @@ class OpenAICompatibleBackend:
                    "extra_body": {"chat_template_kwargs": {"enable_thinking": think}}}
         if tools:  # not `tools=None`: langchain-openai fails on it (a user without tools, ASSISTANT_TOOLS=[])
             request["tools"] = tools
-        for chunk in self.chat.stream(messages, **request):
-            acc = chunk if acc is None else acc + chunk
-            if isinstance(chunk.content, str) and chunk.content:
-                if not stats.prefill_s:
-                    stats.prefill_s = time.perf_counter() - t0
-                on_text(chunk.content)
+        import httpx
+        import openai
+
+        try:
+            for chunk in self.chat.stream(messages, **request):
+                acc = chunk if acc is None else acc + chunk
+                if isinstance(chunk.content, str) and chunk.content:
+                    if not stats.prefill_s:
+                        stats.prefill_s = time.perf_counter() - t0
+                    on_text(chunk.content)
+        except (openai.APIError, httpx.HTTPError) as exc:  # refused, timed out, or died mid-answer
+            raise AssistantError(f"the model server at {self.settings.openai_base_url} stopped answering "
+                                 f"({type(exc).__name__}: {exc}); check that it is running") from exc
         stats.total_s = time.perf_counter() - t0
         usage = getattr(acc, "usage_metadata", None) or {}
         stats.prompt_tokens, stats.new_tokens = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
