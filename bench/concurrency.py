@@ -1,16 +1,25 @@
 """Latency for 1, 2 and 4 staff asking at once (issue 12): the whole chain, llama.cpp engine, p50/p95 of the
 time to the first token and to the whole answer; the transformers engine alone as today's baseline, same run.
 
-    cd bench && PYTHONPATH=.. ../.venv/bin/python concurrency.py [--model offline] [--users 1,2,4] [--no-baseline]
+    cd bench && PYTHONPATH=.. ../.venv/bin/python concurrency.py [--model offline] [--users 1,2,4] [--think 0,20]
+                                                                 [--no-baseline]
 
 Each simulated user asks the same 8 questions (dev_eval.py's mix: facts zh/en, look-ups, a refusal) in its own
-thread, all users starting together; the knowledge base is corpus/ in a fresh home. Timings on a shared machine
-are indicative: compare rows of one run.
+thread, all users starting together; the knowledge base is corpus/ in a fresh home; each user's prompt prefixes
+are warmed first, as the chat does at login. `--think S`: between answers a user reads and types for a random
+time of mean S seconds (exponential, seeded); 0 is the stress case of every user asking again the moment an
+answer ends. Timings on a shared machine are indicative: compare rows of one run.
+
+With 0 s of thinking the load is limited by throughput alone (Little's law: N users / answers per second), so the
+4-user p50 is at least 4 × (the time one core needs for an answer) / 2 cores; a single user gets both cores but
+prefills only ~1.45× as fast with 2 threads as with 1 (llama.cpp's per-layer barrier), so on 2 cores that bound
+is ~2.6-2.9× the single-user figure whatever the scheduling. Real staff read the answer before asking again.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import tempfile
 import threading
@@ -36,19 +45,23 @@ def _pct(xs: list[float], p: float) -> float:
     return round(xs[min(len(xs) - 1, int(p * len(xs)))], 2) if xs else 0.0
 
 
-def run(engine: str, home: Path, model: str, users: int) -> dict:
+def run(engine: str, home: Path, model: str, users: int, think_s: float = 0.0) -> dict:
     from assistant.chain import build_assistant
     from core.identity import User
     from core.settings import load_settings
 
     a = build_assistant(load_settings(home=home, model=model, engine=engine))
-    a.ask("热身", User("wang", "staff", "sales"))  # load and the constant prompt prefix: not what is measured
+    for who in dict.fromkeys(w for _, w in QUESTIONS):  # as at login: the constant prompt prefixes, not measured
+        a.warm(User(*who))
     totals: list[float] = []
     ttfts: list[float] = []
     lock = threading.Lock()
 
     def user(i: int) -> None:
-        for q, who in QUESTIONS[i % len(QUESTIONS):] + QUESTIONS[:i % len(QUESTIONS)]:  # not all in step
+        rng = random.Random(i)
+        for n, (q, who) in enumerate(QUESTIONS[i % len(QUESTIONS):] + QUESTIONS[:i % len(QUESTIONS)]):  # not in step
+            if think_s and n:
+                time.sleep(rng.expovariate(1 / think_s))
             t0 = time.perf_counter()
             first: list[float] = []
 
@@ -68,8 +81,9 @@ def run(engine: str, home: Path, model: str, users: int) -> dict:
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    return {"engine": engine, "users": users, "answers": len(totals), "ttft_p50_s": _pct(ttfts, 0.5),
-            "ttft_p95_s": _pct(ttfts, 0.95), "total_p50_s": _pct(totals, 0.5), "total_p95_s": _pct(totals, 0.95),
+    return {"engine": engine, "users": users, "think_s": think_s, "answers": len(totals),
+            "ttft_p50_s": _pct(ttfts, 0.5), "ttft_p95_s": _pct(ttfts, 0.95), "total_p50_s": _pct(totals, 0.5),
+            "total_p95_s": _pct(totals, 0.95),
             "answers_per_min": round(60 * len(totals) / wall, 1), "mean_s": round(statistics.mean(totals), 2)}
 
 
@@ -77,6 +91,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="offline")
     p.add_argument("--users", default="1,2,4")
+    p.add_argument("--think", default="0", help="mean seconds between a user's questions, comma-separated runs; "
+                                                 "each runs the users above except 1 (the same alone)")
     p.add_argument("--no-baseline", action="store_true", help="skip the transformers engine")
     args = p.parse_args()
     from core.settings import load_settings
@@ -86,12 +102,15 @@ def main() -> None:
     user_home = load_settings().home
     (home / "models").symlink_to(user_home / "models")  # the prepared models are shared, not copied
     pipeline.add_paths(load_settings(home=home), [ROOT / "corpus"])
-    rows = [run("llamacpp", home, args.model, int(n)) for n in args.users.split(",")]
+    thinks = [float(t) for t in args.think.split(",")]
+    counts = [int(n) for n in args.users.split(",")]
+    rows = [run("llamacpp", home, args.model, n, t) for t in thinks for n in counts if not (n == 1 and t != thinks[0])]
     if not args.no_baseline:
         rows.append(run("transformers", home, args.model, 1))
-    single = rows[0]["total_p50_s"]
+    single, single_ttft = rows[0]["total_p50_s"], rows[0]["ttft_p50_s"]
     for r in rows:
         r["p50_vs_single"] = round(r["total_p50_s"] / single, 2) if single else None
+        r["ttft_vs_single"] = round(r["ttft_p50_s"] / single_ttft, 2) if single_ttft else None
     print_table(f"concurrent users, model {args.model} (whole chain; p50/p95 seconds)", rows, list(rows[0]))
 
 
