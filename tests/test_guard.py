@@ -128,6 +128,9 @@ def test_focus_keeps_the_sentences_that_answer() -> None:
     cut = focus(long_text, "拒赔案件的申诉多久内答复？", 80)
     assert "十五个工作日内答复" in cut and len(cut) <= 80 + 4
     assert focus(PAYMENT, "任何问题", 10_000) == PAYMENT
+    # the window does not begin with sentences that share nothing with the question: they would only be prefill
+    cooling = focus(TERMS_NOTICE + "\n" + TERMS_COOLING, "犹豫期是多长时间？", 240)
+    assert cooling.startswith("… 第五章 合同的解除") and "十五日为犹豫期" in cooling and "故意" not in cooling
 
 
 def test_refusals_and_tool_answers_are_not_replaced() -> None:

@@ -171,5 +171,7 @@ def focus(text: str, question: str, limit: int) -> str:
         if total > best_score:
             best, best_score = (i, j), total
     i, j = best
+    while i < j - 1 and score(i) <= 0:  # the run starts as early as it can: what precedes the answer is only prefill
+        i += 1
     body = " ".join(sents[i:j])
     return ("… " if i > 0 else "") + body + (" …" if j < len(sents) else "")
