@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("llama_cpp")
 
 from assistant.backends.base import TurnStats  # noqa: E402
-from assistant.backends.llamacpp import LlamaCppBackend, default_threads  # noqa: E402
+from assistant.backends.llamacpp import LlamaCppBackend, _common, default_threads  # noqa: E402
 from assistant.chain import Assistant  # noqa: E402
 from core.models import render_chat, resolve_gguf  # noqa: E402
 from core.testing.tiny_gguf import hf_to_gguf  # noqa: E402
@@ -149,8 +149,8 @@ def test_prompts_with_different_prefixes_keep_their_own_warm_context(llama: dict
 
 
 def test_warming_at_login_leaves_only_the_passages_to_prefill(llama: dict) -> None:
-    """Assistant.warm prefills the rules and the user's tool schemas in both languages: a first question then
-    shares its whole constant prefix with a context of the pool."""
+    """Assistant.warm prefills the rules and the user's tool schemas in both languages and keeps them: a first
+    question then finds its whole constant prefix kept, whichever context it gets."""
     from core.models import render_chat as render
 
     a: Assistant = llama["assistant"]
@@ -162,7 +162,10 @@ def test_warming_at_login_leaves_only_the_passages_to_prefill(llama: dict) -> No
     system = render(engine.tokenizer, msgs[:1], tools or None, False)
     system = system[:system.rfind("<|im_start|>assistant")]  # the system turn, tools included, nothing after it
     prefix = len(engine.tokenizer(system, add_special_tokens=False)["input_ids"])
-    assert prefix > 300 and max(c.common_prefix(ids) for c in engine._idle) >= prefix
+    ref = a.resolve_adapter(STAFF, None)  # prefixes are kept per adapter: the one this user's questions use
+    lora = engine.ensure_adapter(ref) if ref else None
+    kept = [toks for lo, toks in engine._snapshots if lo == lora]
+    assert prefix > 300 and max(_common(toks, ids) for toks in kept) >= prefix
 
 
 def test_a_kept_prefix_is_taken_up_by_whichever_context_a_question_gets(llama: dict) -> None:
