@@ -195,3 +195,23 @@ def test_a_kept_prefix_is_taken_up_by_whichever_context_a_question_gets(llama: d
     answer, warm = fresh_answer()
     assert answer == scratch
     assert warm.cached_tokens > 300 and warm.cached_tokens < len(ids)  # the rules and tools; the passages remain
+
+
+def test_a_prefix_being_kept_is_waited_for_not_prefilled_twice(llama: dict) -> None:
+    """A staff member who asks while the login warm-up is still prefilling their prefix waits for it: on 2 cores,
+    prefilling it twice at once would halve the speed of both."""
+    engine = llama["backend"].engine
+    ids = engine.tokenizer("<|im_start|>system\n两位同事同时登录，同时提问。" * 60, add_special_tokens=False)["input_ids"]
+    results: list[bool] = []
+    start = threading.Barrier(2)
+
+    def keep() -> None:
+        start.wait()
+        results.append(engine.keep_prefix(ids))
+
+    threads = [threading.Thread(target=keep) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False, True] and (None, tuple(ids)) in engine._snapshots and not engine._keeping

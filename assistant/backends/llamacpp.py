@@ -116,6 +116,7 @@ class LlamaCppEngine:
         self._lock = threading.Lock()  # adapter conversion and the fingerprint, once each
         self._fingerprint: str | None = None
         self._snapshots: OrderedDict[tuple[str | None, tuple[int, ...]], bytes] = OrderedDict()
+        self._keeping: dict[tuple[str | None, tuple[int, ...]], threading.Event] = {}  # prefixes being prefilled
         self._idle.append(self._open())  # fail now, with the reason, if the GGUF cannot be loaded
         self._opened = 1
         self.arch = str(self._idle[0].llm.metadata.get("general.architecture", "qwen2"))
@@ -238,8 +239,18 @@ class LlamaCppEngine:
             if key in self._snapshots:
                 self._snapshots.move_to_end(key)
                 return False
-        for _ in self.stream(ids, lora, 1, TurnStats(), keep=True):
-            pass
+            pending = self._keeping.get(key)
+            if pending is None:
+                self._keeping[key] = threading.Event()
+        if pending is not None:  # being prefilled for another request (the warm-up at login): wait, do not redo it
+            pending.wait()
+            return False
+        try:
+            for _ in self.stream(ids, lora, 1, TurnStats(), keep=True):
+                pass
+        finally:
+            with self._cond:
+                self._keeping.pop(key).set()
         return True
 
     def _snapshot(self, ctx: _Context, ids: list[int], lora: str | None) -> None:
