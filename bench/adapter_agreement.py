@@ -12,16 +12,10 @@ figures without the adapter show how much of any difference is the quantised bas
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 from common import ROOT, print_table
-
-
-def _rows(data: Path) -> list[dict]:
-    files = sorted(data.glob("*.jsonl")) if data.is_dir() else [data]
-    return [json.loads(line) for f in files for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _parted_at(a: str, b: str) -> int:
@@ -42,21 +36,25 @@ def main() -> None:
     from assistant.backends.runtime import ModelRuntime
     from core.models import render_chat, resolve_gguf
     from core.settings import load_settings
+    from finetune.data import load_datasets
 
     settings = load_settings(llamacpp_contexts=1)
     engine = LlamaCppEngine(resolve_gguf("offline", settings), settings)
     runtime = ModelRuntime.load("offline", settings)
     lora, key = engine.ensure_adapter(args.adapter), runtime.ensure_adapter(args.adapter)
-    rows = _rows(Path(args.data))
+    # every training format (messages, alpaca, reasoning) as the trainer reads it, interleaved so that --limit
+    # samples each file
+    sets = [d.conversations for d in load_datasets([Path(args.data)])]
+    rows = [c for i in range(max(map(len, sets), default=0)) for cs in sets if i < len(cs) for c in cs[i:i + 1]]
     rows = rows[:args.limit] if args.limit else rows
     table = []
     for label, ll, tf in (("with the adapter", lora, key), ("base only", None, None)):
         same = head = 0
         parted: list[int] = []
         for row in rows:
-            msgs = row["messages"]
+            msgs = row.messages
             upto = next((i for i, m in enumerate(msgs) if m["role"] == "assistant"), len(msgs))
-            prompt = render_chat(engine.tokenizer, msgs[:upto], row.get("tools") or None, False)
+            prompt = render_chat(engine.tokenizer, msgs[:upto], row.tools or None, row.enable_thinking)
             ids = engine.tokenizer(prompt, add_special_tokens=False)["input_ids"]
             ours = "".join(engine.stream(ids, ll, args.tokens, TurnStats()))
             theirs = "".join(runtime.stream(prompt, tf, args.tokens))
