@@ -144,21 +144,27 @@ def test_a_record_id_in_the_question_is_looked_up_before_the_model_writes(corpus
     assert a.audit.get(ans.audit_id)["tool_calls"][0]["name"] == "get_policy_status"
 
 
+class _Counting(ScriptedChat):
+    """A scripted model that records each piece the chain actually read from its stream."""
+
+    def __init__(self, pieces: list[str], replies: list[str]) -> None:
+        super().__init__(replies=replies)
+        self.pieces = pieces
+
+    def turn(self, messages, tools, *, think, adapter, on_text):  # type: ignore[no-untyped-def]
+        def count(piece: str) -> None:
+            self.pieces.append(piece)
+            on_text(piece)
+        return super().turn(messages, tools, think=think, adapter=adapter, on_text=count)
+
+
 def test_after_a_routed_look_up_a_call_is_cut_short_and_the_record_shown(corpus_settings: Settings,
                                                                          tmp_path: Path) -> None:
     """The 0.5B model answered a routed look-up with 384 tokens of invented calls: the stream ends at the first
     character of a call, and the answer is the record, readable."""
     pieces: list[str] = []
-
-    class Counting(ScriptedChat):
-        def turn(self, messages, tools, *, think, adapter, on_text):  # type: ignore[no-untyped-def]
-            def count(piece: str) -> None:
-                pieces.append(piece)
-                on_text(piece)
-            return super().turn(messages, tools, think=think, adapter=adapter, on_text=count)
-
     calls = '{"name": "get_claim_status", "arguments": {"claim_id": "CLM-2024-0003"}}\n' * 20
-    chat = Counting(replies=[calls])
+    chat = _Counting(pieces, replies=[calls])
     a = Assistant(corpus_settings, chat, demo_registry(ensure_business_db(tmp_path / "b.db")),
                   AuditLog(tmp_path / "audit.db"), "scripted")
     ans = a.ask("帮我查一下保单 POL-2024-0003 的状态", STAFF)
@@ -173,15 +179,7 @@ def test_an_answer_that_falls_into_a_loop_is_cut_and_the_passage_quoted(corpus_s
     """The 0.5B model answered 犹豫期后退保退还多少保险费 with "1000000…" to the token limit (40 s): the stream ends
     once the repetition is clear, and the guard judges what came before it (an unsupported figure: the quote)."""
     pieces: list[str] = []
-
-    class Counting(ScriptedChat):
-        def turn(self, messages, tools, *, think, adapter, on_text):  # type: ignore[no-untyped-def]
-            def count(piece: str) -> None:
-                pieces.append(piece)
-                on_text(piece)
-            return super().turn(messages, tools, think=think, adapter=adapter, on_text=count)
-
-    chat = Counting(replies=["犹豫期后退保退还的保险费：1" + "0" * 2000])
+    chat = _Counting(pieces, replies=["犹豫期后退保退还的保险费：1" + "0" * 2000])
     a = Assistant(corpus_settings, chat, demo_registry(ensure_business_db(tmp_path / "b.db")),
                   AuditLog(tmp_path / "audit.db"), "scripted")
     shown: list[str] = []
