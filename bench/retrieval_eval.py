@@ -15,7 +15,7 @@ Rankings count units once (a PDF page, else a chunk), as the chain shows them; m
 embedding (shared by the modes).
 
     .venv/bin/python bench/retrieval_eval.py [--sets financebench,rgb-zh,...] [--fb-docs 5] [--rgb-limit 100]
-        [--modes dense,bm25,rrf-chunks,rrf,weighted,calibrated] [--cache .cache/bench]
+        [--modes dense,bm25,rrf-chunks,rrf,weighted,calibrated-unnamed,calibrated] [--cache .cache/bench]
 """
 
 from __future__ import annotations
@@ -163,8 +163,10 @@ def evaluate(settings: Any, cases: list[Case], modes: list[str]) -> list[dict[st
         retriever._embed(query)
         for mode in modes:
             # "rrf-chunks": the default of earlier releases (RRF, chunk-level: a page may fill several slots)
-            retriever.fusion = mode.removesuffix("-chunks")
+            # "calibrated-unnamed": calibrated fusion without the named-document step (the default before it)
+            retriever.fusion = mode.removesuffix("-chunks").removesuffix("-unnamed")
             retriever.one_per_page = not mode.endswith("-chunks")
+            retriever.named_documents = not mode.endswith("-unnamed")
             t0 = time.perf_counter()
             passages = retriever.retrieve(query, k=10).passages
             st = stats[mode]
@@ -183,7 +185,7 @@ def evaluate(settings: Any, cases: list[Case], modes: list[str]) -> list[dict[st
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--sets", default=",".join(SETS))
-    p.add_argument("--modes", default="dense,bm25,rrf-chunks,rrf,weighted,calibrated")
+    p.add_argument("--modes", default="dense,bm25,rrf-chunks,rrf,weighted,calibrated-unnamed,calibrated")
     p.add_argument("--fb-docs", type=int, default=0, help="only the N smallest filings (0 = all 10)")
     p.add_argument("--rgb-limit", type=int, default=100, help="first N questions of each RGB set (0 = all)")
     p.add_argument("--cache", default=str(ROOT / ".cache" / "bench"), help="where built knowledge bases are kept")

@@ -109,3 +109,35 @@ def test_unchanged_chunks_keep_their_vectors(settings: Settings, docs_dir: Path)
     # a rebuild under the same model re-chunks but re-embeds nothing that did not change
     rebuilt = pipeline.rebuild(settings)
     assert rebuilt.reused_vectors == second.chunks
+
+
+# Five filings that say the same things with other figures: only the company the question names tells
+# which one answers it
+COMPANIES = {"NORTHWINDTRADERS_2022_10K": "Northwind Traders", "CONTOSOFOODS_2022_10K": "Contoso Foods",
+             "FABRIKAM_2022_10K": "Fabrikam", "TAILSPINTOYS_2022_10K": "Tailspin Toys",
+             "LITWAREMEDICAL_2022_10K": "Litware Medical"}
+
+
+def _filing(i: int) -> list[str]:
+    return [f"Item 7. Results of operations. Net sales grew {3 + i}% in fiscal 2022, driven by higher prices "
+            f"and {10 + i} new stores. Gross margin was {30 + i}.{i}% of net sales.",
+            f"Item 8. Liquidity. Capital expenditures were ${100 + 17 * i} million in fiscal 2022, mostly for "
+            "stores and distribution centres. The company repurchased shares and paid dividends."]
+
+
+def test_a_question_naming_a_company_is_answered_from_that_companys_filing(settings: Settings,
+                                                                           docs_dir: Path) -> None:
+    for i, stem in enumerate(COMPANIES):
+        make_pdf(docs_dir / f"{stem}.pdf", _filing(i))
+    pipeline.add_paths(settings, [docs_dir], department="finance")
+    retriever = HybridRetriever(settings)
+    for stem, company in COMPANIES.items():
+        for question in (f"What were {company}'s capital expenditures in FY2022?",
+                         f"How much did net sales of {company.split()[0]} grow in fiscal 2022?"):
+            assert retriever.named(question) == {pipeline.doc_id_for(docs_dir / f"{stem}.pdf")}, question
+            top = retriever.retrieve(question, k=3).passages[0]
+            assert Path(top.hit.source).stem == stem, (question, top.hit.source)
+    # a question naming no company (or words every filing's name has) searches all alike
+    assert retriever.named("What were capital expenditures in 2022 according to the 10K?") == set()
+    # naming a document never reaches past the user's access: a user of another department gets nothing
+    assert not retriever.retrieve("What were Fabrikam's capital expenditures?", k=3, departments=["sales"]).passages

@@ -5,9 +5,11 @@ is a result, not a guess."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -57,6 +59,29 @@ _ASKING = frozenset(
 # noisier than English words (measured in bench/retrieval_eval.py)
 _BM25_WEIGHT_ZH = 0.3
 _BM25_WEIGHT_EN = 0.5
+
+
+# a question that names a document (its file name or title: "3M", "Best Buy", 安心意外伤害保险条款) has its
+# candidates searched inside that document too, and they get this much (in z-score units) on top
+_NAMED_BOOST = 1.0
+_WORD = re.compile(r"[0-9a-z]+|[\u3400-\u9fff]+")
+
+
+def _squash(text: str) -> str:
+    return "".join(_WORD.findall(text.lower()))
+
+
+def _name_keys(names: dict[str, list[str]]) -> dict[str, set[str]]:
+    """Per document, the words of its file name and title that name it: words with a letter that no more
+    than a fifth of the documents share ("10K", "2022", "EARNINGS" or 条款 name no one document)."""
+    words = {d: {w for n in ns for w in _WORD.findall(n.lower().replace("_", " "))
+                 if len(w) >= 2 and not w.isdigit()} for d, ns in names.items()}
+    shared: dict[str, int] = {}
+    for ws in words.values():
+        for w in ws:
+            shared[w] = shared.get(w, 0) + 1
+    cap = max(1, len(words) // 5)
+    return {d: {w for w in ws if shared[w] <= cap} for d, ws in words.items()}
 
 
 def _z(x: np.ndarray) -> np.ndarray:
@@ -117,6 +142,9 @@ class HybridRetriever:
         self._meta: list[dict[str, Any]] = []
         self._bm25 = None
         self._query_vectors: dict[str, np.ndarray] = {}
+        self._doc_of = np.array([], dtype=str)
+        self._names: dict[str, set[str]] = {}
+        self.named_documents = True  # False only to measure retrieval without the named-document step
         self.one_per_page = True  # False only to measure the chunk-level ranking of earlier releases
         self.bm25_loaded = False  # True: the version's saved BM25 index was read, nothing re-tokenised
         if store is not None and len(store):
@@ -127,6 +155,9 @@ class HybridRetriever:
             folder = self.searcher.kb.version_dir(snapshot.version)
             self._bm25 = lexical.load_bm25(folder, self._ids) if folder is not None else None
             self.bm25_loaded = self._bm25 is not None
+            self._doc_of = np.array([m.get("doc_id", "") for m in self._meta])
+            self._names = _name_keys({d: [Path(doc.get("source") or "").stem, doc.get("title") or ""]
+                                      for d, doc in snapshot.documents.items()})
             if self._bm25 is None:  # a version without its BM25 files (written by hand, or damaged)
                 titles = {d: doc.get("title") or "" for d, doc in snapshot.documents.items()}
                 texts = [lexical.lexical_text(titles.get(m.get("doc_id"), ""), m, t)
@@ -144,6 +175,16 @@ class HybridRetriever:
             for m in self._meta
         ]
         return np.array(keep, dtype=bool)
+
+    def named(self, query: str) -> set[str]:
+        """Documents the question names: a distinctive word of a document's name stands in the question
+        (spaces and case aside: "Best Buy" names BESTBUY_2023_10K), or a question word of 3+ letters begins
+        one ("MGM" names MGMRESORTS). Naming most of the documents names none."""
+        squashed = _squash(query)
+        words = {w for w in _WORD.findall(query.lower()) if len(w) >= 3 and not w.isdigit()}
+        hits = {d for d, keys in self._names.items()
+                if any(k in squashed or any(k.startswith(w) for w in words) for k in keys)}
+        return hits if len(hits) <= max(1, len(self._names) // 3) else set()
 
     def _dense(self, query: str, n: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
         return self._dense_by_vector(self._embed(query), n, mask)
@@ -205,6 +246,18 @@ class HybridRetriever:
         dense = self._dense_by_vector(vec, n, mask)
         bm25_all = self._bm25_scores(query, mask)
         sparse = self._top(bm25_all, n)
+        named = self.named(query) if self.named_documents and self.fusion == "calibrated" else set()
+        in_named = np.isin(self._doc_of, list(named)) if named else None
+        if in_named is not None:  # the named documents' best chunks join the candidates, within the user's access
+            inside = in_named & mask if mask is not None else in_named
+            extra = self._dense_by_vector(vec, min(n, int(inside.sum())), inside) if inside.any() else []
+            seen = {i for i, _ in dense}
+            dense_pool = dense + [(i, s) for i, s in extra if i not in seen]
+            sparse_inside = self._top(bm25_all * inside, n) if bm25_all is not None else []
+            seen = {i for i, _ in sparse}
+            sparse = sparse + [(i, s) for i, s in sparse_inside if i not in seen]
+        else:
+            dense_pool = dense
         fused: dict[int, Retrieved] = {}
 
         def entry(i: int) -> Retrieved:
@@ -212,7 +265,7 @@ class HybridRetriever:
                 fused[i] = Retrieved(self._hit(i), 0.0)
             return fused[i]
 
-        for name, results in (("dense", dense), ("bm25", sparse)):
+        for name, results in (("dense", dense_pool), ("bm25", sparse)):
             for rank, (i, s) in enumerate(results, 1):
                 e = entry(i)
                 e.ranks[name] = rank
@@ -237,7 +290,7 @@ class HybridRetriever:
             for e in fused.values():
                 e.score = sum(1.0 / (60 + r) for r in e.ranks.values())
         else:
-            self._calibrated(query, vec, fused, bm25_all)
+            self._calibrated(query, vec, fused, bm25_all, in_named)
         ranked = sorted(fused.values(), key=lambda r: r.score, reverse=True)
         if self.one_per_page:
             ranked = _one_per_page(ranked)
@@ -281,7 +334,7 @@ class HybridRetriever:
         return sum(w for t, w in weights.items() if t in found) / total if total > 0 else 1.0
 
     def _calibrated(self, query: str, vec: np.ndarray, fused: dict[int, Retrieved],
-                    bm25_all: np.ndarray | None) -> None:
+                    bm25_all: np.ndarray | None, in_named: np.ndarray | None = None) -> None:
         """Score-calibrated fusion: both legs scored exactly on every candidate either leg found, each
         turned into a z-score over those candidates, BM25 added with a weight below dense's.
 
@@ -297,6 +350,8 @@ class HybridRetriever:
             fused[int(i)].dense = float(s)
         weight = _BM25_WEIGHT_ZH if _is_chinese(query) else _BM25_WEIGHT_EN
         score = _z(d) + (weight * _z(b) if b.max() > 0 else 0.0)
+        if in_named is not None:
+            score = score + _NAMED_BOOST * in_named[ids]
         for i, s in zip(ids, score, strict=True):
             fused[int(i)].score = float(s)
 
