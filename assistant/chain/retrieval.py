@@ -84,6 +84,12 @@ def _name_keys(names: dict[str, list[str]]) -> dict[str, set[str]]:
     return {d: {w for w in ws if shared[w] <= cap} for d, ws in words.items()}
 
 
+def _merged(first: list[tuple[int, float]], more: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """`first`, then the results of `more` it does not hold, in their order."""
+    seen = {i for i, _ in first}
+    return first + [(i, s) for i, s in more if i not in seen]
+
+
 def _z(x: np.ndarray) -> np.ndarray:
     std = float(x.std())
     return (x - x.mean()) / std if std > 1e-9 else np.zeros_like(x)
@@ -251,11 +257,8 @@ class HybridRetriever:
         if in_named is not None:  # the named documents' best chunks join the candidates, within the user's access
             inside = in_named & mask if mask is not None else in_named
             extra = self._dense_by_vector(vec, min(n, int(inside.sum())), inside) if inside.any() else []
-            seen = {i for i, _ in dense}
-            dense_pool = dense + [(i, s) for i, s in extra if i not in seen]
-            sparse_inside = self._top(bm25_all * inside, n) if bm25_all is not None else []
-            seen = {i for i, _ in sparse}
-            sparse = sparse + [(i, s) for i, s in sparse_inside if i not in seen]
+            dense_pool = _merged(dense, extra)
+            sparse = _merged(sparse, self._top(bm25_all * inside, n) if bm25_all is not None else [])
         else:
             dense_pool = dense
         fused: dict[int, Retrieved] = {}
