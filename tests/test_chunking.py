@@ -177,3 +177,19 @@ def test_table_split_across_chunks_repeats_its_header_and_keeps_rows_whole(count
     assert seen == rows  # each row exactly once, in order
     assert all(c.clause == "费率表" for c in chunks)
     assert any("以上费率" in c.text for c in chunks)
+
+
+def test_the_embedded_text_of_a_table_keeps_its_cells_without_the_pipes(count) -> None:
+    from ingest.pipeline import embedding_text
+
+    header = "| Item | FY2023 | FY2022 |"
+    rows = [f"| Line item {i} | $ {1000 + i:,} | {900 + i:,} |" for i in range(12)]
+    text = "Consolidated Statements of Cash Flows | in millions\n" + "\n".join([header, *rows])
+    chunk = chunk_document(LoadedDocument("pdf", [Page(text, page=3)]), count, 320, 48, 48)[0]
+    embedded = embedding_text("ACME 2023 10K", chunk)
+    lines = embedded.split("\n")
+    assert lines[0] == "ACME 2023 10K" and lines[1] == "Consolidated Statements of Cash Flows | in millions"
+    assert lines[2] == "Item FY2023 FY2022"  # a row: its cells in order, the pipes gone
+    assert lines[3:] == [f"Line item {i} $ {1000 + i:,} {900 + i:,}" for i in range(12)]
+    assert chunk.text.split("\n")[1] == header  # what is stored, cited and prompted keeps the table
+    assert count(embedded) < count(f"ACME 2023 10K\n{chunk.text}") * 0.8
