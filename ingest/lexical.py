@@ -20,7 +20,7 @@ from core.text import HAN
 
 logging.getLogger("jieba").setLevel(logging.WARNING)  # once, not per tokenised text
 _WORD = re.compile(rf"[\w{HAN}]")
-_STOP = {"的", "了", "是", "在", "和", "与", "及", "或", "吗", "呢", "what", "the", "a", "an", "of", "to", "is",
+STOP_WORDS = {"的", "了", "是", "在", "和", "与", "及", "或", "吗", "呢", "what", "the", "a", "an", "of", "to", "is",
          "are", "and", "or", "in", "on", "for", "how", "do", "does", "i", "we", "can", "be", "by", "with", "之"}
 
 # bump when bm25_tokens changes: saved indexes and cached tokens of another version are not reused
@@ -41,10 +41,10 @@ def bm25_tokens(text: str) -> list[str]:
         w = w.strip()
         if not w or not _WORD.match(w):
             continue
-        if w not in _STOP:
+        if w not in STOP_WORDS:
             out.append(w)
         if w.isascii() and not w.isalpha() and not w.isdigit():
-            out.extend(p for p in _ALNUM.findall(w) if p != w and p not in _STOP and _WORD.match(p))
+            out.extend(p for p in _ALNUM.findall(w) if p != w and p not in STOP_WORDS and _WORD.match(p))
     return out
 
 
@@ -55,7 +55,7 @@ def query_terms(text: str) -> list[str]:
     import jieba
 
     words = (x.strip() for x in jieba.lcut(text.lower(), HMM=False))
-    return [w for w in words if w and _WORD.match(w) and w not in _STOP and not (len(w) == 1 and not w.isascii())]
+    return [w for w in words if w and _WORD.match(w) and w not in STOP_WORDS and not (len(w) == 1 and not w.isascii())]
 
 
 def lexical_text(title: str, metadata: dict[str, Any], text: str) -> str:

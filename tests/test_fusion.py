@@ -129,8 +129,13 @@ def test_a_question_naming_a_company_is_answered_from_that_companys_filing(setti
                                                                            docs_dir: Path) -> None:
     for i, stem in enumerate(COMPANIES):
         make_pdf(docs_dir / f"{stem}.pdf", _filing(i))
+    # a document whose name is made of words the filings use too ("capital", "expenditures", "for")
+    make_pdf(docs_dir / "Capital_Expenditures_Policy_for_Managers.pdf",
+             ["Spending on a new site above one million needs the approval of the regional director.",
+              "Requests go through the purchasing portal with three quotes attached."])
     pipeline.add_paths(settings, [docs_dir], department="finance")
     retriever = HybridRetriever(settings)
+    policy = pipeline.doc_id_for(docs_dir / "Capital_Expenditures_Policy_for_Managers.pdf")
     for stem, company in COMPANIES.items():
         for question in (f"What were {company}'s capital expenditures in FY2022?",
                          f"How much did net sales of {company.split()[0]} grow in fiscal 2022?"):
@@ -139,5 +144,8 @@ def test_a_question_naming_a_company_is_answered_from_that_companys_filing(setti
             assert Path(top.hit.source).stem == stem, (question, top.hit.source)
     # a question naming no company (or words every filing's name has) searches all alike
     assert retriever.named("What were capital expenditures in 2022 according to the 10K?") == set()
+    # ordinary words name nothing, a word only that name has does ("for" is in "information")
+    assert retriever.named("Where is the information for investors?") == set()
+    assert retriever.named("Who approves spending under the policy for managers?") == {policy}
     # naming a document never reaches past the user's access: a user of another department gets nothing
     assert not retriever.retrieve("What were Fabrikam's capital expenditures?", k=3, departments=["sales"]).passages

@@ -67,10 +67,6 @@ _NAMED_BOOST = 1.0
 _WORD = re.compile(r"[0-9a-z]+|[\u3400-\u9fff]+")
 
 
-def _squash(text: str) -> str:
-    return "".join(_WORD.findall(text.lower()))
-
-
 def _name_keys(names: dict[str, list[str]]) -> dict[str, set[str]]:
     """Per document, the words of its file name and title that name it: words with a letter that no more
     than a fifth of the documents share ("10K", "2022", "EARNINGS" or 条款 name no one document)."""
@@ -183,14 +179,37 @@ class HybridRetriever:
         return np.array(keep, dtype=bool)
 
     def named(self, query: str) -> set[str]:
-        """Documents the question names: a distinctive word of a document's name stands in the question
-        (spaces and case aside: "Best Buy" names BESTBUY_2023_10K), or a question word of 3+ letters begins
-        one ("MGM" names MGMRESORTS). Naming most of the documents names none."""
-        squashed = _squash(query)
-        words = {w for w in _WORD.findall(query.lower()) if len(w) >= 3 and not w.isdigit()}
-        hits = {d for d, keys in self._names.items()
-                if any(k in squashed or any(k.startswith(w) for w in words) for k in keys)}
+        """Documents the question names: a distinctive word of a document's name is a question word or
+        consecutive question words run together ("Best Buy" names BESTBUY_2023_10K), or a question word of
+        3+ letters begins one ("MGM" names MGMRESORTS); a Chinese name word stands anywhere in the question.
+        A word the text of several other documents uses is an ordinary word there, not a name ("data" does
+        not name "Data Privacy FAQ"), and naming most of the documents names none."""
+        words = _WORD.findall(query.lower())
+        spans = {"".join(words[i:j]) for i in range(len(words)) for j in range(i + 2, min(i + 4, len(words) + 1))}
+        starts = [w for w in words if len(w) >= 3 and not w.isdigit() and not is_han(w[0])]
+        squashed = "".join(words)
+        hits = set()
+        for d, keys in self._names.items():
+            for k in keys:
+                if is_han(k[0]):
+                    said = k if k in squashed else None
+                else:
+                    said = k if k in spans else next((w for w in starts if k.startswith(w)), None)
+                if said is not None and self._distinctive(said, d):
+                    hits.add(d)
+                    break
         return hits if len(hits) <= max(1, len(self._names) // 3) else set()
+
+    def _distinctive(self, word: str, doc_id: str) -> bool:
+        """`word` is no stop word and the text of at most a fifth of the other documents uses it."""
+        if word in lexical.STOP_WORDS:
+            return False
+        term = self._bm25.vocab_dict.get(word) if self._bm25 is not None else None
+        if term is None:  # no chunk has it as a word ("bestbuy", a Chinese title): nothing else is called so
+            return True
+        ptr = self._bm25.scores["indptr"]
+        users = set(np.unique(self._doc_of[self._bm25.scores["indices"][ptr[term]:ptr[term + 1]]]).tolist())
+        return len(users - {doc_id}) <= max(1, len(self._names) // 5)
 
     def _dense(self, query: str, n: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
         return self._dense_by_vector(self._embed(query), n, mask)
