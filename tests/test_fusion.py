@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.chain.retrieval import HybridRetriever
+from assistant.chain.retrieval import HybridRetriever, fusion_scores
 from core.settings import Settings
 from core.testing.pdfs import make_pdf
 from ingest import pipeline
@@ -85,6 +85,36 @@ def test_calibrated_fusion_scores_every_candidate_on_both_legs(settings: Setting
     assert code.passages[0].hit.source == "codes.txt" and code.passages[0].bm25
 
 
+def test_a_flat_bm25_list_does_not_reorder_dense_but_a_decisive_match_still_leads() -> None:
+    # dense's near-tie: candidate 0 is the answer by a small margin
+    dense = np.array([0.912, 0.910, 0.905, 0.900, 0.850, 0.840, 0.830, 0.820])
+    # every candidate mentions the question's words about equally (a pool of news about one event)
+    flat = np.array([9.0, 9.6, 9.3, 9.2, 9.1, 9.0, 8.9, 8.8])
+    assert int(np.argmax(fusion_scores(dense, flat, 0.7))) == 0
+    # the z-scored BM25 of earlier releases stretched the same 0.6 difference to a push that flipped it
+    z = lambda x: (x - x.mean()) / x.std()  # noqa: E731
+    assert int(np.argmax(z(dense) + 0.5 * z(flat))) == 1
+    # one candidate holds the exact term: BM25's contrast lifts it over dense's narrow lead
+    decisive = np.array([1.0, 12.0, 1.0, 0.5, 0.0, 0.0, 0.0, 0.0])
+    assert int(np.argmax(fusion_scores(dense, decisive, 0.7))) == 1
+    assert np.allclose(fusion_scores(dense, np.zeros(8), 0.7), z(dense))  # no lexical match: dense alone
+
+
+def test_a_pages_second_candidate_chunk_supports_the_page(settings: Settings, docs_dir: Path) -> None:
+    settings = _small_chunks(settings)
+    make_pdf(docs_dir / "claims.pdf", PAGES)
+    pipeline.add_paths(settings, [docs_dir])
+    retriever = HybridRetriever(settings)
+    ids = np.arange(len(retriever._ids))
+    pages = [retriever._meta[i]["page"] for i in ids]
+    score = np.linspace(1.0, -1.0, len(ids))
+    second = retriever._second_on_page(ids, score)
+    for i in ids:
+        same = sorted((score[j] for j in ids if pages[j] == pages[i]), reverse=True)
+        assert second[i] == (max(0.0, same[1]) if len(same) > 1 else 0.0)
+    assert second.max() > 0  # page 0 has several chunks: the support is used
+
+
 def test_unchanged_chunks_keep_their_vectors(settings: Settings, docs_dir: Path) -> None:
     clauses = [f"## Article {i}\n\nArticle {i} text: the provider keeps record type {i} for {i + 3} years."
                for i in range(6)]
@@ -149,3 +179,39 @@ def test_a_question_naming_a_company_is_answered_from_that_companys_filing(setti
     assert retriever.named("Who approves spending under the policy for managers?") == {policy}
     # naming a document never reaches past the user's access: a user of another department gets nothing
     assert not retriever.retrieve("What were Fabrikam's capital expenditures?", k=3, departments=["sales"]).passages
+
+
+# a filing whose statements are tables that never say "quick ratio", "capital-intensive" or "gross margin"
+FILING = [
+    "Acme Packaging plc. Business overview. Acme makes flexible and rigid packaging for food, beverage and "
+    "healthcare customers in 40 countries. Analysts follow our profile of steady growth and a strong ratio of "
+    "repeat customers; we explain our strategy and why our margins and liquidity matter to investors.",
+    "Management discussion. In fiscal 2023 we improved our profile: volumes declined 2% while price increases "
+    "offset inflation. A financial analyst would ask about our growth; we believe our business is resilient.",
+    "Consolidated Balance Sheets (in millions) 2023 2022\n| Cash and cash equivalents | 689 | 775 |\n"
+    "| Trade receivables | 1,875 | 1,935 |\n| Inventories | 2,213 | 2,439 |\n| Total current assets | 5,308 | 5,853 |\n"
+    "| Trade payables | 2,690 | 3,073 |\n| Total current liabilities | 4,476 | 5,103 |\n| Total assets | 17,003 | 17,426 |",
+    "Consolidated Statements of Cash Flows (in millions) 2023 2022\n| Net income | 1,048 | 805 |\n"
+    "| Depreciation and amortization | 576 | 579 |\n| Net cash provided by operating activities | 1,261 | 1,359 |\n"
+    "| Purchases of property, plant and equipment | (531) | (465) |\n| Net cash used in investing activities | (443) | (420) |",
+    "Consolidated Statements of Income (in millions) 2023 2022\n| Net sales | 14,694 | 14,544 |\n"
+    "| Cost of sales | (12,060) | (11,969) |\n| Gross profit | 2,634 | 2,575 |\n| Operating income | 1,365 | 1,230 |\n"
+    "| Interest expense | (290) | (177) |\n| Net income | 1,048 | 805 |",
+]
+
+
+def test_a_question_naming_a_metric_finds_the_statement_it_is_computed_from(settings: Settings,
+                                                                          docs_dir: Path) -> None:
+    make_pdf(docs_dir / "ACME_2023_10K.pdf", FILING)
+    pipeline.add_paths(settings, [docs_dir])
+    retriever = HybridRetriever(settings)
+    for question, page in [
+        ("Has Acme's quick ratio improved or declined between FY2023 and FY2022? If the quick ratio is not "
+         "something a financial analyst would ask about a company like this, then explain why.", 2),
+        ("Is Acme a capital-intensive business based on FY2023 data?", 3),
+        ("Does Acme have an improving gross margin profile as of FY2023? If gross margin is not a useful "
+         "metric for a company like this, then state that and explain why.", 4),
+    ]:
+        assert retriever.retrieve(question, k=3).passages[0].hit.page == page, question
+    # a question naming no metric is searched by its own words alone
+    assert retriever.retrieve("In how many countries does Acme sell packaging?", k=1).passages[0].hit.page == 0
