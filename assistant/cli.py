@@ -34,10 +34,14 @@ def _assistant(home: Path | None, model: str | None) -> Any:
     return build_assistant(settings)
 
 
-def _print_answer(ans: Any, streamed: bool) -> None:
-    if ans.thinking and not streamed:
+def _print_answer(ans: Any, streamed: str | None) -> None:
+    """`streamed`: the text already written as it came (None: nothing was)."""
+    if ans.thinking and streamed is None:
         err.print(f"[dim]thinking: {escape(ans.thinking)}[/dim]")
-    if not streamed:
+    if streamed is None:
+        out.print(escape(ans.answer))
+    elif ans.answer.strip() != streamed.strip():  # the grounding guard replaced what the model wrote
+        err.print("[yellow]checked against the sources, the answer is:[/yellow]")
         out.print(escape(ans.answer))
     for t in ans.tool_calls:
         status = "denied" if t.denied else ("ok" if t.ok else "error")
@@ -50,23 +54,26 @@ def _print_answer(ans: Any, streamed: bool) -> None:
               f"audit #{ans.audit_id}[/dim]")
 
 
-def _stream_printer() -> Any:
-    state = {"thinking": False}
+class _StreamPrinter:
+    """Writes the answer's tokens (stdout) and thinking (stderr) as they come, and keeps what it wrote."""
 
-    def emit(kind: str, payload: Any) -> None:
+    def __init__(self) -> None:
+        self.thinking = False
+        self.text = ""
+
+    def __call__(self, kind: str, payload: Any) -> None:
         if kind == "thinking":
-            if not state["thinking"]:
+            if not self.thinking:
                 err.print("[dim]thinking:[/dim] ", end="")
-                state["thinking"] = True
+                self.thinking = True
             err.print(f"[dim]{escape(payload)}[/dim]", end="")
         elif kind == "token":
-            if state["thinking"]:
+            if self.thinking:
                 err.print()
-                state["thinking"] = False
+                self.thinking = False
+            self.text += payload
             sys.stdout.write(payload)
             sys.stdout.flush()
-
-    return emit
 
 
 @app.command()
@@ -77,15 +84,16 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="answer, sources, tool_calls, thinking, latency_s.")] = False,
 ) -> None:
     """Answer one question (streamed), with sources and tool calls."""
+    printer = None if as_json else _StreamPrinter()
     with user_errors():
         assistant = _assistant(home, model)
         ans = assistant.ask(question, User(user, role, department), kb=kb, adapter=adapter, think=think,
-                            on_event=None if as_json else _stream_printer())
-    if as_json:
+                            on_event=printer)
+    if printer is None:
         print_json(ans.to_dict())
     else:
         sys.stdout.write("\n")
-        _print_answer(ans, streamed=True)
+        _print_answer(ans, streamed=printer.text)
     if ans.error:
         raise typer.Exit(1)
 
@@ -116,9 +124,10 @@ def chat(
             continue
         if not question:
             continue
-        ans = assistant.ask(question, who, history, kb, adapter, think, _stream_printer(), conversation)
+        printer = _StreamPrinter()
+        ans = assistant.ask(question, who, history, kb, adapter, think, printer, conversation)
         sys.stdout.write("\n")
-        _print_answer(ans, streamed=True)
+        _print_answer(ans, streamed=printer.text)
         history += [{"role": "user", "content": ans.question}, {"role": "assistant", "content": ans.answer}]
 
 

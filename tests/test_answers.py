@@ -262,3 +262,24 @@ def test_a_refusal_with_the_record_in_hand_shows_the_record(corpus_settings: Set
     a, _ = _scripted(corpus_settings, tmp_path, "抱歉，现有资料中没有找到这个问题的答案。")
     ans = a.ask("保单 POL-2024-0001 现在有效吗？", STAFF)
     assert ans.tool_calls[0].ok and "active" in ans.answer and "没有找到" not in ans.answer
+
+
+def test_the_cli_shows_the_guards_answer_when_it_replaces_the_streamed_one(corpus_settings: Settings, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model's words stream to the terminal as they come; a figure no source has (两天: the clause says 十日)
+    makes the guard quote the clause instead, and the terminal must then show that, not leave the wrong one."""
+    from typer.testing import CliRunner
+
+    from assistant import cli
+
+    a, _ = _scripted(corpus_settings, tmp_path, "出险后两天内报案 [1]")
+    monkeypatch.setattr(cli, "_assistant", lambda home, model: a)
+    res = CliRunner().invoke(cli.app, ["ask", "出险后几天内报案？"])
+    assert res.exit_code == 0, res.output
+    streamed, _, final = res.stdout.partition("两天内报案 [1]")
+    assert "十日内" in final and "checked against the sources" in res.output
+    # an answer the guard keeps is written once
+    a, _ = _scripted(corpus_settings, tmp_path, "出险后十日内报案 [3]")  # [3]: the clause
+    monkeypatch.setattr(cli, "_assistant", lambda home, model: a)
+    res = CliRunner().invoke(cli.app, ["ask", "出险后几天内报案？"])
+    assert res.exit_code == 0 and res.stdout.count("十日内报案") == 1 and "checked against" not in res.output
