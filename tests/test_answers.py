@@ -283,3 +283,20 @@ def test_the_cli_shows_the_guards_answer_when_it_replaces_the_streamed_one(corpu
     monkeypatch.setattr(cli, "_assistant", lambda home, model: a)
     res = CliRunner().invoke(cli.app, ["ask", "出险后几天内报案？"])
     assert res.exit_code == 0 and res.stdout.count("十日内报案") == 1 and "checked against" not in res.output
+
+
+def test_a_refusal_lists_no_sources(corpus_settings: Settings, tmp_path: Path) -> None:
+    """A refusal under a list of sources reads as if the sources said something: it cites nothing, whether the
+    model wrote it with a citation or the guard put it in place of an answer it could not let stand."""
+    a, _ = _scripted(corpus_settings, tmp_path, "抱歉，现有资料中没有找到这个问题的答案。 [3]")
+    ans = a.ask("出险后几天内报案？", STAFF)
+    assert ans.passages and ans.sources == [] and "没有找到" in ans.answer
+    # the guard's own refusal in place of an answer citing [3] with figures no passage has (a question the
+    # passages do not answer: their best sentence shares no word with it)
+    from assistant.chain.guard import apply_guard
+
+    ans.answer = "年终奖为 95500 元，8 月发放 [3]"
+    for p in ans.passages:
+        p.cited = p.n == 3
+    apply_guard(ans, "火星基地的氧气配额是多少？", [], uncited="replace", figures_mode="quote")
+    assert ans.guard["status"] == "refused" and ans.sources == [], (ans.guard, ans.answer)

@@ -349,8 +349,9 @@ def apply_guard(ans: Any, question: str, history: Sequence[dict[str, str]], unci
         user_texts=[h["content"] for h in history if h.get("role") == "user"],
         uncited=uncited, figures_mode=figures_mode)
     ans.answer = verdict.answer
-    if verdict.cite is not None:
-        for p in ans.passages:
+    refused = verdict.status == "refused" or CITATION.sub("", verdict.answer).strip() == no_answer(question)
+    if verdict.cite is not None or refused:
+        for p in ans.passages:  # the refusal cites nothing, whatever the words it replaced cited
             p.cited = p.n == verdict.cite
     ans.guard = verdict.as_dict()
     if emit and (verdict.status or verdict.unsupported):
