@@ -300,3 +300,23 @@ def test_a_refusal_lists_no_sources(corpus_settings: Settings, tmp_path: Path) -
         p.cited = p.n == 3
     apply_guard(ans, "火星基地的氧气配额是多少？", [], uncited="replace", figures_mode="quote")
     assert ans.guard["status"] == "refused" and ans.sources == [], (ans.guard, ans.answer)
+
+
+def test_a_follow_up_leans_on_the_previous_question_but_an_off_topic_one_does_not(corpus_settings: Settings,
+                                                                                 tmp_path: Path) -> None:
+    """A short question after another is searched with it, and what the two find together counts only if it
+    holds some of the question's own words: "And the reimbursement rate?" after the deductible question
+    is answered from the assessment section; 年终奖 after the claim-approval question is refused whatever the
+    model writes (here an invented figure), as it is when asked first."""
+    a, chat = _scripted(corpus_settings, tmp_path, "年终奖为 10000 元 [1]")
+    history = [{"role": "user", "content": "Who must approve a claim above CNY 300,000?"},
+               {"role": "assistant", "content": "The Head of Claims [1]."}]
+    ans = a.ask("公司今年的年终奖发放标准是什么？", STAFF, history)
+    assert not ans.relevant and ans.passages == [] and "没有找到" in ans.answer and "10000" not in ans.answer
+    history = [{"role": "user", "content": "What is the deductible for medical expenses?"},
+               {"role": "assistant", "content": "CNY 100 [1]."}]
+    found = a.search("And the reimbursement rate?", STAFF, "default", 4)
+    assert not found.relevant  # alone it is too short to find anything
+    a, chat = _scripted(corpus_settings, tmp_path, "90 percent [1]")
+    ans = a.ask("And the reimbursement rate?", STAFF, history)
+    assert ans.relevant and "90 percent" in " ".join(ans.passages[0].text.split()) and chat.seen

@@ -445,10 +445,18 @@ class Assistant:
         t = time.perf_counter()
         if not KnowledgeBase(self.settings, kb).exists():
             raise AssistantError(f"knowledge base '{kb}' is empty; add documents with `ingest add PATH --kb {kb}`")
-        # a short follow-up ("and for disability?") is searched together with the previous question
         last_user = next((h["content"] for h in reversed(history) if h["role"] == "user"), "")
-        query = f"{last_user} {question}" if last_user and len(question) < 40 else question
-        res = self.search(query, user, kb, self.settings.retrieval_k)
+        res = None
+        if last_user and len(question) < 40:
+            # a short follow-up ("and for disability?") is searched together with the previous question; what
+            # that finds counts only if it holds some of the follow-up's own words (half the coverage asked of
+            # a question alone: a follow-up leans on the previous one for the rest). 年终奖 asked after a claims
+            # question is searched alone, and is as off-topic as when asked first
+            joint = self.search(f"{last_user} {question}", user, kb, self.settings.retrieval_k)
+            own = self.retriever(kb).coverage(question, joint.passages[:2])
+            res = joint if own >= self.settings.min_coverage / 2 else None
+        if res is None:
+            res = self.search(question, user, kb, self.settings.retrieval_k)
         ans.retrieval_ms = (time.perf_counter() - t) * 1000
         ans.relevant = res.relevant
         if res.relevant:
