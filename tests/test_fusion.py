@@ -215,3 +215,23 @@ def test_a_question_naming_a_metric_finds_the_statement_it_is_computed_from(sett
         assert retriever.retrieve(question, k=3).passages[0].hit.page == page, question
     # a question naming no metric is searched by its own words alone
     assert retriever.retrieve("In how many countries does Acme sell packaging?", k=1).passages[0].hit.page == 0
+
+
+def test_a_metric_word_in_a_knowledge_base_without_statements_is_searched_as_written(settings: Settings,
+                                                                                    docs_dir: Path) -> None:
+    # an operations handbook that talks about cash flow but holds no statement: the question's own words decide
+    docs = {
+        "treasury.md": "# Treasury handbook\n\n## Forecasting\n\nThe treasury team updates the 13-week cash flow "
+                       "forecast every Monday and sends it to the CFO by noon.\n",
+        "travel.md": "# Travel policy\n\n## Per diem\n\nStaff travelling abroad receive a per diem of 60 euros; "
+                     "cash advances are settled within 10 days of return.\n",
+    }
+    for name, text in docs.items():
+        (docs_dir / name).write_text(text, encoding="utf-8")
+    pipeline.add_paths(settings, [docs_dir])
+    retriever = HybridRetriever(settings)
+    question = "Who receives the cash flow forecast and when is it updated?"
+    res = retriever.retrieve(question, k=2)
+    assert res.passages[0].hit.source == "treasury.md"
+    lines = retriever._bm25_scores("statements of cash flows net cash provided by operating activities", None)
+    assert not retriever._has_statement("statements of cash flows net cash provided by operating activities", lines)

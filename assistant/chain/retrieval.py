@@ -287,12 +287,16 @@ class HybridRetriever:
             return RetrievalResult([], False, None)
         # more candidates than k: chunks of one page collapse into one passage below
         n = min(allowed, max(50, 6 * k))
-        # a question naming a financial metric is answered by a statement's lines: the embedder reads the
-        # question with them, and BM25 searches the lines alone (the question's prose is not in a table)
+        # a question naming a financial metric is answered by a statement's lines: where the knowledge base
+        # has them, BM25 searches the lines alone (the question's prose is not in a table) and the embedder
+        # reads the question with them
         items = line_items(query)
+        lines = self._bm25_scores(items, mask) if items else None
+        if not self._has_statement(items, lines):
+            items = ""
+        bm25_all = lines if items else self._bm25_scores(query, mask)
         vec = self._embed(f"{query} {items}" if items else query)
         dense = self._dense_by_vector(vec, n, mask)
-        bm25_all = self._bm25_scores(items or query, mask)
         sparse = self._top(bm25_all, n)
         named = self.named(query) if self.named_documents and self.fusion == "calibrated" else set()
         in_named = np.isin(self._doc_of, list(named)) if named else None
@@ -400,6 +404,14 @@ class HybridRetriever:
         score = score + _PAGE_SUPPORT * self._second_on_page(ids, score)
         for i, s in zip(ids, score, strict=True):
             fused[int(i)].score = float(s)
+
+    def _has_statement(self, items: str, lines: np.ndarray | None) -> bool:
+        """Whether the best chunk for a metric's line items holds most of them (a statement, not a policy
+        that mentions cash once): only then do the lines stand in for the question's words."""
+        if lines is None or lines.max() <= 0:
+            return False
+        best = Retrieved(self._hit(int(np.argmax(lines))), 0.0)
+        return self.coverage(items, [best]) >= 0.5
 
     def _second_on_page(self, ids: np.ndarray, score: np.ndarray) -> np.ndarray:
         """For each candidate, the positive score of the second-best candidate chunk on its PDF page (0 when
