@@ -5,6 +5,7 @@ busy process measured through /proc)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -320,3 +321,26 @@ def test_a_follow_up_leans_on_the_previous_question_but_an_off_topic_one_does_no
     a, chat = _scripted(corpus_settings, tmp_path, "90 percent [1]")
     ans = a.ask("And the reimbursement rate?", STAFF, history)
     assert ans.relevant and "90 percent" in " ".join(ans.passages[0].text.split()) and chat.seen
+
+
+def test_a_quote_the_model_writes_must_be_the_passages_words(corpus_settings: Settings, tmp_path: Path) -> None:
+    """Seen in the browser: after the guard had answered with a quote, the 0.5B model answered the follow-up in the
+    same form, the clause's two amounts swapped, every figure still in the passage. A '> ' line is shown only if
+    it is the passage's words; otherwise the real sentence is quoted."""
+    quote_en = ("The model's answer could not be verified in the documents; this is the passage that best answers "
+                "the question:")
+    history = [{"role": "user", "content": "Who must approve a claim above CNY 300,000?"},
+               {"role": "assistant", "content": f"{quote_en}\n\n> Claims above CNY 300,000 require approval by the "
+                "Head of Claims, and claims above CNY 1,000,000 require the Claims Committee. [1]"}]
+    swapped = (f"{quote_en}\n\n> Claims above CNY 1,000,000 require approval by the Head of Claims, and claims "
+               "above CNY 300,000 require the Claims Committee. [1]")
+    a, _ = _scripted(corpus_settings, tmp_path, swapped)
+    ans = a.ask("And above CNY 1,000,000?", STAFF, history)
+    assert ans.guard["status"] == "quoted_passage" and "1,000,000 require approval" not in ans.answer
+    quoted = " ".join(line[2:] for line in ans.answer.splitlines() if line.startswith("> "))
+    source = next(p for p in ans.passages if p.cited)
+    assert "".join(re.sub(r"\[\d+\]|…", "", quoted).split()) in "".join(source.text.split())
+    # the clause quoted word for word stands as the model wrote it
+    a, _ = _scripted(corpus_settings, tmp_path, history[1]["content"])
+    ans = a.ask("And above CNY 1,000,000?", STAFF, history)
+    assert ans.answer == history[1]["content"] and ans.guard["status"] is None

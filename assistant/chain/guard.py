@@ -290,6 +290,20 @@ def _quote_or_refuse(question: str, passages: Sequence[PassageLike]) -> Verdict:
     return Verdict(text, "quoted_passage", cite=n)
 
 
+_QUOTE_LINE = re.compile(r"^>\s?(.*)$", re.M)
+
+
+def misquotes(answer: str, passages: Sequence[PassageLike]) -> bool:
+    """Whether a line the answer shows as a quote ('> …') is not the words of any passage: a small model that
+    saw a quoted answer in the history writes one itself, with the clause's figures swapped."""
+    texts = ["".join(p.text.split()) for p in passages]
+    for m in _QUOTE_LINE.finditer(answer):
+        words = "".join(CITATION.sub("", m.group(1)).replace("…", " ").split())
+        if len(words) >= 8 and not any(words in t for t in texts):
+            return True
+    return False
+
+
 def guard_answer(answer: str, question: str, passages: Sequence[PassageLike], tool_results: Sequence[str],
                  used_tool: bool, user_texts: Sequence[str] = (), uncited: str = "replace",
                  figures_mode: str = "flag") -> Verdict:
@@ -314,6 +328,8 @@ def guard_answer(answer: str, question: str, passages: Sequence[PassageLike], to
             return _quote_or_refuse(question, passages)  # a verbatim quote or a refusal: nothing to check
     if figures_mode == "off" or refusal:
         return verdict
+    if passages and not used_tool and misquotes(verdict.answer, passages):
+        return _quote_or_refuse(question, passages)  # a quote must be the passage's words, or it is not shown
     supported = source_keys([p.text for p in cited] + list(tool_results) + [question, *user_texts])
     unsupported = [raw for raw, keys in figures(answer) if not keys & supported]
     verdict.unsupported = list(dict.fromkeys(unsupported))
