@@ -340,6 +340,9 @@ def test_a_quote_the_model_writes_must_be_the_passages_words(corpus_settings: Se
     quoted = " ".join(line[2:] for line in ans.answer.splitlines() if line.startswith("> "))
     source = next(p for p in ans.passages if p.cited)
     assert "".join(re.sub(r"\[\d+\]|…", "", quoted).split()) in "".join(source.text.split())
+    # the model is shown the earlier answer as plain words, not in the guard's quoting form it would copy
+    shown = a.messages("And above CNY 1,000,000?", history, [])[-2].content
+    assert "could not be verified" not in shown and "> " not in shown and "Head of Claims" in shown
     # the clause quoted word for word stands as the model wrote it
     a, _ = _scripted(corpus_settings, tmp_path, history[1]["content"])
     ans = a.ask("And above CNY 1,000,000?", STAFF, history)

@@ -304,6 +304,14 @@ def misquotes(answer: str, passages: Sequence[PassageLike]) -> bool:
     return False
 
 
+def as_history(answer: str) -> str:
+    """A shown answer as the model sees it in the history: the guard's own wording (a quote's preface and '> '
+    marks, the unsourced mark) taken out, so a small model does not answer the next question in that form."""
+    for prefix in (QUOTE_ZH, QUOTE_EN, MARK_ZH, MARK_EN):
+        answer = answer.replace(prefix, "")
+    return _QUOTE_LINE.sub(lambda m: m.group(1), answer).strip()
+
+
 def guard_answer(answer: str, question: str, passages: Sequence[PassageLike], tool_results: Sequence[str],
                  used_tool: bool, user_texts: Sequence[str] = (), uncited: str = "replace",
                  figures_mode: str = "flag") -> Verdict:

@@ -21,7 +21,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from assistant.backends import ChatBackend, ModelTurn, as_backend
 from assistant.backends.base import TurnStats, to_template_messages
-from assistant.chain.guard import apply_guard, figures, restates, source_keys
+from assistant.chain.guard import apply_guard, as_history, figures, restates, source_keys
 from assistant.chain.retrieval import HybridRetriever, RetrievalResult
 from assistant.chain.routing import route
 from assistant.chain.sentences import focus
@@ -481,7 +481,8 @@ class Assistant:
         limit = passage_chars or 10**9
         numbered = [Passage(neutralise(p.source), neutralise(focus(p.text, question, limit)),
                             p.page, neutralise(p.clause) if p.clause else p.clause, p.page_label) for p in passages]
-        recent = [{"role": h["role"], "content": neutralise(h["content"])} for h in history[-6:]]
+        recent = [{"role": h["role"], "content": neutralise(as_history(h["content"]) if h["role"] == "assistant"
+                                                            else h["content"])} for h in history[-6:]]
         kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
         return [kinds[m["role"]](m["content"]) for m in chat_messages(numbered, neutralise(question), recent)]
 
