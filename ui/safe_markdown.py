@@ -22,10 +22,29 @@ _AUTOLINK = re.compile(r"(?i)(://|\bwww(?=\.)|@)")
 WJ = "\u2060"
 
 
+# the guard's quote of a passage: "> the passage's words [n]" (a line merely starting with ">", as in
+# "> 300,000 needs approval", keeps its ">")
+_QUOTE_LINE = re.compile(r"^> (.*\[\d{1,2}\])\s*$")
+
+
+def _literal(s: str) -> str:
+    return _SPECIAL.sub(r"\\\1", _AUTOLINK.sub(lambda m: m.group(1)[0] + WJ + m.group(1)[1:], s))
+
+
 def text(s: object) -> str:
-    """`s` as Markdown that renders to exactly its characters (line breaks kept)."""
-    out = _SPECIAL.sub(r"\\\1", _AUTOLINK.sub(lambda m: m.group(1)[0] + WJ + m.group(1)[1:], str(s)))
-    return out.replace("\r\n", "\n").replace("\n", "  \n")
+    """`s` as Markdown that renders to exactly its characters (line breaks kept), except that the guard's quote
+    of a passage ('> words [n]') shows as a block quote of its literal text: a quote can fetch nothing, and
+    the '>' would otherwise read as a stray character."""
+    out: list[str] = []
+    for line in str(s).replace("\r\n", "\n").split("\n"):
+        m = _QUOTE_LINE.match(line)
+        if m:
+            out.append("> " + _literal(m.group(1)))
+            continue
+        if out and out[-1].startswith("> ") and line.strip():
+            out.append("")  # end the quote: Markdown would carry a following line into it
+        out.append(_literal(line))
+    return "  \n".join(out)
 
 
 def quote(s: str) -> str:
