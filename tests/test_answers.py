@@ -314,6 +314,12 @@ def test_a_follow_up_leans_on_the_previous_question_but_an_off_topic_one_does_no
                {"role": "assistant", "content": "The Head of Claims [1]."}]
     ans = a.ask("公司今年的年终奖发放标准是什么？", STAFF, history)
     assert not ans.relevant and ans.passages == [] and "没有找到" in ans.answer and "10000" not in ans.answer
+    # and an answerable question after an off-topic one is answered, not refused for the other's words
+    off_topic = [{"role": "user", "content": "公司今年的年终奖发放标准是什么？"},
+                 {"role": "assistant", "content": "抱歉，现有资料中没有找到这个问题的答案。"}]
+    a, _ = _scripted(corpus_settings, tmp_path, "犹豫期为十五日 [1]")
+    ans = a.ask("犹豫期多长？", STAFF, off_topic)
+    assert ans.relevant and any("犹豫期" in p.text for p in ans.passages), ans.answer
     history = [{"role": "user", "content": "What is the deductible for medical expenses?"},
                {"role": "assistant", "content": "CNY 100 [1]."}]
     found = a.search("And the reimbursement rate?", STAFF, "default", 4)

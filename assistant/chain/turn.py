@@ -449,12 +449,12 @@ class Assistant:
         res = None
         if last_user and len(question) < 40:
             # a short follow-up ("and for disability?") is searched together with the previous question; what
-            # that finds counts only if it holds some of the follow-up's own words (half the coverage asked of
-            # a question alone: a follow-up leans on the previous one for the rest). 年终奖 asked after a claims
-            # question is searched alone, and is as off-topic as when asked first
+            # that finds counts only if it is relevant and holds some of the follow-up's own words (half the
+            # coverage asked of a question alone: a follow-up leans on the previous one for the rest). 年终奖
+            # asked after a claims question, or 犹豫期多长 after an off-topic one, is searched alone
             joint = self.search(f"{last_user} {question}", user, kb, self.settings.retrieval_k)
             own = self.retriever(kb).coverage(question, joint.passages[:2])
-            res = joint if own >= self.settings.min_coverage / 2 else None
+            res = joint if joint.relevant and own >= self.settings.min_coverage / 2 else None
         if res is None:
             res = self.search(question, user, kb, self.settings.retrieval_k)
         ans.retrieval_ms = (time.perf_counter() - t) * 1000
