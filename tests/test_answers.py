@@ -109,6 +109,46 @@ def test_a_repeated_tool_call_ends_the_loop_with_the_result(corpus_settings: Set
     assert "lapsed" in ans.answer and "POL-2024-0003" in ans.answer and "上限" not in ans.answer
 
 
+def _calc(expression: str) -> str:
+    return f'<tool_call>\n{{"name": "calculator", "arguments": {{"expression": "{expression}"}}}}\n</tool_call>'
+
+
+@pytest.mark.parametrize(("question", "expression", "missing"), [
+    ("医疗费 850 元，扣除 100 元免赔额后按 90% 赔付，能赔多少？", "850 - 100", ["90%"]),
+    ("医疗费850元，扣除100元免赔额后按90%赔付，能赔多少？", "(850 - 100) * 0.9", []),
+    ("300 staff insured for CNY 100,000 each at CNY 8 per 10,000: the premium?", "300 * 100000 * 8 / 10000", []),
+    ("300 staff insured for CNY 100,000 each at CNY 8 per 10,000: the premium?", "300 * 8", ["100,000", "10,000"]),
+    ("保单 POL-2024-0003 在 2024 年的保费 5000 元打 8 折是多少", "5000 * 0.8", []),
+    ("保费每年 3600 元，一次交 3 年打 95 折，共交多少？", "3600 * 3 * 0.95", []),
+    ("保费每年 3600 元，一次交 3 年打 95 折，共交多少？", "3600 * 0.95", ["3"]),
+])
+def test_figures_a_calculation_leaves_out(question: str, expression: str, missing: list[str]) -> None:
+    from assistant.chain.turn import left_out_figures
+
+    assert left_out_figures(expression, question) == missing  # record ids and years are not figures to use
+
+
+def test_a_calculation_that_leaves_out_a_figure_of_the_question_goes_back_to_the_model_once(
+        corpus_settings: Settings, tmp_path: Path) -> None:
+    """Seen from the 0.5B model: "850 - 100" for a question that also gives the 90% paid, shown as the answer."""
+    q = "医疗费 850 元，扣除 100 元免赔额后按 90% 赔付，能赔多少？"
+    settings = corpus_settings.model_copy(update={"route_tools": False})
+    chat = ScriptedChat(replies=[_calc("850 - 100"), _calc("(850 - 100) * 0.9"), "能赔 675 元。"])
+    a = Assistant(settings, chat, demo_registry(ensure_business_db(tmp_path / "b.db")),
+                  AuditLog(tmp_path / "audit.db"), "scripted")
+    ans = a.ask(q, STAFF)
+    assert [(t.arguments["expression"], t.ok) for t in ans.tool_calls] == [("850 - 100", False),
+                                                                          ("(850 - 100) * 0.9", True)]
+    assert "90%" in chat.seen[1][-1].content and "675" in ans.answer
+    # a model that repeats its call gets it run as written, and the answer shows what was computed
+    chat = ScriptedChat(replies=[_calc("850 - 100"), _calc("850 - 100"), ""])
+    a = Assistant(settings, chat, demo_registry(ensure_business_db(tmp_path / "c.db")),
+                  AuditLog(tmp_path / "audit2.db"), "scripted")
+    ans = a.ask(q, STAFF)
+    assert [t.ok for t in ans.tool_calls] == [False, True] and ans.tool_calls[1].result == {"result": 750}
+    assert "expression: 850 - 100" in ans.answer and "750" in ans.answer
+
+
 def test_threads_follow_the_free_cores() -> None:
     assert cpuload.threads_for(free=2.0, busy_requests=0, total=2) == 2
     assert cpuload.threads_for(free=1.1, busy_requests=0, total=2) == 1  # another program holds a core

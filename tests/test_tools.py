@@ -57,6 +57,17 @@ def test_denied_invalid_unknown_and_failing_calls_come_back_as_results(registry:
     assert json.loads(r.for_model())["error"].startswith("'calculator' failed")
 
 
+def test_schema_words_a_model_copies_into_its_call_are_dropped_but_other_extras_still_fail(
+        registry: ToolRegistry) -> None:
+    # seen from the 0.5B model: it echoed the schema's "required" list beside the real argument
+    r = registry.execute("calculator", {"expression": "850 - 100", "required": ["expression"]}, STAFF)
+    assert r.ok and r.result["result"] == 750 and r.arguments == {"expression": "850 - 100"}
+    r = registry.execute("calculator", {"expression": "1 + 1", "scale": 2}, STAFF)
+    assert not r.ok and "unexpected 'scale'" in r.error
+    r = registry.execute("calculator", {"expression": "1 + 1", "type": "function"}, STAFF)
+    assert not r.ok and "reserved" in r.error
+
+
 def test_draft_email_goes_to_the_outbox_not_the_network(registry: ToolRegistry, tmp_path: Path) -> None:
     r = registry.execute("draft_email", {"to": "zhang.wei@example.com", "subject": "进度", "body": "您好"}, CLAIMS)
     assert r.ok and r.result["status"] == "saved to outbox"

@@ -271,6 +271,35 @@ def _unasked_ids(arguments: dict[str, Any], asked: str) -> list[str]:
     return [x for x in dict.fromkeys(found) if x not in asked]
 
 
+_FIGURE = re.compile(r"(?<![A-Za-z0-9_.,])(\d[\d,]*(?:\.\d+)?)(?![\d])\s*([%％折])?")
+
+
+def _value(text: str) -> float | None:
+    try:
+        return round(float(text.replace(",", "")), 9)
+    except ValueError:
+        return None
+
+
+def left_out_figures(expression: str, question: str) -> list[str]:
+    """Figures the question states that a calculation does not use (record ids and years aside): a small model
+    computes part of a word problem ("850 - 100" for "850 元扣除 100 元免赔额后按 90% 赔付") and words it as the
+    answer.
+    A percentage counts as used as p or p/100, a discount (8 折, 95 折) also as its fraction."""
+    used = {v for m in _FIGURE.finditer(expression) if (v := _value(m.group(1))) is not None}
+    missing = []
+    for m in _FIGURE.finditer(_RECORD_ID.sub(" ", question)):
+        v = _value(m.group(1))
+        if v is None or (not m.group(2) and re.fullmatch(r"(?:19|20)\d\d", m.group(1))):
+            continue
+        forms = {v}
+        if m.group(2):
+            forms.add(round(v / (10 if m.group(2) == "折" and v < 10 else 100), 9))
+        if not forms & used:
+            missing.append(m.group(0).strip())
+    return list(dict.fromkeys(missing))
+
+
 def _words_the_results(answer: str, question: str, results: list[ToolResult],
                        history: list[dict[str, str]]) -> bool:
     """Whether an answer to a looked-up question says something of its own (not the question again) and every
@@ -302,7 +331,11 @@ def tool_results_answer(results: list[ToolResult], question: str) -> str:
         return ""
     zh = is_chinese(question)
     # plain text: the chat shows tool output literally (ui.safe_markdown), so no emphasis or code marks
-    parts = [f"{'查询结果' if zh else 'Result of'} {t.name}{'：' if zh else ':'}\n\n{_record_markdown(t.result)}"
+    def called(t: ToolResult) -> str:  # what was looked up or computed, so a wrong argument is seen
+        args = ", ".join(f"{k}: {_cell(v)}" for k, v in (t.arguments or {}).items())
+        return f"{t.name}（{args}）" if zh and args else f"{t.name} ({args})" if args else t.name
+
+    parts = [f"{'查询结果' if zh else 'Result of'} {called(t)}{'：' if zh else ':'}\n\n{_record_markdown(t.result)}"
              for t in results]
     return "\n\n".join(parts)
 
@@ -536,6 +569,7 @@ class Assistant:
         thinking: list[str] = []
         final = ""
         done: set[str] = set()  # calls already run this turn, as name + arguments
+        nudged: set[str] = set()  # calculations sent back once for a figure they left out
         routed = route(question, self.tools.allowed(user)) if self.settings.route_tools else []
         if routed:  # the question names the record (or the sum): look it up first, the model answers from it
             context = self.tool_context(user, ans.kb or self.settings.default_kb)
@@ -595,6 +629,9 @@ class Assistant:
                 final = ""
                 break
             for call in msg.tool_calls:
+                if self._sent_back(call, question, ans, messages, emit, nudged):
+                    done.discard(_call_key(call))  # the same call again is then run as written
+                    continue
                 self._run_call(call, user, context, ans, messages, emit, asked)
             for err in errors:  # tell the model what was wrong so it can retry
                 ans.malformed.append(err)
@@ -621,6 +658,29 @@ class Assistant:
             emit("status", "no_relevant_documents")
         ans.answer = self._cite(final, ans)
         apply_guard(ans, question, history, self.settings.guard_uncited, self.settings.guard_figures, emit)
+
+    def _sent_back(self, call: dict[str, Any], question: str, ans: Answer, messages: list[BaseMessage],
+                   emit: Emit, nudged: set[str]) -> bool:
+        """A calculation that leaves out a figure of the question goes back to the model once, naming it; the model
+        either completes it or repeats it (then it runs as written)."""
+        t = self.tools.tools.get(call["name"])
+        arg = ((t.metadata or {}).get("uses_figures") if t is not None else None)
+        value = call["args"].get(arg) if arg and isinstance(call["args"], dict) else None
+        key = _call_key(call)
+        if not isinstance(value, str) or key in nudged or not (missing := left_out_figures(value, question)):
+            return False
+        nudged.add(key)
+        if is_chinese(question):
+            why = (f"未执行：问题中还有 {'、'.join(missing)}。"
+                   f"请再次调用 {call['name']}，{arg} 要用上问题中所有相关的数字")
+        else:
+            why = (f"not run: the question also gives {', '.join(missing)}. Call {call['name']} again with one {arg} "
+                   "that uses every figure of the question the answer depends on")
+        result = ToolResult(call["name"], call["args"], ok=False, error=why)
+        ans.tool_calls.append(result)
+        emit("tool", result)
+        messages.append(ToolMessage(neutralise(result.for_model()), tool_call_id=call["id"], name=call["name"]))
+        return True
 
     def _run_call(self, call: dict[str, Any], user: User, context: ToolContext, ans: Answer,
                   messages: list[BaseMessage] | None, emit: Emit, asked: str | None = None) -> None:

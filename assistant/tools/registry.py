@@ -55,6 +55,9 @@ Access = ToolRule  # the rule a tool declares; decided by core.access
 
 # keys of LangChain's ToolCall shape: inside arguments they would make `invoke` run the nested call instead
 RESERVED_KEYS = frozenset({"type", "args", "id", "name", "arguments", "function", "tool_call_id", "call_id"})
+# JSON Schema words a small model copies from the tool's schema into its call ('required': ['expression']): they are
+# dropped rather than failing a call whose real arguments are all there (a failed call leaves the model answerless)
+SCHEMA_ECHO = frozenset({"required", "properties", "description", "title", "additionalProperties"})
 
 
 class ToolCancelled(BaseException):
@@ -106,8 +109,12 @@ class ToolResult:
 
 
 def business_tool(roles: set[str] | None = None, departments: set[str] | None = None, timeout_s: float = 10.0,
-                  route: dict[str, str] | None = None) -> Callable[[Callable[..., Any]], BaseTool]:
+                  route: dict[str, str] | None = None,
+                  uses_figures: str | None = None) -> Callable[[Callable[..., Any]], BaseTool]:
     """Decorator: a typed function (docstring = description) becomes a tool with an access rule.
+
+    `uses_figures` (an argument name): a calculation from figures the question states; a call whose argument
+    leaves one of them out is sent back to the model once, naming it, before it is run (assistant.chain.turn).
 
     `route` ({argument: regex}): a question in which the regex finds exactly one value is answered through this
     tool with that value, before the model writes (assistant.chain.routing): record ids have a format, and a small
@@ -116,7 +123,7 @@ def business_tool(roles: set[str] | None = None, departments: set[str] | None = 
     def wrap(fn: Callable[..., Any]) -> BaseTool:
         t = tool(fn, parse_docstring=False)
         t.metadata = {"access": ToolRule(frozenset(roles or ()), frozenset(departments or ())), "timeout_s": timeout_s,
-                      "route": dict(route or {})}
+                      "route": dict(route or {}), "uses_figures": uses_figures}
         return t
 
     return wrap
@@ -172,6 +179,7 @@ class ToolRegistry:
             return done(ok=False, error=f"arguments of '{name}' must be a JSON object")
         schema = t.args_schema
         declared = set(getattr(schema, "model_fields", None) or ())
+        arguments = {k: v for k, v in arguments.items() if k in declared or k not in SCHEMA_ECHO}
         extra = sorted(set(arguments) - declared)
         if extra:
             reserved = " (reserved: a tool call cannot be nested in the arguments)" \

@@ -125,7 +125,7 @@ def demo_tools(db_path: Path, search: Callable[[str], list[dict]] | None = None)
         return [dict(r) for r in rows] or {"error": f"no policies for customer {customer_id}"}
 
     # an explicit expression (two or more numbers joined by operators) is computed, never guessed
-    @business_tool(timeout_s=2.0, route={"expression": EXPRESSION})
+    @business_tool(timeout_s=2.0, route={"expression": EXPRESSION}, uses_figures="expression")
     def calculator(expression: Annotated[str, Field(description="arithmetic expression")]) -> dict:
         """Arithmetic, e.g. (2600 - 100) * 0.9 (计算)"""
         return {"result": safe_eval(expression)}
