@@ -25,8 +25,14 @@ Measured 2026-11-28 on the 2-core dev VM, no adapter, llama.cpp, raw -> with the
 | 1.5B (`offline-1.5b`), db88a3a; lookups eb4753c | 5 -> 18 | 8 -> 8 | 3 -> 3 | 2 -> 4 | 7 -> 8 | 0.52 | **0.93** |
 | 0.5B, 3 x 300-char passages (was 4 x 400), 64f5a15 | 0 -> 20 | 8 -> 8 | 2 -> 2 | 2 -> 4 | 7 -> 8 | 0.43 | **0.955** |
 | 0.5B, 2 passages x 300 (guard of 9a34ad6) | 0 -> 17 | 8 -> 8 | 2 -> 2 | 2 -> 4 | 7 -> 8 | 0.43 | 0.89 |
+| 0.5B + demo adapter claims@v1 (28 steps, 56 min), guard of c0d8573 | 11 -> 17 | 7 -> 7 | 2 -> 2 | 1 -> 3 | 7 -> 8 | 0.64 | 0.84 |
+| 0.5B + claims@v1, this guard (long answers, table rows, 百分九十) | 11 -> 20 | 7 -> 7 | 2 -> 2 | 1 -> 4 | 7 -> 8 | 0.64 | 0.93 |
+| 0.5B, no adapter, this guard (same run) | 0 -> 20 | 8 -> 8 | 2 -> 2 | 2 -> 4 | 7 -> 8 | 0.43 | **0.955** |
 
-The model's own answers are rarely right and cited (raw column); the guard makes the shown answers right: a short
+The adapter answers more on its own (raw 0.64) but copies long stretches of the passages and reads table rows off
+the wrong line; the guard now holds those to the sentence that answers, and the one look-up it still loses is the
+adapter's own Chinese for the record's "lapsed" (已停保 for 已失效). The model's own answers are rarely right and
+cited without the adapter (raw column); the guard makes the shown answers right: a short
 answer must agree with the passage text that best answers the question (for a tiered rule, the clause of the asked
 amount's tier; its figures from the sentences that name what was asked), else that text is quoted with its
 citation; a question asking for days (a duration, a share) is answered by a sentence stating one. Sending the
@@ -207,7 +213,9 @@ def main() -> None:
     p.add_argument("--engine", default="llamacpp", choices=["llamacpp", "transformers"])
     p.add_argument("--baseline", action="store_true", help="also run the transformers engine on the same questions")
     p.add_argument("--model", default="offline")
-    p.add_argument("--adapter", default=None, help="NAME or NAME@vN from ASSISTANT_HOME's registry (default none)")
+    p.add_argument("--adapter", default="none",
+                   help="NAME or NAME@vN from ASSISTANT_HOME's registry; 'none' (default): the base model alone, "
+                   "even where an active adapter would be used")
     p.add_argument("--limit", type=int, default=0, help="first N questions of each category (0: all)")
     p.add_argument("--only", default="", help="comma-separated categories")
     p.add_argument("--home", help="bench home (default: a fresh temp folder; models come from ASSISTANT_HOME)")

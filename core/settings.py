@@ -82,7 +82,8 @@ class Settings(BaseSettings):
     model: str = Field(default="offline", description="Base model spec: 'offline', a folder, a .gguf, a hub id.")
     adapter: str | None = Field(
         default=None, description="Adapter for requests that name none: NAME or NAME@vN; default: the active "
-        "version of the user's department adapter if one exists, else of 'default_adapter'.",
+        "version of the user's department adapter if one exists, else of 'default_adapter'; 'none': the base "
+        "model alone.",
     )
     default_adapter: str = Field(default="claims", description="Adapter name used when no department one exists.")
     backend: Literal["local", "openai"] = Field(

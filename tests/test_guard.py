@@ -247,3 +247,59 @@ def test_an_answer_must_agree_with_the_sentence_about_what_was_asked_not_its_nei
     assert wrong.status == "quoted_passage" and "十五日为犹豫期" in wrong.answer
     right = guard_answer("犹豫期是十五日。", "犹豫期是多长时间？", ps, [], used_tool=False, figures_mode="quote")
     assert right.status == "attributed" and right.answer == "犹豫期是十五日。 [1]"
+
+
+def _html_section(name: str, heading: str) -> str:
+    """A section of a corpus file as the knowledge base holds it (a table as '| a | b |' rows)."""
+    from ingest.loaders import load_file
+
+    text = "\n".join(p.text for p in load_file(CORPUS / name).pages)
+    start = text.index(heading)
+    end = text.find("\n#", start + len(heading))
+    return text[start:end if end > 0 else None]
+
+
+# Seen from the demo domain adapter (claims@v1, 0.5B): long copies of the passages, a table row read off the wrong
+# line, and a percentage written short; each passed the guard as an answer.
+def test_a_long_answer_must_say_what_the_passage_that_answers_says_in_one_of_its_sentences() -> None:
+    terms = CORPUS / "安心意外伤害保险条款.pdf"
+    from ingest.loaders import load_file
+
+    text = "\n".join(p.text for p in load_file(terms).pages)
+    age = text[text.index("第二条"):text.index("第三条")]
+    copy = ("投保人应为被保险人本人或对被保险人有保险利益的其他人。投保人应为被保险人本人或对被保险人有保险利益的其他人。"
+            "第六条 意外伤残保险金在保险期间内，被保险人遭受意外伤害，并自事故发生之日起一百八十日内因该事故造成伤残的，"
+            "保险人按照《伤残等级给付比例表》所列比例乘以意外伤残保险金额给付意外伤残保险金。")
+    six = text[text.index("第六条"):text.index("第八条")]  # the chunk retrieved for it: 第二条, then 第六条 to 第七条
+    v = guard_answer(copy, "被保险人的投保年龄范围是多少？", [P(1, age + six)], [], used_tool=False, figures_mode="quote")
+    assert v.status == "quoted_passage" and "六十五周岁" in v.answer
+    # a long answer that does say it passes, whatever else it adds
+    good = ("凡年满十八周岁至六十五周岁、身体健康的自然人可作为被保险人 [1]。投保人应为被保险人本人或对被保险人有保险利益的其他人。"
+            "此外，被保险人需能正常工作或生活，具体以保险合同约定为准，如有疑问可咨询客服。")
+    ps = [P(1, age + six, cited=True)]
+    assert guard_answer(good, "被保险人的投保年龄范围是多少？", ps, [], used_tool=False,
+                        figures_mode="quote").status is None
+
+
+def test_a_table_rows_figure_must_come_from_the_row_that_was_asked_about() -> None:
+    table = _html_section("data_privacy_faq.html", "How long do we keep claim files?")
+    assert "| Call recordings | 3 years |" in table
+    ps = [P(1, table, cited=True)]
+    v = guard_answer("10 years after the claim is closed [1].", "And how long are call recordings kept?", ps, [],
+                     used_tool=False, figures_mode="quote")
+    assert v.status == "quoted_passage" and "3 years" in v.answer
+    assert guard_answer("3 years [1].", "And how long are call recordings kept?", ps, [], used_tool=False,
+                        figures_mode="quote").status is None
+
+
+def test_a_shortened_chinese_percentage_is_a_figure_and_a_table_does_not_swallow_the_clause_after_it() -> None:
+    from ingest.loaders import load_file
+
+    text = "\n".join(p.text for p in load_file(CORPUS / "安心意外伤害保险条款.pdf").pages)
+    six_seven = text[text.index("第六条"):text.index("第三章")]
+    assert [k for _, k in figures("按百分九十的比例给付")] == [{"n:90", "n:0.9"}]
+    other = P(2, text[text.index("第九条"):text.index("第十条")], cited=True)
+    v = guard_answer("按百分九十的比例给付，累计以意外医疗保险金额为限 [2]。", "意外医疗保险金按什么比例给付？",
+                     [P(1, six_seven), other], [], used_tool=False, figures_mode="quote")
+    # the quote is the clause that answers, not the disability table before it cut off at its length limit
+    assert v.status == "quoted_passage" and "百分之九十" in v.answer and "一级" not in v.answer

@@ -215,3 +215,14 @@ def test_a_prefix_being_kept_is_waited_for_not_prefilled_twice(llama: dict) -> N
     for t in threads:
         t.join()
     assert sorted(results) == [False, True] and (None, tuple(ids)) in engine._snapshots and not engine._keeping
+
+
+def test_adapter_none_serves_the_base_model_even_where_an_active_adapter_would_be_used(llama: dict) -> None:
+    """ASSISTANT_ADAPTER=none: how the base model is measured once the demo adapter is trained (bench/dev_eval.py)."""
+    import copy
+
+    a: Assistant = llama["assistant"]
+    base = copy.copy(a)
+    base.settings = a.settings.model_copy(update={"adapter": "none"})
+    assert a.resolve_adapter(STAFF, None) is not None and base.resolve_adapter(STAFF, None) is None
+    assert base.resolve_adapter(STAFF, a.resolve_adapter(STAFF, None)) == a.resolve_adapter(STAFF, None)

@@ -39,7 +39,8 @@ def make_backend(settings: Settings, runtime: Any = None) -> ChatBackend:
     if settings.backend == "openai":
         from assistant.backends.openai import OpenAICompatibleBackend, openai_chat
 
-        return OpenAICompatibleBackend(openai_chat(settings, settings.adapter, settings.thinking), settings)
+        forced = settings.adapter if settings.adapter != "none" else None
+        return OpenAICompatibleBackend(openai_chat(settings, forced, settings.thinking), settings)
     if runtime is None and local_engine(settings) == "llamacpp":
         from assistant.backends.llamacpp import LlamaCppBackend
 

@@ -32,7 +32,7 @@ _DATE = re.compile(r"(?<!\d)(\d{4})\s*[-/.年]\s*(\d{1,2})\s*(?:[-/.月]\s*(\d{1
 _NUM = re.compile(r"(?<![A-Za-z0-9.\-])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\s*(%|％|万|亿|千|k\b|K\b)?")
 # Chinese numerals count only with a unit after them ("三十日", "五万元"): alone they are words (一些, 十分)
 _CN_NUM = re.compile(rf"(?<![{_CN_CHARS}])([{_CN_CHARS}]+)(?=\s*(?:%|个月|日|天|年|元|倍|周|小时|岁|个工作日|折))")
-_CN_PCT = re.compile(rf"百分之([{_CN_CHARS}]+)")
+_CN_PCT = re.compile(rf"百分之?([{_CN_CHARS}]+)")  # 百分九十 too: a model shortens it
 _LIST_MARK = re.compile(r"^\s*\d{1,2}[.)、]\s", re.M)
 
 MARK_ZH = "⚠ 以下回答未引用任何资料，请核实："
@@ -188,7 +188,7 @@ def best_sentence(question: str, passages: Sequence[PassageLike],
     """The passage text that best answers the question: the best-scoring sentence (chain.sentences; retrieval order
     breaks ties) and its neighbours when they add to the score, up to `limit` characters (a rate table's row sits
     two sentences after the one naming the table)."""
-    cands = [(p, i, sent) for p in passages for i, sent in enumerate(sentences.split(p.text))]
+    cands = [(p, i, sent) for p in passages for i, sent in enumerate(_units(p.text))]
     if not cands:
         return None
     score = sentences.scorer(question, [c[2] for c in cands], lambda x: bool(figures(x)))
@@ -225,14 +225,21 @@ def agrees(answer: str, question: str, passages: Sequence[PassageLike]) -> bool:
     """Whether a short answer says what the passage text that best answers the question says: its figures stand
     there and most of its own words do. Where the question names an amount, that text is the clause stating the
     amount's tier ("30 万元以上报理赔负责人审批", not "5 万元至 30 万元由高级核赔人审批" beside it). A small model
-    often cites the right passage and takes the neighbouring clause; long answers (several sentences, a good
-    model's synthesis) are left to the figure check."""
+    often cites the right passage and takes the neighbouring clause. A long answer (several sentences: a good
+    model's synthesis, or a domain adapter copying the passages) must say it in one of its sentences."""
     text = CITATION.sub(" ", answer).strip()
-    if len(text) > 160 or len(sentences.split(text)) > 2:
-        return True
     found = best_sentence(question, passages)
     if found is None:
         return True
+    parts = sentences.split(text)
+    if len(text) > 160 or len(parts) > 2:
+        # against the best sentence alone, not its neighbours: a copy of the clause beside the answer is no answer
+        core = best_sentence(question, passages, limit=0) or found
+        return any(_agrees_short(part, question, core) for part in parts)
+    return _agrees_short(text, question, found)
+
+
+def _agrees_short(text: str, question: str, found: tuple[PassageLike, str]) -> bool:
     basis = found[1]
     amount = sentences.asked_amount(question)
     if amount is not None:
@@ -248,12 +255,23 @@ def agrees(answer: str, question: str, passages: Sequence[PassageLike]) -> bool:
     return not own or len(own & _terms(basis)) / len(own) >= 0.6
 
 
+_TABLE_ROWS = re.compile(r"(?<=\|)\s+(?=\|)")
+_AFTER_TABLE = re.compile(r"(?<=\|)(?=[^\s|][^|]*$)")  # "…逐级递减 |第七条 意外医疗保险金…": the text after a table
+
+
+def _units(text: str) -> list[str]:
+    """Sentences, with a table cut off from the text that follows it (sentences.split runs them together)."""
+    return [u for sent in sentences.split(text) for u in _AFTER_TABLE.split(sent) if u.strip()]
+
+
 def _about_the_question(text: str, question: str) -> str:
     """The sentences of a quote window that name the question's subject most often: where an answer's figures
     must come from. (For 犹豫期是多长时间, "…十五日为犹豫期" under the heading 第十二条 犹豫期, not the next
     sentence's "犹豫期后…三十日内" that the window also holds.)"""
     asked = [t for t in _terms(question) - _ASKING if len(t) > 1]
-    sents = sentences.split(text)
+    # a table's rows are units of their own (sentences.split keeps a table together): "| Call recordings | 3 years |",
+    # not the row above it, is where "how long are call recordings kept" gets its figure
+    sents = [row for sent in sentences.split(text) for row in _TABLE_ROWS.split(sent)]
     if len(sents) < 2 or not asked:
         return text
     counts = [sum(s.lower().count(t) for t in asked) for s in sents]

@@ -403,7 +403,7 @@ class Assistant:
         if requested:
             return requested if requested != "none" else None
         if self.settings.adapter:
-            return self.settings.adapter
+            return self.settings.adapter if self.settings.adapter != "none" else None
         names = registry.list_names(self.settings)
         for name in (user.department, self.settings.default_adapter):
             if name and name in names:
