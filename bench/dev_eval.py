@@ -25,9 +25,9 @@ Measured 2026-11-28 on the 2-core dev VM, no adapter, llama.cpp, raw -> with the
 | 1.5B (`offline-1.5b`), db88a3a; lookups eb4753c | 5 -> 18 | 8 -> 8 | 3 -> 3 | 2 -> 4 | 7 -> 8 | 0.52 | **0.93** |
 | 0.5B, 3 x 300-char passages (was 4 x 400), 64f5a15 | 0 -> 20 | 8 -> 8 | 2 -> 2 | 2 -> 4 | 7 -> 8 | 0.43 | **0.955** |
 | 0.5B, 2 passages x 300 (guard of 9a34ad6) | 0 -> 17 | 8 -> 8 | 2 -> 2 | 2 -> 4 | 7 -> 8 | 0.43 | 0.89 |
-| 0.5B + demo adapter claims@v1 (28 steps, 56 min), guard of c0d8573 | 11 -> 17 | 7 -> 7 | 2 -> 2 | 1 -> 3 | 7 -> 8 | 0.64 | 0.84 |
-| 0.5B + claims@v1, this guard (long answers, table rows, 百分九十) | 11 -> 20 | 7 -> 7 | 2 -> 2 | 1 -> 4 | 7 -> 8 | 0.64 | 0.93 |
-| 0.5B, no adapter, this guard (same run) | 0 -> 20 | 8 -> 8 | 2 -> 2 | 2 -> 4 | 7 -> 8 | 0.43 | **0.955** |
+| 0.5B + adapter claims@v1, c0d8573 | 11 -> 17 | 7 -> 7 | 2 -> 2 | 1 -> 3 | 7 -> 8 | 0.64 | 0.84 |
+| 0.5B + claims@v1, 6c3a927 | 11 -> 20 | 7 -> 7 | 2 -> 2 | 1 -> 4 | 7 -> 8 | 0.64 | 0.93 |
+| 0.5B, no adapter, 6c3a927 | 0 -> 20 | 8 -> 8 | 2 -> 2 | 2 -> 4 | 7 -> 8 | 0.43 | **0.955** |
 
 The adapter answers more on its own (raw 0.64) but copies long stretches of the passages and reads table rows off
 the wrong line; the guard now holds those to the sentence that answers, and the one look-up it still loses is the
