@@ -227,6 +227,8 @@ def agrees(answer: str, question: str, passages: Sequence[PassageLike]) -> bool:
     amount's tier ("30 万元以上报理赔负责人审批", not "5 万元至 30 万元由高级核赔人审批" beside it). A small model
     often cites the right passage and takes the neighbouring clause. A long answer (several sentences: a good
     model's synthesis, or a domain adapter copying the passages) must say it in one of its sentences."""
+    if answer.lstrip().startswith((QUOTE_ZH, QUOTE_EN)) and _QUOTE_LINE.search(answer):
+        return True  # a passage quoted in the guard's own form: its words were checked (misquotes)
     text = CITATION.sub(" ", answer).strip()
     found = best_sentence(question, passages)
     if found is None:
