@@ -12,6 +12,7 @@ import pytest
 from assistant.chain.guard import NOT_FOUND_EN, NOT_FOUND_ZH, QUOTE_ZH, cn_to_int, figures, guard_answer
 from assistant.tools.demo.data import POLICIES
 from core.prompts import NO_ANSWER_ZH
+from ingest.loaders import load_file
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
 
@@ -303,3 +304,13 @@ def test_a_shortened_chinese_percentage_is_a_figure_and_a_table_does_not_swallow
                      [P(1, six_seven), other], [], used_tool=False, figures_mode="quote")
     # the quote is the clause that answers, not the disability table before it cut off at its length limit
     assert v.status == "quoted_passage" and "百分之九十" in v.answer and "一级" not in v.answer
+
+
+def test_a_quote_ends_where_the_next_numbered_section_begins() -> None:
+    """Seen in the browser: the quote for 'Who must approve a claim above CNY 300,000?' ran on into '3.4 Medical
+    Expense Calculation …', the next section of the manual, which the PDF's text puts in the same sentence."""
+    text = "\n".join(p.text for p in load_file(CORPUS / "claims_handling_manual.pdf").pages)
+    part = text[text.index("3.3"):text.index("4.1")]
+    v = guard_answer("The Senior assessors [1].", "Who must approve a claim above CNY 300,000?", [P(1, part, cited=True)],
+                     [], used_tool=False, figures_mode="quote")
+    assert v.status == "quoted_passage" and "Head of Claims" in v.answer and "3.4" not in v.answer

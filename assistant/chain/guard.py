@@ -261,9 +261,15 @@ _TABLE_ROWS = re.compile(r"(?<=\|)\s+(?=\|)")
 _AFTER_TABLE = re.compile(r"(?<=\|)(?=[^\s|][^|]*$)")  # "…逐级递减 |第七条 意外医疗保险金…": the text after a table
 
 
+# "…require the Claims Committee. 3.4 Medical Expense Calculation Eligible…": a numbered section starts there
+_NEXT_SECTION = re.compile(r"(?<=[.。;；])\s+(?=\d{1,2}(?:\.\d{1,2})+\s+[A-Z\u4e00-\u9fff])")
+
+
 def _units(text: str) -> list[str]:
-    """Sentences, with a table cut off from the text that follows it (sentences.split runs them together)."""
-    return [u for sent in sentences.split(text) for u in _AFTER_TABLE.split(sent) if u.strip()]
+    """Sentences, with a table or a numbered section heading cut off from the text that follows it
+    (sentences.split runs them together)."""
+    return [u for sent in sentences.split(text) for part in _NEXT_SECTION.split(sent)
+            for u in _AFTER_TABLE.split(part) if u.strip()]
 
 
 def _about_the_question(text: str, question: str) -> str:
