@@ -230,15 +230,13 @@ def agrees(answer: str, question: str, passages: Sequence[PassageLike]) -> bool:
     if answer.lstrip().startswith((QUOTE_ZH, QUOTE_EN)) and _QUOTE_LINE.search(answer):
         return True  # a passage quoted in the guard's own form: its words were checked (misquotes)
     text = CITATION.sub(" ", answer).strip()
-    found = best_sentence(question, passages)
-    if found is None:
-        return True
     parts = sentences.split(text)
     if len(text) > 160 or len(parts) > 2:
         # against the best sentence alone, not its neighbours: a copy of the clause beside the answer is no answer
-        core = best_sentence(question, passages, limit=0) or found
-        return any(_agrees_short(part, question, core) for part in parts)
-    return _agrees_short(text, question, found)
+        core = best_sentence(question, passages, limit=0)
+        return core is None or any(_agrees_short(part, question, core) for part in parts)
+    found = best_sentence(question, passages)
+    return found is None or _agrees_short(text, question, found)
 
 
 def _agrees_short(text: str, question: str, found: tuple[PassageLike, str]) -> bool:
