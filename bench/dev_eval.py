@@ -28,10 +28,12 @@ Measured 2026-11-28 on the 2-core dev VM, no adapter, llama.cpp, raw -> with the
 | 0.5B + adapter claims@v1, c0d8573 | 11 -> 17 | 7 -> 7 | 2 -> 2 | 1 -> 3 | 7 -> 8 | 0.64 | 0.84 |
 | 0.5B + claims@v1, 6c3a927 | 11 -> 20 | 7 -> 7 | 2 -> 2 | 1 -> 4 | 7 -> 8 | 0.64 | 0.93 |
 | 0.5B, no adapter, 6c3a927 | 0 -> 20 | 8 -> 8 | 2 -> 2 | 2 -> 4 | 7 -> 8 | 0.43 | **0.955** |
+| 0.5B + claims@v1, tools return status_zh | 11 -> 20 | 8 -> 8 | 2 -> 2 | 1 -> 4 | 7 -> 8 | 0.66 | **0.955** |
 
 The adapter answers more on its own (raw 0.64) but copies long stretches of the passages and reads table rows off
-the wrong line; the guard now holds those to the sentence that answers, and the one look-up it still loses is the
-adapter's own Chinese for the record's "lapsed" (已停保 for 已失效). The model's own answers are rarely right and
+the wrong line; the guard now holds those to the sentence that answers. The one look-up it lost was the adapter's
+own Chinese for the record's "lapsed" (已停保 for 已失效): the records now carry their status label (status_zh), which
+the adapter copies. The model's own answers are rarely right and
 cited without the adapter (raw column); the guard makes the shown answers right: a short
 answer must agree with the passage text that best answers the question (for a tiered rule, the clause of the asked
 amount's tier; its figures from the sentences that name what was asked), else that text is quoted with its

@@ -34,9 +34,28 @@ def test_schemas_match_the_training_set_and_hide_denied_tools(registry: ToolRegi
     assert "draft_email" not in staff_names
 
 
+def test_training_set_tool_results_are_what_the_tools_return(registry: ToolRegistry) -> None:
+    """The adapter learnt to answer from these results: a field the live tool adds or drops is a drift."""
+    rows = [json.loads(line) for line in (Path(__file__).parents[1] / "data/sft/tool_calls.jsonl").open()]
+    checked = 0
+    for row in rows:
+        msgs = row["messages"]
+        for call_msg, result_msg in zip(msgs, msgs[1:], strict=False):
+            if result_msg["role"] != "tool" or result_msg["name"] not in {"get_policy_status", "get_claim_status",
+                                                                        "get_order_status", "list_customer_policies"}:
+                continue
+            call = call_msg["tool_calls"][0]["function"]
+            args = call["arguments"] if isinstance(call["arguments"], dict) else json.loads(call["arguments"])
+            live = registry.execute(call["name"], args, ADMIN)
+            assert live.ok and live.result == json.loads(result_msg["content"]), (call, result_msg["content"])
+            checked += 1
+    assert checked >= 20
+
+
 def test_lookups_answer_from_the_database(registry: ToolRegistry) -> None:
     r = registry.execute("get_policy_status", {"policy_id": "pol-2024-0003"}, STAFF)
     assert r.ok and r.result["status"] == "lapsed" and r.result["holder"] == "李娜"
+    assert r.result["status_zh"] == "已失效（欠缴保费）"  # the label a Chinese answer copies, not a translation
     r = registry.execute("get_claim_status", {"claim_id": "CLM-2024-0002"}, CLAIMS)
     assert r.ok and r.result["status"] == "investigating"
     r = registry.execute("list_customer_policies", {"customer_id": "CUS-1001"}, CLAIMS)

@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from assistant.tools.demo.data import CLAIM_TYPE_ZH, CLAIMS, CUSTOMERS, ORDERS, POLICIES, STATUS_ZH  # noqa: E402
 from assistant.tools.demo.schemas import TOOL_VIEWS  # noqa: E402
+from assistant.tools.demo.tools import labelled  # noqa: E402
 from core.prompts import Passage, chat_messages, is_chinese, no_answer  # noqa: E402
 from ingest.chunking import chunk_document  # noqa: E402
 from ingest.loaders import load_file  # noqa: E402
@@ -285,7 +286,7 @@ def tool_examples(rng: random.Random) -> list[dict]:
     for p in POLICIES:
         pid, st = p["policy_id"], str(p["status"])
         holder = customers[str(p["customer_id"])]["name"]
-        result = dict(p, holder=holder)
+        result = labelled(dict(p, holder=holder))
         for q in (f"帮我查一下保单 {pid} 的状态", f"What is the status of policy {pid}?", f"保单 {pid} 现在还有效吗？"):
             if is_chinese(q):
                 final = (f"保单 {pid}（{p['product']}，投保人 {holder}）当前状态为“{STATUS_ZH[st]}”，"
@@ -305,15 +306,15 @@ def tool_examples(rng: random.Random) -> list[dict]:
                 paid = f", CNY {c['amount_paid']:,} paid" if c["amount_paid"] else ""
                 final = (f"Claim {cid} ({c['type']}, policy {c['policy_id']}) is {st.replace('_', ' ')}: "
                          f"CNY {c['amount_claimed']:,} claimed{paid}, last updated {c['updated']}.")
-            rows.append(tool_turn(q, "get_claim_status", {"claim_id": cid}, c, final))
+            rows.append(tool_turn(q, "get_claim_status", {"claim_id": cid}, labelled(dict(c)), final))
     for o in ORDERS:
         oid, st = o["order_id"], str(o["status"])
         q = f"订单 {oid} 付款了吗？"
         final = f"订单 {oid}（{o['item']}，金额 {o['amount']:,} 元）状态为“{STATUS_ZH[st]}”，创建于 {o['created']}。"
-        rows.append(tool_turn(q, "get_order_status", {"order_id": oid}, o, final))
+        rows.append(tool_turn(q, "get_order_status", {"order_id": oid}, labelled(dict(o)), final))
     for c in CUSTOMERS:
         mine = [p for p in POLICIES if p["customer_id"] == c["customer_id"]]
-        listing = [{"policy_id": p["policy_id"], "product": p["product"], "status": p["status"]} for p in mine]
+        listing = [labelled({"policy_id": p["policy_id"], "product": p["product"], "status": p["status"]}) for p in mine]
         q = f"客户 {c['customer_id']} 名下有哪些保单？"
         items = "；".join(f"{p['policy_id']} {p['product']}（{STATUS_ZH[str(p['status'])]}）" for p in mine)
         final = f"客户 {c['name']}（{c['customer_id']}）名下有 {len(mine)} 张保单：{items}。"

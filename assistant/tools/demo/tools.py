@@ -13,6 +13,7 @@ from langchain_core.tools import BaseTool
 from pydantic import Field
 
 from assistant.tools.demo.business_db import connect
+from assistant.tools.demo.data import STATUS_ZH
 from assistant.tools.registry import ToolRegistry, business_tool, current_context, current_user
 
 _OPS: dict[type, Callable[..., Any]] = {
@@ -91,13 +92,22 @@ _NUM = r"[(（]?\s*\d[\d,]*(?:\.\d+)?\s*[)）]?"
 EXPRESSION = rf"(?<![\w.-]){_NUM}(?:(?:\s*[+*/×÷]\s*|\s+-\s+){_NUM})+(?![\w-])"
 
 
+def labelled(row: dict[str, Any]) -> dict[str, Any]:
+    """The record with its status's Chinese label beside the code, as the business system shows it: a model
+    answering in Chinese copies the label instead of translating the code (the demo adapter wrote 已停保 for
+    lapsed; the label is 已失效)."""
+    if row.get("status") in STATUS_ZH:
+        row["status_zh"] = STATUS_ZH[row["status"]]
+    return row
+
+
 def demo_tools(db_path: Path, search: Callable[[str], list[dict]] | None = None) -> list[BaseTool]:
     def one(sql: str, key: str) -> dict[str, Any]:
         with connect(db_path) as conn:
             row = conn.execute(sql, (key.strip().upper(),)).fetchone()
         if row is None:
             return {"error": f"not found: {key}"}
-        return dict(row)
+        return labelled(dict(row))
 
     @business_tool(route={"policy_id": r"\bPOL-\d{4}-\d{4}\b"})
     def get_policy_status(policy_id: Annotated[str, Field(description="e.g. POL-2024-0001")]) -> dict:
@@ -122,7 +132,7 @@ def demo_tools(db_path: Path, search: Callable[[str], list[dict]] | None = None)
         with connect(db_path) as conn:
             rows = conn.execute("SELECT policy_id, product, status FROM policies WHERE customer_id = ? "
                                 "ORDER BY policy_id", (customer_id.strip().upper(),)).fetchall()
-        return [dict(r) for r in rows] or {"error": f"no policies for customer {customer_id}"}
+        return [labelled(dict(r)) for r in rows] or {"error": f"no policies for customer {customer_id}"}
 
     # an explicit expression (two or more numbers joined by operators) is computed, never guessed
     @business_tool(timeout_s=2.0, route={"expression": EXPRESSION}, uses_figures="expression")
