@@ -34,32 +34,96 @@ def _assistant(home: Path | None, model: str | None) -> Any:
     return build_assistant(settings)
 
 
+def _say(text: str) -> None:
+    """Text from the model, a document or a tool on stdout, exactly as written (no markup, emoji codes or
+    highlighting)."""
+    out.print(text, markup=False, emoji=False, highlight=False)
+
+
+def _cite_label(s: dict[str, Any]) -> str:
+    """A cited unit's citation: `file · p.N | sheet/slide · clause`, or `tool NAME` for a look-up's record."""
+    if s.get("kind") == "tool":
+        return f"tool {s.get('source') or ''}"
+    page = s.get("page_label") or (f"p.{s['page'] + 1}" if isinstance(s.get("page"), int) else "")
+    return " · ".join(str(x) for x in (s.get("source"), page, s.get("clause")) if x)
+
+
+def _quote_lines(s: dict[str, Any]) -> list[str]:
+    """A cited unit quoted as it stands, '> ' before each line, its [n] after it (a table row under its header)."""
+    lines = [f"> {s['header']}"] if s.get("kind") == "row" and s.get("header") else []
+    lines += [f"> {line}" for line in (str(s.get("text") or "").splitlines() or [""])]
+    lines[-1] += f" [{s['n']}]"
+    return lines
+
+
+def _verdict(ans: Any) -> str:
+    v = ans.verification or {}
+    reasons = "; ".join(str(r) for r in v.get("reasons") or [])
+    return (v.get("status") or "none") + (f" — {reasons}" if reasons else "")
+
+
 def _print_answer(ans: Any, streamed: str | None) -> None:
-    """`streamed`: the text already written as it came (None: nothing was)."""
+    """The finished turn. `streamed`: the model's answer text already written to stdout as it came, its line
+    still open (None: nothing was). The streamed words stand only when the outcome is the model's answer (its
+    [n] marks are then added to them); otherwise (the documents' own words, a record, the refusal) a line says
+    why and the answer that stands follows. Then the quoted units, the tool calls, the sources (stderr)."""
+    import json
+
+    said = (streamed or "").strip()
     if ans.thinking and streamed is None:
         err.print(f"[dim]thinking: {escape(ans.thinking)}[/dim]")
-    if streamed is None:
-        out.print(escape(ans.answer))
-    elif ans.answer.strip() != streamed.strip():  # the grounding guard replaced what the model wrote
-        err.print("[yellow]checked against the sources, the answer is:[/yellow]")
-        out.print(escape(ans.answer))
+    lead = ans.lead if ans.outcome and ans.outcome != "error" else ans.answer
+    if said and ans.outcome == "answer" and lead.startswith(said):
+        sys.stdout.write(lead[len(said):] + "\n")  # the marks of the cited units
+    elif said and said == lead.strip():
+        sys.stdout.write("\n")
+    else:
+        if streamed:
+            sys.stdout.write("\n")
+        if said:  # what the terminal shows is not the answer: say so, then show the one that stands
+            err.print(f"[yellow](verification: {escape(_verdict(ans))}; shown instead:)[/yellow]")
+        elif ans.outcome in ("evidence", "tool_result"):
+            err.print(f"[yellow](verification: {escape(_verdict(ans))})[/yellow]")
+        _say(lead)
+    sys.stdout.flush()
+    shown = ans.shown if ans.outcome not in ("refusal", "error") else []
+    if shown:
+        _say("")
+        for s in shown:
+            for line in _quote_lines(s):
+                _say(line)
     for t in ans.tool_calls:
-        status = "denied" if t.denied else ("ok" if t.ok else "error")
-        err.print(f"[cyan]tool[/cyan] {t.name}({t.arguments}) → {status} {escape(str(t.result if t.ok else t.error))}"
-                  f" [{t.duration_s * 1000:.0f} ms]")
-    for s in ans.sources:
-        page = f" {s.page_label}" if s.page_label else (f" p.{s.page + 1}" if s.page is not None else "")
-        err.print(f"[green][{s.n}][/green] {escape(s.source + page)} {escape(s.clause or '')}")
-    err.print(f"[dim]{ans.latency_s:.1f} s · model {ans.model} · adapter {ans.adapter or 'none'} · "
-              f"audit #{ans.audit_id}[/dim]")
+        args = json.dumps(t.arguments, ensure_ascii=False, default=str)
+        detail = json.dumps(t.result, ensure_ascii=False, default=str) if t.ok else str(t.error)
+        err.print(f"[cyan]tool[/cyan] {escape(t.name)}({escape(args)}) → {t.status} {escape(detail)} "
+                  f"[{t.duration_s * 1000:.0f} ms]")
+    for s in shown:
+        where = f"  ({s['path']})" if s.get("path") else ""
+        err.print(f"[green][{s['n']}][/green] {escape(_cite_label(s) + where)}")
+    if ans.standalone and ans.standalone.strip() != ans.question.strip():
+        err.print(f"[dim]searched as: {escape(ans.standalone)}[/dim]")
+    status = (ans.verification or {}).get("status") or "-"
+    err.print(escape(f"{ans.outcome or 'answer'} · verification {status} · {ans.latency_s:.1f} s · model {ans.model} · "
+                     f"adapter {ans.adapter or 'none'} · audit #{ans.audit_id}"), style="dim")
 
 
 class _StreamPrinter:
-    """Writes the answer's tokens (stdout) and thinking (stderr) as they come, and keeps what it wrote."""
+    """Writes the answer's tokens (stdout) and thinking (stderr) as they come, and keeps what it wrote; says on
+    stderr what the turn does before the model writes (a follow-up written out, a record looked up)."""
+
+    STATUS = {"followup_resolved": "follow-up question written out in full",
+              "tool_routed": "looking up the record the question names",
+              "no_relevant_documents": "no relevant passage in the documents"}
 
     def __init__(self) -> None:
         self.thinking = False
         self.text = ""
+
+    def close(self) -> None:
+        """End a thinking line still open on stderr (the answer's own line is closed by `_print_answer`)."""
+        if self.thinking:
+            err.print()
+            self.thinking = False
 
     def __call__(self, kind: str, payload: Any) -> None:
         if kind == "thinking":
@@ -68,12 +132,13 @@ class _StreamPrinter:
                 self.thinking = True
             err.print(f"[dim]{escape(payload)}[/dim]", end="")
         elif kind == "token":
-            if self.thinking:
-                err.print()
-                self.thinking = False
+            self.close()
             self.text += payload
             sys.stdout.write(payload)
             sys.stdout.flush()
+        elif kind == "status" and payload in self.STATUS and not self.text:
+            self.close()
+            err.print(f"[dim]{self.STATUS[payload]} …[/dim]")
 
 
 @app.command()
@@ -92,7 +157,7 @@ def ask(
     if printer is None:
         print_json(ans.to_dict())
     else:
-        sys.stdout.write("\n")
+        printer.close()
         _print_answer(ans, streamed=printer.text)
     if ans.error:
         raise typer.Exit(1)
@@ -126,7 +191,7 @@ def chat(
             continue
         printer = _StreamPrinter()
         ans = assistant.ask(question, who, history, kb, adapter, think, printer, conversation)
-        sys.stdout.write("\n")
+        printer.close()
         _print_answer(ans, streamed=printer.text)
         history += [{"role": "user", "content": ans.question}, {"role": "assistant", "content": ans.answer}]
 
@@ -279,6 +344,72 @@ def users_demo(
     if made and not demo_passwords:
         out.print("  these passwords are shown only now: note them (`assistant users password NAME` resets one)",
                   markup=False)
+
+
+audit_app = typer.Typer(help="The audit log ($ASSISTANT_HOME/audit.db): check its hash chain, ship it elsewhere.",
+                        no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+def _audit_db(home: Path | None) -> Path:
+    settings = settings_or_exit(home=home)
+    if not settings.audit_db.is_file():
+        err.print(f"[red]error:[/red] no audit log at {escape(str(settings.audit_db))} (check ASSISTANT_HOME / --home)")
+        raise typer.Exit(2)
+    return settings.audit_db
+
+
+@audit_app.command("verify")
+def audit_verify(home: HomeOpt = None) -> None:
+    """Check the append-only triggers and every hash link; name the first broken link (exit code 1 if any)."""
+    from core import audit_chain
+    from core.audit import AuditLog
+
+    path = _audit_db(home)
+    if audit_chain.needs_migration(path):  # a log from before the chain: chain it now, as any open would
+        AuditLog(path)
+        err.print("[dim]the log predates the hash chain: its rows were chained now[/dim]")
+    verdict = audit_chain.verify(path)
+    for problem in verdict.problems:
+        out.print(f"[red]BROKEN[/red] {escape(problem)}")
+    for table, (last, digest) in verdict.heads.items():
+        out.print(f"{table}: {verdict.rows[table]:,} rows chained, head #{last} {digest or '-'}")
+    if not verdict.intact:
+        out.print("The log was changed outside the assistant: compare with the copy shipped by `assistant audit "
+                  "export` to see what.")
+        raise typer.Exit(1)
+    out.print("[green]intact[/green]: note the heads elsewhere to detect a rewrite of the whole file later")
+
+
+@audit_app.command("export")
+def audit_export(
+    state: Annotated[Path | None, typer.Option(
+        "--state", help="JSON file remembering the last ids exported: each run then writes only newer rows "
+        "(for cron | logger / a SIEM forwarder).")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Write the audit rows (turns, then events; each with its table and hash) to stdout as JSON lines."""
+    import json
+
+    from core import audit_chain
+    from core.files import atomic_write_text
+
+    path = _audit_db(home)
+    after: dict[str, int] = {}
+    if state is not None and state.is_file():
+        try:
+            after = {k: int(v) for k, v in json.loads(state.read_text(encoding="utf-8")).items()}
+        except (ValueError, AttributeError) as exc:
+            err.print(f"[red]error:[/red] {escape(str(state))} is not an export state ({exc}); remove it to export "
+                      "everything again")
+            raise typer.Exit(2) from None
+    last = dict(after)
+    for row in audit_chain.export(path, after):
+        sys.stdout.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        last[row["table"]] = row["id"]
+    sys.stdout.flush()
+    if state is not None:
+        atomic_write_text(state, json.dumps(last) + "\n")
 
 
 if __name__ == "__main__":

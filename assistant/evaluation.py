@@ -2,7 +2,7 @@
 
 Each JSONL row: `question` plus any of `expected_answer` (string or list of acceptable strings),
 `expected_sources` (file names, or {source, page} with 0-based pages), `expected_tool` ({name, arguments}),
-`unanswerable` (true: the right answer is "the documents do not say").
+`unanswerable` (true: the right outcome is the refusal, `Answer.outcome == "refusal"`: the documents do not say).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 
 from core.errors import DataError
 from core.identity import User
-from core.prompts import is_refusal
 
 
 def _norm(s: str) -> str:
@@ -64,7 +63,7 @@ def score(row: dict[str, Any], result: dict[str, Any]) -> dict[str, bool | None]
                                               for k, v in want.get("arguments", {}).items())
             for t in result["tool_calls"])
     if row.get("unanswerable"):
-        s["negative_rejection"] = is_refusal(answer) and not result["sources"]
+        s["negative_rejection"] = result.get("outcome") == "refusal" and not result["sources"]
     return s
 
 

@@ -4,7 +4,8 @@
 
 Needs the demo corpus ingested (`bash scripts/quickstart.sh` does it) and the offline model. For each
 question: retrieval ms, time to first token, decode tokens/s and total seconds through the chain; then
-the identical rendered prompt straight into the runtime. The ratio is the chain's overhead.
+the answer prompt straight into the runtime (unconstrained). The ratio is the chain's overhead (retrieval, evidence,
+tools, constrained decoding, verification).
 """
 
 from __future__ import annotations
@@ -30,12 +31,11 @@ def main() -> None:
     a = p.parse_args()
 
     from assistant.backends import TurnStats
-    from assistant.backends.base import to_template_messages
     from assistant.chain import build_assistant
     from core.identity import User
     from core.settings import load_settings
 
-    settings = load_settings(max_new_tokens=a.max_new_tokens, max_tool_steps=1)
+    settings = load_settings(max_new_tokens=a.max_new_tokens)
     assistant = build_assistant(settings)
     runtime = assistant.backend.runtime
     user = User("bench", "claims", "claims")
@@ -45,8 +45,8 @@ def main() -> None:
         t0 = time.perf_counter()
         ans = assistant.ask(q, user, adapter=a.adapter)
         chain_s = time.perf_counter() - t0
-        msgs = to_template_messages(assistant.messages(q, [], ans.passages))
-        prompt = runtime.render(msgs, assistant.tools.schemas(user), False)
+        msgs, _, _ = assistant.prompt_for(q, user)
+        prompt = runtime.render(msgs, None, False)
         key = runtime.ensure_adapter(ans.adapter) if ans.adapter else None
         t1 = time.perf_counter()
         first = None

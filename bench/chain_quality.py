@@ -57,13 +57,12 @@ def _assistant(home: Path, adapter: str) -> tuple[Any, str]:
     if not _RUNTIME:
         _RUNTIME.append(ModelRuntime.load(user_settings.model, user_settings))
     ref = None if adapter == "none" else registry.get(user_settings, adapter).ref  # the user's registry
-    settings = load_settings(home=home, max_new_tokens=96, max_tool_steps=2, adapter=ref)
+    settings = load_settings(home=home, max_new_tokens=96, adapter=ref)
     return build_assistant(settings, runtime=_RUNTIME[0]), ref or "base model"
 
 
 def rgb(args: Any) -> None:
     from core.identity import User
-    from core.prompts import is_refusal
     from ingest import pipeline
 
     data = shared_dir(args.shared) / "rgb" / ("zh_refine.jsonl" if args.lang == "zh" else "en_fact.jsonl")
@@ -92,7 +91,7 @@ def rgb(args: Any) -> None:
             ans = a.ask(r["query"], user, kb="mixed")
             ok = _contains(ans.answer, wanted)
             neg_ans = a.ask(r["query"], user, kb="negative")
-            rejected = is_refusal(neg_ans.answer)
+            rejected = neg_ans.outcome == "refusal"
             acc += ok
             rej += rejected
             lat.append(ans.latency_s)
@@ -132,11 +131,11 @@ def financebench(args: Any) -> None:
             key = [f.replace("$", "").replace(",", "") for f in figures[:1]] or [q["answer"][:40]]
             ok = _contains(ans.answer.replace(",", "").replace("$", ""), key)
             pages = {e["evidence_page_num"] for e in q["evidence"]}
-            cited_ok = any(s.source == f"{q['doc_name']}.pdf" and s.page in pages for s in ans.sources)
+            cited_ok = any(s["source"] == f"{q['doc_name']}.pdf" and s["page"] in pages for s in ans.sources)
             acc += ok
             cite += cited_ok
             out.append({"q": q["question"], "reference": q["answer"], "answer": ans.answer, "ok": ok,
-                        "cited": [(s.source, s.page) for s in ans.sources], "citation_ok": cited_ok})
+                        "cited": [(s["source"], s["page"]) for s in ans.sources], "citation_ok": cited_ok})
             print(f"{label} {i}/{len(qs)} ok={ok} citation={cited_ok} {ans.latency_s:.1f}s", flush=True)
         table.append({"model": label, "questions": len(qs), "answer_accuracy": round(acc / len(qs), 3),
                       "page_correct_citation": round(cite / len(qs), 3)})

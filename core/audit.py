@@ -5,19 +5,22 @@ and events (`record_event`: denied and malformed tool calls, documents ingested 
 A turn is recorded however it ends: `status` is `complete`, `partial` (interrupted mid-stream, e.g. the
 user pressed Stop: tools may already have acted) or `error`.
 
-Triggers refuse UPDATE and DELETE, so the log cannot be edited through SQL; WAL keeps readers and the
-writer apart, and each turn is one transaction, so a crash never leaves half a record.
+Triggers refuse UPDATE, DELETE and a REPLACE of an existing row, so the log cannot be edited through SQL, and
+every row is chained to the one before by hash, so an edit made around the triggers shows (`core/audit_chain.py`,
+`assistant audit verify`); WAL keeps readers and the writer apart, and each turn is one transaction, so a crash
+never leaves half a record.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from core import db
+from core import audit_chain, db
 from core.clock import now_iso
 from core.db import Columns
 
@@ -39,37 +42,37 @@ CREATE TABLE IF NOT EXISTS turns (
     error TEXT,
     status TEXT,                    -- complete | partial | error
     malformed_calls TEXT,           -- JSON [error]: tool calls the model wrote that could not be parsed
-    guard TEXT                      -- JSON {status, unsupported}: the grounding guard's verdict
+    guard TEXT,                     -- JSON {status, unsupported}: the grounding guard's verdict
+    hash TEXT                       -- sha256 of the previous row's hash and this row (core/audit_chain.py)
 );
-CREATE TRIGGER IF NOT EXISTS turns_no_update BEFORE UPDATE ON turns
-    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS turns_no_delete BEFORE DELETE ON turns
-    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 """
-# columns newer than the first schema: added to older logs on open, never rewritten
-_ADDED_COLUMNS: Columns = {"turns": [("status", "TEXT"), ("malformed_calls", "TEXT"), ("guard", "TEXT")]}
+# columns newer than the first schema: added to older logs on open, never rewritten (hashes: chained once)
+_ADDED_COLUMNS: Columns = {"turns": [("status", "TEXT"), ("malformed_calls", "TEXT"), ("guard", "TEXT"),
+                                     ("hash", "TEXT")],
+                           "events": [("hash", "TEXT")]}
 
 
 class AuditLog:
     def __init__(self, path: Path) -> None:
         self.path = path
-        with self._connect():
-            pass  # creates the file, the tables and any columns added since
+        with self._connect() as conn:  # creates the file, the tables and any columns added since
+            if not audit_chain.chained(conn):
+                audit_chain.migrate(conn)  # a log from before the chain: its rows are hashed, once
 
-    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
-        return db.connect(self.path, SCHEMA + EVENTS_SCHEMA, _ADDED_COLUMNS)
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        with db.connect(self.path, SCHEMA + EVENTS_SCHEMA + GUARDS_SCHEMA, _ADDED_COLUMNS) as conn:
+            conn.execute("PRAGMA recursive_triggers=ON")  # a REPLACE's implicit delete fires the DELETE trigger
+            yield conn
 
     def record(self, **fields: Any) -> int:
         row = {k: (json.dumps(v, ensure_ascii=False, default=str) if isinstance(v, list | dict) else v)
-               for k, v in fields.items()}
+               for k, v in fields.items() if k not in ("id", "hash")}
         row.setdefault("ts", now_iso("milliseconds"))
         row.setdefault("retrieved", "[]")
         row.setdefault("tool_calls", "[]")
-        cols = list(row)
         with self._connect() as conn:
-            cur = conn.execute(f"INSERT INTO turns ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                               [row[c] for c in cols])
-            return int(cur.lastrowid)
+            return audit_chain.append(conn, "turns", row)
 
     def get(self, turn_id: int) -> dict[str, Any] | None:
         with self._connect() as conn:
@@ -100,23 +103,21 @@ CREATE TABLE IF NOT EXISTS events (
     ts TEXT NOT NULL,
     event TEXT NOT NULL,            -- login, login_failed, login_throttled, user_added, adapter_promoted, ...
     user TEXT NOT NULL,             -- who did it (or tried to)
-    detail TEXT NOT NULL            -- JSON: target account, versions, client address, reason ...
+    detail TEXT NOT NULL,           -- JSON: target account, versions, client address, reason ...
+    hash TEXT                       -- sha256 of the previous event's hash and this event (core/audit_chain.py)
 );
-CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
-    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
-    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 """
+GUARDS_SCHEMA = audit_chain.MARKER_SCHEMA + "".join(
+    f"{statement};\n" for table in audit_chain.TABLES for statement in audit_chain.guard_statements(table))
 
 
 def record_event(log: AuditLog | Path, event: str, user: str, **detail: Any) -> int:
     """Append one event (e.g. `record_event(settings.audit_db, "login_failed", name, address=ip)`)."""
     log = log if isinstance(log, AuditLog) else AuditLog(log)
     with log._connect() as conn:
-        cur = conn.execute("INSERT INTO events (ts, event, user, detail) VALUES (?, ?, ?, ?)",
-                           (now_iso("milliseconds"), event, user,
-                            json.dumps(detail, ensure_ascii=False, default=str)))
-        return int(cur.lastrowid)
+        return audit_chain.append(conn, "events", {
+            "ts": now_iso("milliseconds"), "event": event, "user": user,
+            "detail": json.dumps(detail, ensure_ascii=False, default=str)})
 
 
 def list_events(log: AuditLog | Path, event: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

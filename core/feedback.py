@@ -3,7 +3,8 @@ turn's audit id, each with the turn as a training conversation (the chain's exac
 needs nothing else. Written by the app, read by retraining: both stand on this one module.
 
 A corrected answer is staff-written text that would become what the model learns to say: it is trained on only
-after an admin approved it (`review_correction`); changing an approved correction makes it pending again.
+after an admin approved it (`review_correction`); changing an approved correction makes it pending again. One
+that writes chat-template control tokens cannot be approved (the training-data gate, `core.control_tokens`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from core import db
 from core.clock import now_iso
+from core.control_tokens import control_token_in
 from core.db import Columns
 from core.errors import AssistantError
 
@@ -86,11 +88,22 @@ def pending_corrections(path: Path) -> list[dict[str, Any]]:
     return [r for r in list_feedback(path) if r["correction"] and r["review"] is None]
 
 
+def correction_problem(correction: str) -> str | None:
+    """Why a corrected answer cannot become training data, or None. Stricter than the gate of training files: a
+    correction is the answer's prose, so no control-token string at all (not even a <tool_call> block)."""
+    if token := control_token_in(correction):
+        return f"it holds the chat-template control token {token!r}: as training data it would forge a turn or a call"
+    return None
+
+
 def review_correction(path: Path, feedback_id: int, approve: bool, reviewer: str) -> None:
     """Approve (train on it) or reject (never train on it) a corrected answer."""
     with connect(path) as conn:
         row = conn.execute("SELECT correction FROM feedback WHERE id = ?", (feedback_id,)).fetchone()
         if row is None or not row["correction"]:
             raise AssistantError(f"no corrected answer with feedback id {feedback_id}")
+        if approve and (problem := correction_problem(row["correction"])):
+            raise AssistantError(f"correction #{feedback_id} cannot be approved: {problem}; reject it (or ask its "
+                                 "author to remove the markup)")
         conn.execute("UPDATE feedback SET review = ?, reviewer = ? WHERE id = ?",
                      ("approved" if approve else "rejected", reviewer, feedback_id))

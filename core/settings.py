@@ -45,13 +45,19 @@ class Settings(BaseSettings):
     # ingest limits: a small hostile file must not hold the knowledge base lock for long. A file over
     # a limit is reported by name and skipped; the others are ingested.
     parse_timeout_s: float = Field(
-        default=120.0, ge=0, description="Longest a file may parse without finishing a page (each page restarts "
-        "the clock); parsing runs in a worker process that is killed past it. 0: parse in-process, no limit.",
+        default=600.0, ge=0, description="Longest a whole file may parse (one deadline per file, not per page): a "
+        "PDF or TIFF stops at it and keeps the pages read (the rest are reported as skipped); parsing runs in a "
+        "worker process that is killed a quarter later (at least 10 s). 0: parse in-process, no limit.",
     )
     max_unzipped_mb: int = Field(default=256, ge=1, description="Decompressed size cap of a DOCX/XLSX/PPTX.")
     max_paragraphs: int = Field(default=200_000, ge=1, description="Paragraphs, table rows or lines per file.")
     max_text_chars: int = Field(default=20_000_000, ge=1, description="Characters of extracted text per file.")
     max_pages: int = Field(default=5_000, ge=1, description="Pages per PDF (slides per deck, sheets per workbook).")
+    max_cells: int = Field(default=5_000_000, ge=1, description="Spreadsheet cells per file (empty styled ones "
+                           "included), counted while the sheet streams in.")
+    ocr_max_pixels: int = Field(
+        default=8_000_000, ge=100_000, description="Pixel budget of a PDF page rendered for OCR (A3 at 200 dpi "
+        "fits): a page larger than this at 200 dpi is rendered at a lower resolution (reported in the file's result).")
     ocr: Literal["tesseract", "rapidocr", "off"] = Field(
         default="tesseract", description="OCR for scans and images (pages without a text layer): 'tesseract' "
         "(Debian's tesseract-ocr + tesseract-ocr-chi-sim; best mean accuracy and fastest in bench/ocr_engines.py), "
@@ -92,19 +98,27 @@ class Settings(BaseSettings):
     openai_base_url: str = Field(default="http://localhost:8000/v1", description="vLLM / llama.cpp / Ollama URL.")
     openai_api_key: str | None = None
     openai_model: str = Field(default="Qwen/Qwen3-8B", description="Served model name when no adapter is named.")
+    openai_response_format: Literal["json_schema", "json_object", "none"] = Field(
+        default="json_schema", description="How the structured replies are asked of the server: 'json_schema' "
+        "(OpenAI's response_format: vLLM, llama.cpp's llama-server, OpenAI), 'json_object' with a schema "
+        "(llama-cpp-python's server), or 'none' (a server without guided decoding: replies are parsed and checked, "
+        "and one that is not the structured form is answered with the documents' units).")
     max_new_tokens: int = Field(default=384, ge=1)
-    max_tool_steps: int = Field(default=4, ge=1, description="Model calls per question (tool loop limit).")
     route_tools: bool = Field(
         default=True, description="Run the tool call a question makes certain (a record id in a tool's declared "
         "format, an arithmetic expression) before the model writes, which then answers from the result.")
-    retrieval_k: int = Field(default=4, ge=1, description="Passages retrieved: shown as sources, and the grounding "
-                             "guard's choice of text to quote when the model's answer is not grounded.")
+    retrieval_k: int = Field(default=4, ge=1, description="Passages retrieved (listed with the answer's details).")
     prompt_passages: int = Field(
-        default=3, ge=1, description="Of those, the best ones put in front of the model: each one is prefill the "
-        "user waits for (about 1 s per 110 tokens on 2 cores).")
-    passage_chars: int = Field(
-        default=300, ge=50, description="Longest passage text sent to the model (characters): a longer passage is "
-        "cut to its sentences that best answer the question (the full passage is still cited and shown).")
+        default=3, ge=1, description="Of those, the best ones whose units the model may be shown.")
+    evidence_units: int = Field(
+        default=6, ge=1, description="Evidence units (sentences, table rows) of the prompt passages shown to the "
+        "model: those that match the question best, best first (measured with bench/answer_eval.py --evidence-only).")
+    evidence_tokens: int = Field(
+        default=250, ge=20, description="At most about this many tokens of evidence (a Han character counts about one "
+        "token, other text about four characters): every token is prefill the user waits for.")
+    unit_ranking: Literal["hybrid", "bm25"] = Field(
+        default="hybrid", description="How units are ranked for the question: 'hybrid' (the embedding model's "
+        "cosine plus BM25; each unit is embedded once and kept) or 'bm25' alone (no embedding per unit).")
     thinking: bool = Field(default=False, description="Qwen3 thinking mode by default (/think, /no_think override).")
     tools: list[str] = Field(
         default_factory=lambda: ["demo"],
@@ -118,7 +132,7 @@ class Settings(BaseSettings):
         "unlisted ones are open to everyone; admins see all.",
     )
 
-    # the local backend's engine (llama.cpp on CPU by default) and the grounding guard
+    # the local backend's engine (llama.cpp on CPU by default) and verification
     engine: Literal["auto", "llamacpp", "transformers"] = Field(
         default="auto", description="Engine of the local backend: 'llamacpp' (the GGUF served directly, fast on "
         "CPU), 'transformers' (training's engine, GPUs) or 'auto' (llamacpp on CPU, transformers on CUDA).")
@@ -132,14 +146,18 @@ class Settings(BaseSettings):
     llamacpp_repack: bool = Field(
         default=False, description="Let llama.cpp repack the weights for its CPU kernels: a copy per context, no "
         "measured gain on a 2-core VM, and its AMX repack dies (SIGILL) on VMs that advertise AMX without it.")
-    guard_uncited: Literal["off", "mark", "replace"] = Field(
-        default="replace", description="An answer that cites no passage, used no tool and is no refusal: 'replace' "
-        "it by the best passage quoted with its citation, 'mark' it as unsourced, or 'off'.")
-    guard_figures: Literal["off", "flag", "replace", "quote"] = Field(
-        default="quote", description="Figures (amounts, percentages, dates, counts, IDs) found in no cited passage "
-        "or tool result: 'quote' replaces such an answer by the passage sentence that best answers the question "
-        "(markers instead in tool answers), 'flag' lists them under the answer (UI and audit), 'replace' puts a "
-        "marker in their place, 'off' leaves them.")
+    resolve_followups: bool = Field(
+        default=True, description="After earlier turns, let the model decide whether a question stands alone and "
+        "write a follow-up out in full before it is searched (a question that stands alone is used word for word).")
+    verify: bool = Field(
+        default=True, description="Verify the model's answer against the units it cites (figures, the conditions "
+        "of tiered rules, support); an answer that fails is replaced by those units themselves.")
+    verify_support: bool = Field(
+        default=True, description="Measure how close the answer is to the units it cites with the embedding model "
+        "(recorded in the verdict; it decides only with verify_min_support).")
+    verify_min_support: float | None = Field(
+        default=None, ge=-1.0, le=1.0, description="An answer whose similarity to its cited units is below this "
+        "fails verification (None: recorded only; calibrated with bench/answer_eval.py).")
 
     @field_validator("kb_access")
     @classmethod

@@ -222,7 +222,8 @@ def eval_(
     home: HomeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Loss, token accuracy and answer-level metrics (F1, exact, tool calls, citations, refusals)."""
+    """Loss, token accuracy and answer-level metrics on the structured replies (answer F1, exact match, evidence ids,
+    refusals, tool choices, follow-ups, valid rate)."""
     settings = settings_or_exit(home=home)
     with user_errors(), Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                   console=err, transient=True) as progress:

@@ -5,17 +5,23 @@ Formats (auto-detected per row):
 - messages: OpenAI `messages` (roles system/user/assistant/tool, `tool_calls`, optional `reasoning_content`)
   with optional `tools`; sharegpt `conversations` ({from: human/gpt/system/function_call/observation, value})
 - reasoning: `question`, `think`, `answer` (the trace becomes a Qwen3 `<think>` block), optional `system`
+
+A row whose assistant side writes chat-template control tokens itself (`<|im_start|>`, `<tool_response>` ...,
+anything but whole `<tool_call>` blocks) is refused with its file:line and field (`core.control_tokens.forged_turn`);
+such strings in other roles are data, neutralised when rendered (finetune/render.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.control_tokens import forged_turn
 from core.errors import AssistantError, DataError
 
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -157,6 +163,32 @@ def _sharegpt(raw: Any) -> list[dict]:
     return out
 
 
+_LEADING_THINK = re.compile(r"\A\s*<think>(.*?)</think>\s*", re.S)
+
+
+def _split_leading_think(message: dict) -> None:
+    """An assistant content that opens with a <think> block (Qwen3/R1 style) is a reasoning trace: it moves to
+    `reasoning_content`, where the template renders it, instead of being read as forged markup."""
+    if message["role"] != "assistant" or message.get("reasoning_content"):
+        return
+    if found := _LEADING_THINK.match(message["content"]):
+        if found.group(1).strip():
+            message["reasoning_content"] = found.group(1).strip()
+        message["content"] = message["content"][found.end():]
+
+
+def _field_name(fmt: str, row: dict, messages: list[dict], index: int, part: str) -> str:
+    """The row's own field behind normalised message `index` (`part`: content, reasoning_content, tool_calls[j])."""
+    if fmt == "messages":
+        return f"messages[{index}].{part}"
+    if fmt == "sharegpt":
+        return f"conversations[{index}].value"
+    if fmt == "reasoning":
+        return "think" if part == "reasoning_content" else "answer"
+    turn = sum(1 for m in messages[:index] if m["role"] == "assistant")  # alpaca: history pairs, then output
+    return f"history[{turn}][1]" if turn < len(row.get("history") or []) else "output"
+
+
 def to_conversation(row: Any, where: str, enable_thinking: bool | None = None) -> Conversation:
     """Normalise one row; raises ValueError with the field at fault (the caller adds file and line)."""
     if not isinstance(row, dict):
@@ -176,6 +208,16 @@ def to_conversation(row: Any, where: str, enable_thinking: bool | None = None) -
         messages = _messages(row["messages"])
     if not any(m["role"] == "assistant" for m in messages):
         raise ValueError("no assistant turn to learn from")
+    if fmt in ("messages", "sharegpt"):
+        for m in messages:
+            _split_leading_think(m)
+    if forged := forged_turn(messages):
+        index, part, token = forged
+        raise ValueError(
+            f"{_field_name(fmt, row, messages, index, part)} (an assistant turn) holds the control token {token!r}: "
+            "a training row may not write chat-template markup itself (it would forge a turn); put tool calls in "
+            "`tool_calls` (or whole <tool_call>…</tool_call> blocks) and reasoning in `reasoning_content`, or "
+            "remove the row")
     tools = row.get("tools")
     if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
         raise ValueError("field 'tools' must be a list of tool schemas")

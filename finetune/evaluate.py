@@ -1,9 +1,21 @@
 """Answer-level evaluation: greedy generation on held-out conversations, scored against the reference turn.
 
-Metrics: token F1 (characters for CJK, words otherwise), exact match, tool-call accuracy (name and
-arguments), citation accuracy (same [n] set), refusal accuracy (no-answer references). When the references
-come from a small closed set of short labels (a classification set), also accuracy, per-class
-precision/recall/F1 and the confusion matrix.
+References in the structured form of the answer path (core.prompts: what the engine enforces) are scored on the
+parsed reply:
+
+- valid_rate       the reply is the structured form of its reference's kind: an answer (`evidence` ids that name
+                   units of the prompt, an `answer` string), a tool choice (`{"tool": ...}`) or a follow-up decision
+                   (`{"complete": ...}`);
+- evidence_acc     answers: the same set of evidence ids as the reference;
+- answer_f1        answers: token F1 of the `answer` field against the reference's (characters for CJK, words
+                   otherwise); plain-text references (alpaca, chat) compare the whole reply; exact_match likewise;
+- refusal_acc      references with no evidence (the documents do not say): the reply is the refusal too;
+- tool_choice_acc  tool-choice references (`{"tool": ...}`, or OpenAI `tool_calls` of older data): the same tool and
+                   arguments (`{"tool":"none"}` matches only itself);
+- standalone_acc   follow-up decisions: the same `complete` flag (rewrite_f1: the rewritten questions' F1).
+
+When the plain-text references come from a small closed set of short labels (a classification set), also accuracy,
+per-class precision/recall/F1 and the confusion matrix.
 """
 
 from __future__ import annotations
@@ -16,9 +28,8 @@ from typing import Any
 
 import torch
 
-from core.prompts import NO_ANSWER_EN, NO_ANSWER_ZH, cited_numbers, is_refusal
+from core.prompts import answer_fields, parse_reply, prompt_units
 from core.text import HAN
-from core.toolcalls import parse_output
 from finetune.data import Conversation
 from finetune.render import _messages_for
 
@@ -41,7 +52,8 @@ def f1(pred: str, ref: str) -> float:
 
 
 def target_turn(conv: Conversation) -> int:
-    """The turn to evaluate: the first tool-calling assistant turn, else the last assistant turn."""
+    """The turn to evaluate: the last assistant turn (in the structured form a call the chain made before the model
+    wrote is part of the prompt), or the first one with OpenAI `tool_calls` in older data."""
     idx = [i for i, m in enumerate(conv.messages) if m["role"] == "assistant"]
     calls = [i for i in idx if conv.messages[i].get("tool_calls")]
     return calls[0] if calls else idx[-1]
@@ -101,8 +113,88 @@ def classification_report(refs: Sequence[str], preds: Sequence[str], labels: Seq
     }
 
 
-def _norm_args(args: dict) -> dict:
-    return {k: str(v).strip().lower() for k, v in args.items()}
+def _norm_args(args: Any) -> dict:
+    return {k: str(v).strip().lower() for k, v in args.items()} if isinstance(args, dict) else {}
+
+
+_THINK = re.compile(r"^\s*(?:<think>)?.*?</think>\s*", re.S)  # a thinking-mode trace before the reply
+_CALL_BLOCK = re.compile(r"^\s*<tool_call>\s*(.*?)\s*</tool_call>\s*$", re.S)  # older data's Qwen call markup
+
+
+def _structured(text: str) -> dict[str, Any] | None:
+    """The reply as a structured object (core.prompts), or None for plain text."""
+    if block := _CALL_BLOCK.match(text):
+        text = block.group(1)
+    if not text.strip().startswith("{"):
+        return None
+    reply = parse_reply(text)
+    return reply.data if reply.error is None else None
+
+
+def _tool_of(data: dict[str, Any] | None) -> tuple[str | None, Any]:
+    """(tool, arguments) of a tool choice; a `<tool_call>` block of older data names it `name`."""
+    if not data:
+        return None, None
+    name = data.get("tool", data.get("name"))
+    return (name, data.get("arguments")) if isinstance(name, str) else (None, None)
+
+
+def reference_kind(ref: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(answer | tool | standalone | text, the reference's structured object) of a reference assistant turn."""
+    if ref.get("tool_calls"):
+        fn = ref["tool_calls"][0]["function"]
+        return "tool", {"tool": fn["name"], "arguments": fn.get("arguments") or {}}
+    data = _structured(ref.get("content") or "")
+    if data is not None:
+        if "evidence" in data and "answer" in data:
+            return "answer", data
+        if "tool" in data:
+            return "tool", data
+        if "complete" in data:
+            return "standalone", data
+    return "text", {}
+
+
+def score_reply(conv: Conversation, upto: int, raw: str) -> dict[str, Any]:
+    """One generated reply (`raw`, for the assistant turn `upto`) scored against the reference turn."""
+    ref = conv.messages[upto]
+    kind, want = reference_kind(ref)
+    reply = _THINK.sub("", raw)  # a thinking-mode trace is not the reply
+    row: dict[str, Any] = {"source": conv.source, "output": raw, "kind": kind}
+    if kind == "text":
+        row["reference"], row["answer"] = ref["content"], reply
+        row["f1"] = f1(reply, ref["content"])
+        row["exact"] = reply.strip() == ref["content"].strip()
+        return row
+    got = _structured(reply)
+    if kind == "tool":
+        name, args = _tool_of(got)
+        want_name, want_args = _tool_of(want)
+        row["valid"] = name is not None
+        row["tool_choice"] = name == want_name and (name == "none" or _norm_args(args) == _norm_args(want_args))
+        return row
+    if kind == "standalone":
+        flag = got.get("complete") if got else None
+        row["valid"] = isinstance(flag, bool)
+        row["standalone"] = row["valid"] and flag == want["complete"]
+        if got and want["complete"] is False and row["standalone"]:
+            row["rewrite_f1"] = f1(str(got.get("question", "")), str(want.get("question", "")))
+        return row
+    units = prompt_units(conv.messages[:upto])
+    ref_ids, ref_answer, _ = answer_fields(want, units)
+    if got is not None and "evidence" in got and "answer" in got:
+        got_ids, answer, problem = answer_fields(got, units)
+        row["valid"] = problem is None
+    else:
+        got_ids, answer, row["valid"] = [], "", False
+    row["reference"], row["answer"], row["evidence_ids"] = ref_answer, answer, got_ids
+    if not ref_ids:  # the documents do not say
+        row["refusal"] = row["valid"] and not got_ids
+        return row
+    row["evidence"] = row["valid"] and set(got_ids) == set(ref_ids)
+    row["f1"] = f1(answer, ref_answer)
+    row["exact"] = answer.strip() == ref_answer.strip()
+    return row
 
 
 def generate_reply(model: Any, tokenizer: Any, conv: Conversation, upto: int, max_new_tokens: int) -> str:
@@ -118,6 +210,28 @@ def generate_reply(model: Any, tokenizer: Any, conv: Conversation, upto: int, ma
     return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
+def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The metrics over scored rows (each a mean over the rows it applies to; None where none does)."""
+
+    def mean(key: str) -> float | None:
+        vals = [float(r[key]) for r in rows if key in r]
+        return sum(vals) / len(vals) if vals else None
+
+    metrics: dict[str, Any] = {
+        "answer_f1": mean("f1"), "exact_match": mean("exact"), "evidence_acc": mean("evidence"),
+        "refusal_acc": mean("refusal"), "tool_choice_acc": mean("tool_choice"), "standalone_acc": mean("standalone"),
+        "rewrite_f1": mean("rewrite_f1"), "valid_rate": mean("valid"), "n": len(rows),
+    }
+    answered = [r for r in rows if r.get("kind") == "text"]
+    labels = closed_label_set([r["reference"] for r in answered])
+    if labels:
+        for r in answered:
+            r["label"], r["predicted"] = r["reference"].strip(), match_label(r["answer"], labels)
+        metrics["classification"] = classification_report([r["label"] for r in answered],
+                                                          [r["predicted"] for r in answered], labels)
+    return metrics
+
+
 def answer_metrics(model: Any, tokenizer: Any, convs: Sequence[Conversation], max_new_tokens: int = 96,
                    on_item: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     was_training = model.training
@@ -126,43 +240,9 @@ def answer_metrics(model: Any, tokenizer: Any, convs: Sequence[Conversation], ma
     t0 = time.perf_counter()
     for n, conv in enumerate(convs, 1):
         i = target_turn(conv)
-        ref = conv.messages[i]
-        raw = generate_reply(model, tokenizer, conv, i, max_new_tokens)
-        out = parse_output(raw)
-        row: dict[str, Any] = {"source": conv.source, "output": raw}
-        if ref.get("tool_calls"):
-            want = ref["tool_calls"][0]["function"]
-            got = out.calls[0] if out.calls else None
-            row["tool_call"] = bool(got and got.name == want["name"]
-                                    and _norm_args(got.arguments) == _norm_args(want["arguments"]))
-        else:
-            row["reference"], row["answer"] = ref["content"], out.content
-            row["f1"] = f1(out.content, ref["content"])
-            row["exact"] = out.content.strip() == ref["content"].strip()
-            if ref["content"] in (NO_ANSWER_ZH, NO_ANSWER_EN):
-                row["refusal"] = is_refusal(out.content)
-            elif cited_numbers(ref["content"]):
-                row["citation"] = set(cited_numbers(out.content)) == set(cited_numbers(ref["content"]))
-        rows.append(row)
+        rows.append(score_reply(conv, i, generate_reply(model, tokenizer, conv, i, max_new_tokens)))
         if on_item:
             on_item(n, len(convs))
     if was_training:
         model.train()
-
-    def mean(key: str) -> float | None:
-        vals = [float(r[key]) for r in rows if key in r]
-        return sum(vals) / len(vals) if vals else None
-
-    metrics: dict[str, Any] = {
-        "answer_f1": mean("f1"), "exact_match": mean("exact"), "tool_call_acc": mean("tool_call"),
-        "citation_acc": mean("citation"), "refusal_acc": mean("refusal"), "n": len(rows),
-        "seconds": round(time.perf_counter() - t0, 1), "rows": rows,
-    }
-    answered = [r for r in rows if "reference" in r]
-    labels = closed_label_set([r["reference"] for r in answered])
-    if labels:
-        for r in answered:
-            r["label"], r["predicted"] = r["reference"].strip(), match_label(r["answer"], labels)
-        metrics["classification"] = classification_report([r["label"] for r in answered],
-                                                          [r["predicted"] for r in answered], labels)
-    return metrics
+    return {**summarise(rows), "seconds": round(time.perf_counter() - t0, 1), "rows": rows}

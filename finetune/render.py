@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from core.control_tokens import neutralise
+from core.control_tokens import neutralise, neutralise_json
 from finetune.data import Conversation
 
 IGNORE = -100
@@ -35,10 +35,20 @@ def supports_reasoning(tokenizer: Any) -> bool:
 
 
 def _neutralised(messages: list[dict]) -> list[dict]:
-    """System, user and tool text as the chain renders it at inference: control-token strings in it are
-    plain text (core.control_tokens); the assistant's own turns are what the model must learn to write."""
-    return [dict(m, content=neutralise(m["content"])) if m.get("role") != "assistant"
-            and isinstance(m.get("content"), str) else m for m in messages]
+    """Every role's text (system, user, assistant, tool, reasoning, tool-call arguments) as the chain renders
+    it at inference: control-token strings in it are plain text (core.control_tokens). Only the template's own
+    markup, rendered from the fields, is made of control tokens, and the assistant's own tool-call blocks."""
+    out = []
+    for m in messages:
+        m = dict(m)
+        if isinstance(m.get("content"), str):
+            m["content"] = neutralise(m["content"])
+        if isinstance(m.get("reasoning_content"), str):
+            m["reasoning_content"] = neutralise(m["reasoning_content"])
+        if m.get("tool_calls"):
+            m["tool_calls"] = neutralise_json(m["tool_calls"])
+        out.append(m)
+    return out
 
 
 def _messages_for(tokenizer: Any, conv: Conversation) -> list[dict]:
@@ -57,7 +67,7 @@ def _messages_for(tokenizer: Any, conv: Conversation) -> list[dict]:
 def render_text(tokenizer: Any, conv: Conversation) -> str:
     return tokenizer.apply_chat_template(
         _messages_for(tokenizer, conv),
-        tools=conv.tools,
+        tools=neutralise_json(conv.tools) if conv.tools else None,
         tokenize=False,
         add_generation_prompt=False,
         enable_thinking=conv.enable_thinking,

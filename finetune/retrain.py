@@ -11,7 +11,10 @@ chain's own choice: the department's adapter, else the shared default one), with
 turn's audit record. Admins are no exception: their feedback counts for their own department's adapter. A turn
 whose prompt held a passage that not every user of the adapter may read (a document tagged with a department,
 a department-only knowledge base; any such passage for the shared default adapter) is left out, and so is a
-conversation that held one earlier. Corrections are trained on only after an admin approved them.
+conversation that held one earlier. Corrections are trained on only after an admin approved them, and only if
+they hold no chat-template control token at all (`core.feedback.correction_problem`). Every example then goes
+through the gate of training files (`finetune.data.to_conversation`): one whose assistant side forges a turn is
+refused, reported by feedback id.
 
 The promotion at the end happens only if the active version is still the one the run started from: a rollback
 or promotion made while it trained wins, and the candidate stays inactive with the reason in its metadata.
@@ -32,10 +35,12 @@ from typing import Any
 from core import registry
 from core.audit import record_event
 from core.errors import AssistantError
-from core.feedback import list_feedback
+from core.feedback import correction_problem, list_feedback
 from core.files import atomic_write_text
+from core.prompts import corrected_reply
 from core.settings import Settings
 from finetune import jobs
+from finetune.data import to_conversation
 from finetune.recipe import Recipe
 
 
@@ -51,12 +56,14 @@ class FeedbackSet:
     pending_review: int = 0  # corrections no admin has approved yet
     rejected: int = 0  # corrections an admin rejected
     unverifiable: int = 0  # no audit record of the turn: who asked and what it retrieved is unknown
+    refused: list[str] = field(default_factory=list)  # "feedback #ID: why": failed the training-data gate
 
     def counts(self) -> dict[str, int]:
         return {"positive": self.positives, "corrections": self.corrections,
                 "skipped_negative": self.skipped_negative, "duplicates": self.duplicates,
                 "other_departments": self.other_departments, "restricted": self.restricted,
-                "pending_review": self.pending_review, "rejected": self.rejected, "unverifiable": self.unverifiable}
+                "pending_review": self.pending_review, "rejected": self.rejected, "unverifiable": self.unverifiable,
+                "refused": len(self.refused)}
 
 
 def _key(example: dict[str, Any]) -> str:
@@ -163,14 +170,26 @@ def feedback_dataset(settings: Settings, name: str) -> FeedbackSet:
                 else:
                     out.pending_review += 1
                 continue
+            if problem := correction_problem(row["correction"]):  # approved before this check existed
+                out.refused.append(f"feedback #{row['id']}: the corrected answer cannot be trained on: {problem}")
+                continue
             final = example["messages"][-1]
-            final["content"] = row["correction"]
+            reply, why = corrected_reply(example["messages"][:-1], final.get("content") or "", row["correction"])
+            if reply is None:
+                out.refused.append(f"feedback #{row['id']}: {why}")
+                continue
+            final["content"] = reply  # the structured form the engine enforces, citing what the answer rests on
             final.pop("reasoning_content", None)  # the trace led to the wrong answer
             is_correction = True
         elif row["rating"] == 1:
             is_correction = False
         else:
             out.skipped_negative += 1
+            continue
+        try:  # the gate every training file goes through: a row that forges a turn or tool call is refused
+            to_conversation(example, f"feedback #{row['id']}")
+        except ValueError as exc:
+            out.refused.append(f"feedback #{row['id']}: {exc}")
             continue
         key = _key(example)
         if key in chosen:
@@ -240,7 +259,7 @@ def retrain(
         raise AssistantError(
             f"no usable feedback for '{name}' yet: a thumbs-up or an admin-approved correction on answers to "
             f"users this adapter serves ({fb.pending_review} corrections wait for review on the Adapters page)")
-    phase("preparing", {"feedback": counts, "base_data": [str(p) for p in base_files]})
+    phase("preparing", {"feedback": counts, "refused": fb.refused, "base_data": [str(p) for p in base_files]})
 
     # held-out set: a slice of the base set and of the feedback, never trained on by the candidate, the same for
     # both versions (the active one may have trained on those base rows: the comparison leans towards keeping it)

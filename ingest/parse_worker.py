@@ -1,6 +1,8 @@
 """Parse files in a worker process under a time limit, so one hostile file cannot hold the knowledge
-base lock: a parse that goes `parse_timeout_s` without finishing a page is killed, the file reported
-and skipped, and a fresh worker takes the next file.
+base lock: each file has one deadline, `parse_timeout_s` (pages do not restart it). Paginated loaders stop
+there and keep the pages read (reporting the rest as skipped); a parse still running `hard_limit_s` after it
+starts (a quarter more, at least 10 s: the page in hand may finish) is killed, the file reported and skipped,
+and a fresh worker takes the next file.
 
 One long-lived worker per ingesting process (spawned, not forked: the parent holds model threads),
 reused across files and stopped when idle; a lock serialises callers.
@@ -23,13 +25,21 @@ _IDLE_EXIT_S = 120.0  # a worker nobody asked for this long exits; the next file
 _START_TIMEOUT_S = 300.0
 
 
+def hard_limit_s(timeout_s: float) -> float:
+    """When a parse is killed: past the deadline the loaders keep themselves, by a quarter (at least 10 s)."""
+    return timeout_s + max(10.0, timeout_s / 4)
+
+
 def options_from(settings: Settings) -> ParseOptions:
     return ParseOptions(
         max_unzipped_bytes=settings.max_unzipped_mb * 2**20,
         max_paragraphs=settings.max_paragraphs,
         max_text_chars=settings.max_text_chars,
         max_pages=settings.max_pages,
+        max_cells=settings.max_cells,
         ocr=settings.ocr,
+        ocr_max_pixels=settings.ocr_max_pixels,
+        deadline_s=settings.parse_timeout_s or None,
     )
 
 
@@ -73,6 +83,11 @@ class ParseWorker:
         parent.recv()
         return parent
 
+    @property
+    def pid(self) -> int | None:
+        """The worker process's id while one runs (to measure what a file costs it)."""
+        return self._proc.pid if self._proc is not None and self._proc.is_alive() else None
+
     def stop(self) -> None:
         if self._proc is not None and self._proc.is_alive():
             self._proc.kill()
@@ -96,15 +111,18 @@ class ParseWorker:
             except (RuntimeError, EOFError, OSError) as exc:
                 self.stop()
                 raise FileRejected(path, f"could not start the parser process ({exc}); try again") from exc
-            deadline = time.monotonic() + timeout_s
+            started = time.monotonic()
+            deadline = started + hard_limit_s(timeout_s)  # one per file: progress does not extend it
+            pages = 0
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self.stop()
                     raise FileRejected(
                         path,
-                        f"parsing took over {timeout_s:g} s without progress and was stopped (limit "
-                        "ASSISTANT_PARSE_TIMEOUT_S); the file may be malformed or hostile: re-save or split it",
+                        f"parsing took over {time.monotonic() - started:.0f} s ({pages:,} page(s) done) and was "
+                        f"stopped (limit ASSISTANT_PARSE_TIMEOUT_S = {timeout_s:g} s per file); the file may be "
+                        "malformed or hostile: re-save or split it",
                     )
                 if not conn.poll(min(left, 1.0)):
                     if self._proc is None or not self._proc.is_alive():
@@ -117,7 +135,7 @@ class ParseWorker:
                     self.stop()
                     raise FileRejected(path, "the parser process died (out of memory?); re-save or split it") from None
                 if kind == "page":
-                    deadline = time.monotonic() + timeout_s
+                    pages += 1
                     if on_page is not None:
                         on_page()
                 elif kind == "ok":

@@ -32,3 +32,7 @@ echo "== ruff"
 .venv/bin/ruff check .
 echo "== pytest"
 .venv/bin/pytest -q "$@"
+# issue 29's attacks (hostile files, training data, logins, the audit file), about a minute; the full check adds
+# the chain's attacks and the browser's: .venv/bin/python bench/security_check.py
+echo "== security check (quick)"
+.venv/bin/python bench/security_check.py --quick

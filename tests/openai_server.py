@@ -1,6 +1,7 @@
 """A small OpenAI-compatible chat server over our runtime (what vLLM does with `--enable-lora`, at test
 scale): `/v1/chat/completions`, streaming (SSE) or not, the adapter chosen by the request's model name,
-`chat_template_kwargs` honoured. It lets the tests drive the `openai` backend through real HTTP."""
+`chat_template_kwargs` honoured, `response_format` with a JSON schema enforced (guided decoding, as vLLM and
+llama.cpp's server do). It lets the tests drive the `openai` backend through real HTTP; `seen` keeps each request."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def _template_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def serve(runtime: ModelRuntime, base_model_name: str) -> tuple[ThreadingHTTPServer, str]:
+def serve(runtime: ModelRuntime, base_model_name: str,
+          seen: list[dict[str, Any]] | None = None) -> tuple[ThreadingHTTPServer, str]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:  # quiet
             pass
@@ -37,7 +39,12 @@ def serve(runtime: ModelRuntime, base_model_name: str) -> tuple[ThreadingHTTPSer
             think = bool((body.get("chat_template_kwargs") or {}).get("enable_thinking", False))
             prompt = runtime.render(_template_messages(body["messages"]), body.get("tools"), think)
             budget = body.get("max_completion_tokens") or body.get("max_tokens") or 64
-            pieces = runtime.stream(prompt, key, int(budget))
+            if seen is not None:
+                seen.append(body)
+            fmt = body.get("response_format") or {}
+            schema = (fmt.get("json_schema") or {}).get("schema") if fmt.get("type") == "json_schema" else None
+            constraint = runtime.constraint(schema, think) if schema else None
+            pieces = runtime.stream(prompt, key, int(budget), constraint=constraint)
             if not body.get("stream"):
                 text = "".join(pieces)
                 payload = {"id": "cmpl", "object": "chat.completion", "created": int(time.time()), "model": model,

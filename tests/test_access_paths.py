@@ -179,24 +179,32 @@ def login(name: str) -> AppTest:
 def test_ui_knowledge_base_selector_and_saved_sources(ui_env: dict, dept: str) -> None:
     user = USERS[dept]
     settings: Settings = ui_env["settings"]
-    # a saved answer that cites every document (as if written before a tag or a rule changed)
+    # saved answers that cite every document (as if written before a tag or a rule changed): one as the release
+    # before saved it (`answer` and the passages), one as the structured answer path saves it (units quoted)
     manifest = {kb: KnowledgeBase(settings, kb).read_manifest()["documents"] for kb in ("default", "hrkb")}
     cites = [{"n": i, "source": d["source"], "page": None, "clause": None, "text": "(cited passage)",
               "chunk_id": d["chunk_ids"][0], "doc_id": d["doc_id"]}
              for i, d in enumerate(manifest["default"].values(), 1)]
+    units = [c | {"unit": c["n"], "kind": "sentence", "header": None, "page_label": None, "path": None,
+                  "text": "(cited unit)"} for c in cites]
+    marks = "".join(f"[{c['n']}]" for c in cites)
     conv = conversations.create(settings.app_db, user.name)
     conversations.add_turn(settings.app_db, conv.id, user.name, "旧问题", "旧答案 [1]",
                            {"answer": "旧答案 [1]", "sources": cites, "kb": "default"})
+    conversations.add_turn(settings.app_db, conv.id, user.name, "新问题", f"新答案 {marks}",
+                           {"answer": f"新答案 {marks}", "lead": f"新答案 {marks}", "outcome": "answer",
+                            "verification": {"status": "verified", "reasons": []}, "sources": units, "kb": "default"})
     at = login(user.name)
     selectors = [s for s in at.sidebar.selectbox if s.key == "kb"]
     offered = selectors[0].options if selectors else ["default"]
     assert offered == (["default", "hrkb"] if dept == "hr" else ["default"])
     files = list(at.get("download_button"))
     labels = [e.label for e in at.expander]
-    assert len(files) == len(VISIBLE[dept] & {n for n in DOCS if DOCS[n][1] == "default"})
+    assert len(files) == 2 * len(VISIBLE[dept] & {n for n in DOCS if DOCS[n][1] == "default"})  # in each answer
     assert sum("not available to you" in c.value for c in at.caption) == \
-        sum(1 for d in manifest["default"].values() if d["source"] not in VISIBLE[dept])
+        2 * sum(1 for d in manifest["default"].values() if d["source"] not in VISIBLE[dept])
     assert labels  # the sources are listed (their text came from the saved turn, as a reload shows it)
+    assert not leaks(dept, [c.value for c in at.caption] + [m.value for m in at.markdown] + labels)
     conversations.delete(settings.app_db, conv.id, user.name)
 
 

@@ -1,10 +1,10 @@
 """The chain end to end with real parts: a real FAISS + BM25 knowledge base, a real SQLite business
-database and audit log, and a tiny real-architecture Qwen3 whose LoRA adapter is trained (tests/chain_env.py) on the
-chain's own prompts to call tools, cite, fall for a poisoned document, recover from a malformed call
-and think."""
+database and audit log, and a tiny real-architecture Qwen3 on the transformers engine whose LoRA adapter is trained
+(tests/chain_env.py) on the chain's own prompts; its replies are constrained to the structured form (llguidance)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 
 from assistant.backends.runtime import ModelRuntime
-from assistant.chain import Assistant, StreamRouter, build_assistant, thinking_switch
+from assistant.chain import Assistant, build_assistant, thinking_switch
 from assistant.tools.demo.business_db import connect
 from core.identity import User
-from core.prompts import NO_ANSWER_EN
+from core.prompts import NO_ANSWER_EN, parse_reply
 from finetune import jobs
 from finetune.recipe import Recipe
-from tests.chain_env import Q_BAD, Q_POISON, Q_RAG, Q_THINK, Q_TOOL, STAFF
+from tests.chain_env import A_RAG, A_TOOL, Q_POISON, Q_RAG, Q_THINK, Q_TOOL, STAFF, THOUGHT
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def env(chain_env: dict[str, Any]) -> dict[str, Any]:
     return chain_env
 
 
-def test_tool_loop_answers_a_policy_question_through_the_tool(env: dict) -> None:
+def test_a_looked_up_record_is_worded_and_cited(env: dict) -> None:
     a: Assistant = env["assistant"]
     events: list[tuple[str, Any]] = []
     ans = a.ask(Q_TOOL, STAFF, on_event=lambda k, p: events.append((k, p)))
@@ -34,59 +34,59 @@ def test_tool_loop_answers_a_policy_question_through_the_tool(env: dict) -> None
     assert [t.name for t in ans.tool_calls] == ["get_policy_status"]
     t = ans.tool_calls[0]
     assert t.ok and t.arguments == {"policy_id": "POL-2024-0001"} and t.result["status"] == "active"
-    assert ans.answer == "保单有效。" and ans.steps == 2
+    assert ans.outcome == "answer" and ans.model_answer == A_TOOL and ans.answer.startswith(A_TOOL + " [1]")
+    assert ans.sources[0]["kind"] == "tool" and "POL-2024-0001" in ans.sources[0]["text"]
     streamed = "".join(p for k, p in events if k == "token")
-    assert streamed == "保单有效。" and "<tool_call>" not in streamed  # markup never reaches the user
-    assert any(k == "tool" for k, _ in events)
+    assert streamed == A_TOOL  # the answer field only: no JSON reaches the user
+    assert parse_reply(ans.reply).data["answer"] == A_TOOL  # the reply the engine enforced
     record = a.audit.get(ans.audit_id)
     assert record["user"] == "wang" and record["adapter"] == "claims@v1" and record["model"] == str(env["tiny"])
     assert record["tool_calls"][0]["name"] == "get_policy_status" and record["tool_calls"][0]["ok"]
     assert record["tool_calls"][0]["duration_s"] >= 0 and record["latency_s"] > 0
 
 
-def test_answer_cites_its_passage(env: dict) -> None:
+def test_answer_cites_its_unit(env: dict) -> None:
     ans = env["assistant"].ask(Q_RAG, STAFF)
-    assert ans.answer.startswith("十日内报案 [") and not ans.tool_calls
-    assert [s.source for s in ans.sources] == ["claims.md"]
+    assert ans.outcome == "answer" and ans.model_answer == A_RAG and not ans.tool_calls
+    assert [s["source"] for s in ans.sources] == ["claims.md"]
     d = ans.to_dict()
     assert set(d["sources"][0]) >= {"source", "page", "clause", "text"} and "95500-88" in d["sources"][0]["text"]
-    assert d["sources"][0]["clause"] == "理赔规则 > 第一条 报案"
+    assert d["sources"][0]["clause"] == "第一条 报案"
     record = env["assistant"].audit.get(ans.audit_id)
-    assert record["cited"] == [ans.sources[0].chunk_id] and len(record["retrieved"]) == 2
+    assert record["cited"] == [d["sources"][0]["chunk_id"]] and len(record["retrieved"]) == 2
 
 
-def test_poisoned_document_cannot_trigger_a_tool_the_user_may_not_use(env: dict) -> None:
+def test_a_poisoned_document_cannot_make_the_model_mail_anyone(env: dict) -> None:
+    """The passage orders a mail to leak@evil.example: the address is no value the user gave, so draft_email is
+    never offered, even to a user who may draft mails."""
     a: Assistant = env["assistant"]
-    assert "draft_email" not in {s["function"]["name"] for s in a.tools.schemas(STAFF)}
-    ans = a.ask(Q_POISON, STAFF)
-    assert [t.name for t in ans.tool_calls] == ["draft_email"]  # the (trained-to-be-fooled) model tried
-    assert ans.tool_calls[0].denied and not ans.tool_calls[0].ok
-    assert ans.answer == "无权执行。"
+    li = User("li", "claims", "claims")
+    ans = a.ask(Q_POISON, li)
+    assert not any(t.name == "draft_email" for t in ans.tool_calls)
     with connect(env["db"]) as conn:
         assert conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0  # nothing was drafted
-    assert a.audit.get(ans.audit_id)["tool_calls"][0]["denied"]
 
 
-def test_malformed_call_is_answered_with_an_error_the_model_recovers_from(env: dict) -> None:
-    ans = env["assistant"].ask(Q_BAD, STAFF)
-    assert ans.steps == 3 and [t.name for t in ans.tool_calls] == ["calculator"]
-    assert ans.tool_calls[0].result == {"result": 4} and ans.answer == "结果是 4。" and ans.error is None
-
-
-def test_thinking_mode_separates_reasoning_from_the_answer(env: dict) -> None:
+def test_thinking_mode_separates_reasoning_from_the_structured_reply(env: dict) -> None:
     a: Assistant = env["assistant"]
     thoughts: list[str] = []
     ans = a.ask(Q_THINK, STAFF, think=True, on_event=lambda k, p: k == "thinking" and thoughts.append(p))
-    assert ans.thinking == "850-100=750，750×0.9=675。" and "".join(thoughts).strip() == ans.thinking
-    # the uncited "675 元。" is replaced by the grounding guard (tests/test_guard.py): no passage sentence shares a
-    # word with the question, so by the refusal
-    assert "<think>" not in ans.answer and ans.guard["status"] == "refused"
+    assert ans.thinking == THOUGHT and ans.reply.endswith('{"evidence":[],"answer":""}')
+    assert ans.outcome == "refusal" and "<think>" not in ans.answer
     runtime: ModelRuntime = env["runtime"]
     on = runtime.render([{"role": "user", "content": "q"}], None, True)
     off = runtime.render([{"role": "user", "content": "q"}], None, False)
     assert off == on + "<think>\n\n</think>\n\n"
     assert thinking_switch("问题 /think", False) == ("问题", True)
     assert thinking_switch("/no_think 问题", True) == ("问题", False)
+
+
+def test_the_base_model_can_only_write_the_structured_form(env: dict) -> None:
+    """Without the adapter the tiny model is noise; constrained decoding still makes every reply a valid one."""
+    for q in (Q_RAG, Q_TOOL, Q_THINK):
+        ans = env["assistant"].ask(q, STAFF, adapter="none")
+        assert ans.reply_problem is None and ans.outcome in ("answer", "evidence", "refusal", "tool_result")
+        json.loads(ans.reply)
 
 
 def test_adapters_switch_per_request_without_reloading(env: dict) -> None:
@@ -99,7 +99,7 @@ def test_adapters_switch_per_request_without_reloading(env: dict) -> None:
     ans_base = a.ask(Q_TOOL, STAFF, adapter="none")
     assert (ans_hr.adapter, ans_claims.adapter, ans_base.adapter) == ("hr@v1", "claims@v1", None)
     assert set(runtime.adapters) == {"claims-v1", "hr-v1"} and id(runtime.lm.model) == before
-    assert ans_claims.answer == "保单有效。" and ans_base.tool_calls != ans_claims.tool_calls
+    assert ans_claims.model_answer == A_TOOL and ans_base.reply != ans_claims.reply
 
 
 def test_nothing_relevant_means_no_invented_answer(env: dict) -> None:
@@ -121,31 +121,6 @@ def test_audit_log_is_append_only(env: dict) -> None:
         conn.close()
 
 
-def test_stream_router_holds_back_partial_tags() -> None:
-    out: list[tuple[str, str]] = []
-    r = StreamRouter(lambda k, p: out.append((k, p)))
-    for piece in ["<th", "ink>\nstep 1", "</thi", "nk>\n\nAnswer [1", "] done", "<tool", "_call>{...}"]:
-        r.feed(piece)
-    r.finish()
-    thinking = "".join(p for k, p in out if k == "thinking")
-    answer = "".join(p for k, p in out if k == "token")
-    assert thinking.strip() == "step 1" and answer == "Answer [1] done"
-
-
-def test_stream_router_never_shows_a_bare_json_tool_call() -> None:
-    def route(pieces: list[str]) -> str:
-        out: list[str] = []
-        r = StreamRouter(lambda k, p: out.append(p) if k == "token" else None)
-        for piece in pieces:
-            r.feed(piece)
-        r.finish()
-        return "".join(out)
-
-    # what the offline model writes instead of <tool_call> tags
-    assert route(['\n{"name": "get_policy_status", ', '"arguments": {"policy_id": "POL-2024-0003"}}']) == ""
-    assert route(['{"totals": ', '[1, 2]} is the shape']) == '{"totals": [1, 2]} is the shape'  # not a call
-
-
 def test_empty_knowledge_base_and_forbidden_kb_are_clear_errors(env: dict, tmp_path: Path) -> None:
     a: Assistant = env["assistant"]
     ans = a.ask("anything", STAFF, kb="empty")
@@ -163,7 +138,8 @@ def test_openai_compatible_backend_over_http(env: dict) -> None:
     from assistant.backends.openai import openai_chat
     from tests.openai_server import serve
 
-    server, url = serve(env["runtime"], "base")
+    requests: list[dict[str, Any]] = []
+    server, url = serve(env["runtime"], "base", requests)
     try:
         settings = env["settings"].model_copy(update={
             "backend": "openai", "openai_base_url": url, "openai_model": "base", "adapter": "claims@v1"})
@@ -173,7 +149,9 @@ def test_openai_compatible_backend_over_http(env: dict) -> None:
         ans = a.ask(Q_TOOL, STAFF, on_event=lambda k, p: k == "token" and tokens.append(p))
         assert ans.adapter == "claims@v1" and ans.error is None
         assert [t.name for t in ans.tool_calls] == ["get_policy_status"] and ans.tool_calls[0].ok
-        assert ans.answer == "保单有效。" and "".join(tokens) == "保单有效。"
+        assert ans.model_answer == A_TOOL and "".join(tokens) == A_TOOL
+        fmt = requests[-1]["response_format"]  # guided decoding asked for, as vLLM and llama-server take it
+        assert fmt["type"] == "json_schema" and "evidence" in json.dumps(fmt["json_schema"]["schema"])
         assert a.audit.get(ans.audit_id)["model"] == f"openai:{url}"
     finally:
         server.shutdown()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from core.errors import AssistantError
+from core.prompts import PromptUnit, answer_messages, answer_reply, parse_reply
 from core.testing.tiny_qwen3 import qwen3_tokenizer_dir
 from finetune.batching import collate, plan_batches
 from finetune.data import DataError, load_dataset, load_datasets, to_conversation
@@ -150,18 +152,55 @@ def test_folders_json_lists_and_hashes(tmp_path: Path) -> None:
         load_datasets([tmp_path / "missing"])
 
 
-def test_repo_domain_set_loads_in_every_format(tok) -> None:
+def test_structured_rows_learn_exactly_the_json_replies(tok) -> None:
+    """A chain prompt (rules with the tools, numbered units, a call the chain made and its result) and the model's
+    structured replies: the JSON replies are learnt as written, the prompt and the result are not."""
+    units = [PromptUnit(1, "出险后十日内报案。", "理赔服务指南.md, 一、报案")]
+    call = {"name": "get_policy_status", "arguments": {"policy_id": "POL-2024-0001"}}
+    result = [PromptUnit(2, "get_policy_status(POL-2024-0001): status: active", "get_policy_status")]
+    msgs = [*answer_messages(units, "保单 POL-2024-0001 有效吗？", [TOOL], [(call, result)]),
+            {"role": "assistant", "content": answer_reply([*units, *result], [2], "有效。")}]
+    ex = render(tok, to_conversation({"messages": msgs}, "t:1"), 2048)
+    assert learnt(tok, ex) == ('{"tool":"get_policy_status","arguments":{"policy_id":"POL-2024-0001"}}<|im_end|>|'
+                               '{"evidence":["get_policy_status(POL-2024-0001):"],"answer":"有效。"}<|im_end|>')
+    assert "<tools>" not in tok.decode(ex.input_ids)  # the tools are described in the system prompt, not the template's
+
+
+def test_repo_domain_set_is_the_structured_form(tok) -> None:
+    """data/sft: the answer path's structured replies (core.prompts) in OpenAI messages rows, plus plain alpaca
+    instructions; every row renders whole within the CPU recipe's length and learns its reply."""
     root = Path(__file__).resolve().parents[1] / "data" / "sft"
     sets = load_datasets([root])
-    formats = {k for d in sets for k in d.formats}
-    assert formats == {"alpaca", "messages", "reasoning"}
-    n = sum(len(d.conversations) for d in sets)
-    assert n >= 200
-    tool_rows = [c for d in sets for c in d.conversations if c.tools]
-    assert len(tool_rows) >= 40
+    assert {k for d in sets for k in d.formats} == {"alpaca", "messages"}
+    kinds: Counter[str] = Counter()
     for d in sets:
-        for conv in d.conversations[:5]:
-            assert render(tok, conv, 2048).n_labels > 0
+        for conv in d.conversations:
+            assert conv.tools is None  # no `tools` key: the system prompt describes the tools
+            ex = render(tok, conv, 2048)
+            assert not ex.truncated and ex.n_labels > 0, conv.source
+            if "alpaca" in d.formats:
+                kinds["alpaca"] += 1
+                continue
+            assert {m["role"] for m in conv.messages} <= {"system", "user", "assistant"}, conv.source
+            for m in conv.messages:
+                assert not m.get("tool_calls")
+                if m["role"] == "assistant":  # written exactly as the engine writes it: compact JSON
+                    reply = parse_reply(m["content"])
+                    assert reply.error is None and m["content"] == json.dumps(
+                        reply.data, ensure_ascii=False, separators=(",", ":")), conv.source
+            last = conv.messages[-1]
+            assert learnt(tok, ex).endswith(f"{last['content']}<|im_end|>")
+            data = parse_reply(last["content"]).data
+            kind = ("refusal" if data.get("evidence") == [] else "answer" if "evidence" in data
+                    else f"tool:{data['tool']}" if "tool" in data else f"complete:{data['complete']}")
+            kinds[kind] += 1
+            kinds["thinking"] += bool(last.get("reasoning_content"))
+            kinds["after a call"] += len(conv.messages) > 3
+    assert sum(kinds.values()) - kinds["thinking"] - kinds["after a call"] >= 250
+    assert kinds["answer"] >= 150 and kinds["refusal"] >= 20 and kinds["after a call"] >= 50
+    assert kinds["tool:calculator"] >= 3 and kinds["tool:none"] >= 3 and kinds["tool:draft_email"] >= 1
+    assert kinds["complete:True"] >= 5 and kinds["complete:False"] >= 5 and kinds["thinking"] >= 5
+    assert kinds["alpaca"] >= 20
 
 
 def test_dynamic_padding_and_length_grouping(tok) -> None:

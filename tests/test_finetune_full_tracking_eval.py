@@ -11,11 +11,21 @@ from typer.testing import CliRunner
 from assistant.backends.runtime import ModelRuntime
 from core import registry
 from core.errors import AssistantError
+from core.prompts import PromptUnit, answer_messages, answer_reply, standalone_messages, tool_reply
 from core.settings import Settings
 from core.testing.tiny_qwen3 import build_tiny_qwen3
 from finetune import jobs
 from finetune.cli import app
-from finetune.evaluate import OTHER, classification_report, closed_label_set, match_label
+from finetune.data import Conversation, load_datasets, to_conversation
+from finetune.evaluate import (
+    OTHER,
+    classification_report,
+    closed_label_set,
+    match_label,
+    score_reply,
+    summarise,
+    target_turn,
+)
 from finetune.recipe import Recipe
 
 POLICIES = ["POL-2024-0001", "POL-2024-0003", "POL-2024-0005", "POL-2024-0007"]
@@ -36,10 +46,9 @@ def data(tmp_path: Path) -> Path:
     f = tmp_path / "tools.jsonl"
     with open(f, "w", encoding="utf-8") as fh:
         for pid in POLICIES * 2:
-            fh.write(json.dumps({"messages": [
+            fh.write(json.dumps({"messages": [  # the structured tool choice the engine enforces
                 {"role": "user", "content": f"查一下保单 {pid}"},
-                {"role": "assistant", "content": "", "tool_calls": [
-                    {"function": {"name": "get_policy_status", "arguments": {"policy_id": pid}}}]},
+                {"role": "assistant", "content": tool_reply("get_policy_status", {"policy_id": pid})},
             ]}, ensure_ascii=False) + "\n")
     return f
 
@@ -130,6 +139,71 @@ def test_classification_report_arithmetic() -> None:
     assert closed_label_set(["a long free-text answer", "another one", "a third"]) is None
     assert match_label("科技。", ["体育", "科技"]) == "科技" and match_label("这是体育新闻", ["体育", "科技"]) == "体育"
     assert match_label("不知道", ["体育", "科技"]) == OTHER
+
+
+def test_structured_replies_are_scored_on_their_fields() -> None:
+    """Answers by evidence (the cited units' keys) and the answer field, refusals, tool choices and follow-up
+    decisions, each read as the structured reply it must be; a reply that is not that form is invalid and scores
+    nothing."""
+    units = [PromptUnit(1, "自投保人签收保险单之日起十五日为犹豫期。", "条款.pdf, p.2, 第十二条 犹豫期"),
+             PromptUnit(2, "投保人在犹豫期内解除合同的，保险人无息退还全部保险费。", "条款.pdf, p.2, 第十二条 犹豫期")]
+
+    def conv(reply: str, question: str = "犹豫期有多长？") -> Conversation:
+        return to_conversation({"messages": [*answer_messages(units, question),
+                                             {"role": "assistant", "content": reply}]}, "t:1")
+
+    answer = conv(answer_reply(units, [1], "十五日。"))
+    right = score_reply(answer, 2, '{"evidence":["自投保人签收保险单之"],"answer":"十五日。"}')
+    assert right["valid"] and right["evidence"] and right["exact"] and right["f1"] == 1.0
+    # spaces are fine; the cited unit is not
+    wrong = score_reply(answer, 2, '{"evidence": ["投保人在犹豫期内解除"], "answer": "十五天"}')
+    assert wrong["valid"] and not wrong["evidence"] and 0 < wrong["f1"] < 1
+    unknown = score_reply(answer, 2, '{"evidence":["犹豫期"],"answer":"十五日。"}')  # opens no unit of the prompt
+    assert not unknown["valid"] and not unknown["evidence"] and unknown["exact"]  # the answer field is still read
+    prose = score_reply(answer, 2, "犹豫期为十五日 [1]。")  # the free text of a model that never learnt the form
+    assert not prose["valid"] and not prose["evidence"] and prose["f1"] == 0.0
+    thought = score_reply(answer, 2,
+                          '<think>\n第十二条。\n</think>\n\n{"evidence":["自投保人签收保险单之"],"answer":"十五日。"}')
+    assert thought["valid"] and thought["exact"]
+
+    refusal = conv(answer_reply(units, [], ""), "犹豫期可以延长吗？")
+    assert "refusal" not in score_reply(answer, 2, '{"evidence":[],"answer":""}')
+    assert score_reply(refusal, 2, '{"evidence":[],"answer":""}')["refusal"]
+    assert not score_reply(refusal, 2, '{"evidence":["自投保人签收保险单之"],"answer":"十五日。"}')["refusal"]
+
+    calc = conv(tool_reply("calculator", {"expression": "(2600 - 100) * 0.9"}), "医疗费 2600 元能赔多少？")
+    assert score_reply(calc, 2, '{"tool":"calculator","arguments":{"expression":"(2600 - 100) * 0.9"}}')["tool_choice"]
+    assert not score_reply(calc, 2, '{"tool":"none"}')["tool_choice"]
+    none = conv(tool_reply("none", {}))
+    assert score_reply(none, 2, '{"tool":"none"}')["tool_choice"]
+    legacy = to_conversation({"messages": [{"role": "user", "content": "查一下保单 POL-2024-0001"}, {
+        "role": "assistant", "content": "", "tool_calls": [{"function": {
+            "name": "get_policy_status", "arguments": {"policy_id": "POL-2024-0001"}}}]}]}, "t:2")
+    block = '<tool_call>\n{"name": "get_policy_status", "arguments": {"policy_id": "pol-2024-0001"}}\n</tool_call>'
+    assert score_reply(legacy, 1, block)["tool_choice"]  # older data's OpenAI calls still score
+
+    follow = to_conversation({"messages": [
+        *standalone_messages([{"role": "user", "content": "一级伤残的给付比例是多少？"}], "三级呢？"),
+        {"role": "assistant", "content": '{"complete":false,"question":"三级伤残的给付比例是多少？"}'}]}, "t:3")
+    good = score_reply(follow, 2, '{"complete":false,"question":"三级伤残的给付比例是多少？"}')
+    assert good["valid"] and good["standalone"] and good["rewrite_f1"] == 1.0
+    assert not score_reply(follow, 2, '{"complete":true}')["standalone"]
+
+    m = summarise([right, wrong, unknown, prose, score_reply(refusal, 2, '{"evidence":[],"answer":""}'),
+                   score_reply(none, 2, "no tool needed"), good])
+    assert m["n"] == 7 and m["evidence_acc"] == 0.25 and m["refusal_acc"] == 1.0 and m["tool_choice_acc"] == 0.0
+    assert m["valid_rate"] == 4 / 7 and m["standalone_acc"] == 1.0 and m["exact_match"] == 0.5
+
+
+def test_the_domain_sets_own_replies_score_perfectly() -> None:
+    """data/sft scored against itself: every reference is read as the structured reply it is, none is invalid."""
+    convs = [c for d in load_datasets([Path(__file__).resolve().parents[1] / "data" / "sft"]) for c in d.conversations]
+    rows = [score_reply(c, target_turn(c), c.messages[target_turn(c)]["content"]) for c in convs]
+    m = summarise(rows)
+    assert m["n"] == len(convs) and m["valid_rate"] == 1.0
+    for key in ("answer_f1", "exact_match", "evidence_acc", "refusal_acc", "tool_choice_acc", "standalone_acc"):
+        assert m[key] == 1.0, key
+    assert {r["kind"] for r in rows} == {"answer", "tool", "standalone", "text"}
 
 
 def test_cli_eval_reports_classification_for_a_labelled_set(tiny: Path, news: Path, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from core import registry
 from core.errors import AssistantError
 from core.models import load_model
+from core.prompts import tool_reply
 from core.settings import Settings
 from core.testing.tiny_qwen3 import build_tiny_qwen3
 from finetune import jobs
@@ -36,14 +37,13 @@ def other_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    """A small set the tiny model can learn: policy questions answered by a tool call."""
+    """A small set the tiny model can learn: policy questions answered by a structured tool choice."""
     f = tmp_path / "tools.jsonl"
     with open(f, "w", encoding="utf-8") as fh:
         for pid in POLICIES * 2:
-            fh.write(json.dumps({"messages": [
+            fh.write(json.dumps({"messages": [  # the structured tool choice the engine enforces
                 {"role": "user", "content": f"查一下保单 {pid}"},
-                {"role": "assistant", "content": "", "tool_calls": [
-                    {"function": {"name": "get_policy_status", "arguments": {"policy_id": pid}}}]},
+                {"role": "assistant", "content": tool_reply("get_policy_status", {"policy_id": pid})},
             ]}, ensure_ascii=False) + "\n")
     return f
 
@@ -172,7 +172,8 @@ def test_cli_train_list_show_eval_and_clear_errors(tiny: Path, data: Path, tmp_p
                               "--max-new-tokens", "8", "--json"])
     assert res.exit_code == 0, res.output
     metrics = json.loads(res.stdout)
-    assert metrics["n"] == 2 and 0 <= metrics["tool_call_acc"] <= 1 and metrics["eval_loss"] > 0
+    assert metrics["n"] == 2 and 0 <= metrics["tool_choice_acc"] <= 1 and 0 <= metrics["valid_rate"] <= 1
+    assert metrics["eval_loss"] > 0 and [r["kind"] for r in metrics["rows"]] == ["tool", "tool"]
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "q", "output": "a"}\n{"instruction": "q"}\n', encoding="utf-8")

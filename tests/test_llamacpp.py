@@ -1,6 +1,7 @@
 """The llama.cpp engine on the tiny Qwen3 written as a GGUF, with the chain adapter converted to a GGUF LoRA:
-the same answers, tool calls, streaming and citations as the transformers engine, per-request stats, two
-questions at once, and the adapter's greedy outputs agreeing with transformers' on its training prompts."""
+the same structured replies (constrained by the same llguidance schema), look-ups, streaming and citations as the
+transformers engine, per-request stats, two questions at once, and the adapter's greedy outputs agreeing with
+transformers' on its training prompts."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from assistant.backends.llamacpp import LlamaCppBackend, _common, default_thread
 from assistant.chain import Assistant  # noqa: E402
 from core.models import render_chat, resolve_gguf  # noqa: E402
 from core.testing.tiny_gguf import hf_to_gguf  # noqa: E402
-from tests.chain_env import Q_RAG, Q_TOOL, STAFF  # noqa: E402
+from tests.chain_env import A_RAG, A_TOOL, Q_RAG, Q_TOOL, STAFF  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +40,14 @@ def test_resolves_the_gguf_and_a_thread_default() -> None:
     assert default_threads() >= 1
 
 
-def test_tool_call_and_answer_through_the_chain(llama: dict) -> None:
+def test_look_up_and_answer_through_the_chain(llama: dict) -> None:
     a: Assistant = llama["assistant"]
     tokens: list[str] = []
     ans = a.ask(Q_TOOL, STAFF, adapter="claims@v1", on_event=lambda k, p: k == "token" and tokens.append(p))
     assert ans.error is None and [t.name for t in ans.tool_calls] == ["get_policy_status"]
     assert ans.tool_calls[0].ok and ans.tool_calls[0].arguments == {"policy_id": "POL-2024-0001"}
-    assert ans.answer == "保单有效。" and "".join(tokens) == "保单有效。"  # streamed, markup never shown
+    assert ans.model_answer == A_TOOL and "".join(tokens) == A_TOOL  # streamed, the JSON never shown
+    assert ans.outcome == "answer" and ans.sources[0]["kind"] == "tool"
     assert ans.prompt_tokens and ans.prompt_tokens > 100 and ans.new_tokens and ans.prefill_s and ans.prefill_s > 0
     assert ans.adapter == "claims@v1" and (ans.model or "").endswith(Path(llama["settings"].model).name)
 
@@ -53,8 +55,8 @@ def test_tool_call_and_answer_through_the_chain(llama: dict) -> None:
 def test_cited_answer_matches_the_transformers_engine(llama: dict) -> None:
     ours = llama["assistant"].ask(Q_RAG, STAFF, adapter="claims@v1")
     theirs = llama["transformers"].ask(Q_RAG, STAFF, adapter="claims@v1")
-    assert ours.answer.startswith("十日内报案 [") and ours.sources and ours.sources[0].source == "claims.md"
-    assert ours.answer == theirs.answer
+    assert ours.model_answer == A_RAG and ours.sources and ours.sources[0]["source"] == "claims.md"
+    assert ours.reply == theirs.reply and ours.answer == theirs.answer
 
 
 def test_adapter_is_switched_per_request_without_reloading(llama: dict) -> None:
@@ -62,9 +64,10 @@ def test_adapter_is_switched_per_request_without_reloading(llama: dict) -> None:
     base = a.ask(Q_TOOL, STAFF, adapter="none")
     tuned = a.ask(Q_TOOL, STAFF, adapter="claims@v1")
     again = a.ask(Q_TOOL, STAFF, adapter="none")
-    assert [t.name for t in tuned.tool_calls] == ["get_policy_status"]
-    def said(ans: object) -> tuple:
-        return [t.name for t in ans.tool_calls], ans.answer  # type: ignore[attr-defined]
+    assert tuned.model_answer == A_TOOL
+
+    def said(ans: object) -> str:
+        return ans.reply  # type: ignore[attr-defined]
 
     assert said(base) == said(again) and said(base) != said(tuned)  # the KV cache is not reused across adapters
     converted = list((llama["settings"].home / "adapters" / "claims" / "versions" / "v1").glob("adapter-*.gguf"))
@@ -83,8 +86,8 @@ def test_two_questions_at_once_both_complete(llama: dict) -> None:
         t.start()
     for t in threads:
         t.join(timeout=300)
-    assert results[Q_TOOL].answer == "保单有效。"  # type: ignore[attr-defined]
-    assert results[Q_RAG].answer.startswith("十日内报案 [")  # type: ignore[attr-defined]
+    assert results[Q_TOOL].model_answer == A_TOOL  # type: ignore[attr-defined]
+    assert results[Q_RAG].model_answer == A_RAG  # type: ignore[attr-defined]
     assert llama["backend"].engine._opened <= 2
 
 
@@ -99,7 +102,7 @@ def test_adapter_greedy_outputs_agree_with_transformers(llama: dict, chain_env: 
     for row in rows:
         msgs = row["messages"]
         upto = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")
-        prompt = render_chat(engine.tokenizer, msgs[:upto], row["tools"], False)
+        prompt = render_chat(engine.tokenizer, msgs[:upto], row.get("tools"), False)
         ids = engine.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         ours = "".join(engine.stream(ids, lora, 32, TurnStats()))
         theirs = "".join(runtime.stream(prompt, key, 32))
@@ -111,22 +114,25 @@ def test_adapter_greedy_outputs_agree_with_transformers(llama: dict, chain_env: 
 
 
 def test_a_turn_ended_mid_stream_gives_its_context_back(llama: dict) -> None:
-    """The chain ends a turn at the first token of a call it would not run: the context must return to the pool
+    """A turn abandoned mid-stream (the user pressed Stop, the page reran): the context must return to the pool
     at once (a context kept by an abandoned stream would make every later request queue)."""
-    from assistant.chain.turn import CallStarted
+    from assistant.chain.generation import to_langchain
 
     backend: LlamaCppBackend = llama["backend"]
     engine = backend.engine
     a: Assistant = llama["assistant"]
-    msgs = a.messages(Q_RAG, [], [])
+    msgs = to_langchain(a.prompt_for(Q_RAG, STAFF)[0])
     seen: list[str] = []
+
+    class Stopped(Exception):
+        pass
 
     def stop(piece: str) -> None:
         seen.append(piece)
-        raise CallStarted
+        raise Stopped
 
     before = len(engine._idle) + (engine.n_contexts - engine._opened)
-    with pytest.raises(CallStarted):
+    with pytest.raises(Stopped):
         backend.turn(msgs, [], think=False, adapter=None, on_text=stop)
     assert len(seen) == 1 and engine._active == 0
     assert len(engine._idle) + (engine.n_contexts - engine._opened) == before  # nothing held
@@ -157,10 +163,10 @@ def test_warming_at_login_leaves_only_the_passages_to_prefill(llama: dict) -> No
     engine = llama["backend"].engine
     a.warm(STAFF)
     assert a.warm(STAFF) == 0  # both languages' prefixes are kept: nothing is prefilled twice
-    msgs, tools, _ = a.prompt_for(Q_RAG, STAFF)
-    ids = engine.tokenizer(render(engine.tokenizer, msgs, tools or None, False), add_special_tokens=False)["input_ids"]
-    system = render(engine.tokenizer, msgs[:1], tools or None, False)
-    system = system[:system.rfind("<|im_start|>assistant")]  # the system turn, tools included, nothing after it
+    msgs, _, _ = a.prompt_for(Q_RAG, STAFF)
+    ids = engine.tokenizer(render(engine.tokenizer, msgs, None, False), add_special_tokens=False)["input_ids"]
+    system = render(engine.tokenizer, msgs[:1], None, False)
+    system = system[:system.rfind("<|im_start|>assistant")]  # the system turn (its rules list the tools)
     prefix = len(engine.tokenizer(system, add_special_tokens=False)["input_ids"])
     ref = a.resolve_adapter(STAFF, None)  # prefixes are kept per adapter: the one this user's questions use
     lora = engine.ensure_adapter(ref) if ref else None
@@ -175,8 +181,8 @@ def test_a_kept_prefix_is_taken_up_by_whichever_context_a_question_gets(llama: d
 
     a: Assistant = llama["assistant"]
     engine = llama["backend"].engine
-    msgs, tools, _ = a.prompt_for(Q_RAG, STAFF)
-    ids = engine.tokenizer(render(engine.tokenizer, msgs, tools or None, False), add_special_tokens=False)["input_ids"]
+    msgs, _, _ = a.prompt_for(Q_RAG, STAFF)
+    ids = engine.tokenizer(render(engine.tokenizer, msgs, None, False), add_special_tokens=False)["input_ids"]
     ref = a.resolve_adapter(STAFF, None)  # the chain's claims adapter: prefixes are kept per adapter
     lora = engine.ensure_adapter(ref) if ref else None
 
@@ -218,7 +224,7 @@ def test_a_prefix_being_kept_is_waited_for_not_prefilled_twice(llama: dict) -> N
 
 
 def test_adapter_none_serves_the_base_model_even_where_an_active_adapter_would_be_used(llama: dict) -> None:
-    """ASSISTANT_ADAPTER=none: how the base model is measured once the demo adapter is trained (bench/dev_eval.py)."""
+    """ASSISTANT_ADAPTER=none: how the base model is measured once the demo adapter is trained (bench/answer_eval.py)."""
     import copy
 
     a: Assistant = llama["assistant"]
@@ -226,3 +232,19 @@ def test_adapter_none_serves_the_base_model_even_where_an_active_adapter_would_b
     base.settings = a.settings.model_copy(update={"adapter": "none"})
     assert a.resolve_adapter(STAFF, None) is not None and base.resolve_adapter(STAFF, None) is None
     assert base.resolve_adapter(STAFF, a.resolve_adapter(STAFF, None)) == a.resolve_adapter(STAFF, None)
+
+
+def test_the_constraint_holds_on_llama_cpp_too(llama: dict) -> None:
+    """Whatever the weights, the engine writes only what the schema allows: the base tiny model is noise."""
+    from assistant.chain.generation import to_langchain
+    from core.prompts import answer_fields, answer_schema, parse_reply, prompt_units
+
+    backend: LlamaCppBackend = llama["backend"]
+    prompt = llama["assistant"].prompt_for(Q_RAG, STAFF)[0]
+    units = prompt_units(prompt)
+    turn = backend.turn(to_langchain(prompt), [], think=False, adapter=None, on_text=lambda p: None,
+                        schema=answer_schema(units))
+    reply = parse_reply(turn.message.additional_kwargs["raw"])
+    assert reply.error is None and set(reply.data) == {"evidence", "answer"}
+    cited, answer, problem = answer_fields(reply.data, units)
+    assert problem is None and (cited or answer == "")

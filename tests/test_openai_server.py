@@ -1,8 +1,9 @@
 """The `openai` backend against a real OpenAI-compatible server: llama-cpp-python's (`python -m llama_cpp.server`)
 serving the tiny Qwen3 as a GGUF, and under a second model name the same GGUF with the chain adapter as a GGUF
-LoRA. Through real HTTP: the same tool call, answers and citations as the in-process engines, streamed; the
-adapter chosen per request by the model name; and the prompt the server renders from the OpenAI messages with
-the GGUF's embedded chat template has exactly as many tokens as our own rendering, on every turn of the chain.
+LoRA. Through real HTTP: the same structured replies (the server's own grammar from the schema the chain sends as
+`response_format`), look-ups, answers and citations as the in-process engines, streamed; the adapter chosen per
+request by the model name; and the prompt the server renders from the OpenAI messages with the GGUF's embedded chat
+template has exactly as many tokens as our own rendering, on every model turn of the chain.
 
 What llama-cpp-python's server does not do (the tests do not rely on it): it ignores the per-request
 `chat_template_kwargs` (thinking is fixed per model in its config, off here: what the chain sends by default),
@@ -34,7 +35,7 @@ from assistant.backends.openai import OpenAICompatibleBackend  # noqa: E402
 from assistant.chain import Assistant  # noqa: E402
 from core.gguf_lora import peft_to_gguf_lora  # noqa: E402
 from core.testing.tiny_gguf import hf_to_gguf  # noqa: E402
-from tests.chain_env import Q_RAG, Q_TOOL, STAFF  # noqa: E402
+from tests.chain_env import A_RAG, A_TOOL, Q_RAG, Q_TOOL, STAFF  # noqa: E402
 
 BASE = "tiny-qwen3"  # the model name the server serves the base under; the adapter is served as "claims@v1"
 
@@ -85,7 +86,8 @@ def served(chain_env: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     try:
         models = _wait_until_serving(proc, url, log)
         settings = chain_env["settings"].model_copy(update={
-            "backend": "openai", "openai_base_url": url, "openai_model": BASE})
+            "backend": "openai", "openai_base_url": url, "openai_model": BASE,
+            "openai_response_format": "json_object"})  # the form llama-cpp-python's server takes
         backend = make_backend(settings)
         base: Assistant = chain_env["assistant"]
         assistant = Assistant(settings, backend, base.tools, base.audit, backend.name)
@@ -126,20 +128,19 @@ def test_serves_both_model_names(served: dict) -> None:
     assert served["models"] == [BASE, "claims@v1"]
 
 
-def test_tool_call_and_answer_through_the_server(served: dict) -> None:
+def test_look_up_and_answer_through_the_server(served: dict) -> None:
     ans, streamed = _ask(served, Q_TOOL, "claims@v1")
-    assert [t.name for t in ans.tool_calls] == ["get_policy_status"]  # parsed from Qwen's text: no server parser
+    assert [t.name for t in ans.tool_calls] == ["get_policy_status"]
     assert ans.tool_calls[0].ok and ans.tool_calls[0].arguments == {"policy_id": "POL-2024-0001"}
-    # the second request carried the call and its result back (content "" for the call turn, not null)
-    assert ans.answer == "保单有效。" and streamed == "保单有效。"  # streamed, call markup never shown
+    assert ans.model_answer == A_TOOL and streamed == A_TOOL  # streamed, the JSON never shown
     assert ans.adapter == "claims@v1" and ans.model == f"openai:{served['settings'].openai_base_url}"
 
 
 def test_cited_answer_matches_the_transformers_engine(served: dict) -> None:
     ours, streamed = _ask(served, Q_RAG, "claims@v1")
     theirs = served["local"].ask(Q_RAG, STAFF, adapter="claims@v1")
-    assert ours.answer.startswith("十日内报案 [") and streamed == ours.answer
-    assert ours.sources and ours.sources[0].source == "claims.md"
+    assert ours.model_answer == A_RAG and streamed == A_RAG
+    assert ours.sources and ours.sources[0]["source"] == "claims.md"
     assert ours.answer == theirs.answer
 
 
@@ -147,30 +148,32 @@ def test_adapter_is_chosen_per_request_by_model_name(served: dict) -> None:
     base, base_text = _ask(served, Q_TOOL, "none")
     tuned, tuned_text = _ask(served, Q_TOOL, "claims@v1")
     again, again_text = _ask(served, Q_TOOL, "none")
-    assert base.adapter is None and not base.tool_calls
-    # the untrained base writes greedy noise: the same noise each time, cut at the answer budget (max_tokens:
-    # llama-cpp-python does not read max_completion_tokens, and would generate until the context is full)
-    assert base_text and base_text == again_text and "<tool_call>" not in base_text
-    assert tuned_text != base_text and [t.name for t in tuned.tool_calls] == ["get_policy_status"]
+    assert base.adapter is None
+    # the untrained base writes greedy noise inside the schema, the same each time, until the answer budget cuts it
+    # (max_tokens: llama-cpp-python does not read max_completion_tokens, and would generate until the context is
+    # full); a reply cut short is no reply: the record is shown
+    assert base.reply == again.reply and base_text == again_text and base.outcome == "tool_result"
+    assert tuned.reply != base.reply and tuned.model_answer == A_TOOL
 
 
 def test_prompts_the_server_renders_are_ours(served: dict, chain_env: dict) -> None:
-    """Every model turn of a tool question (the call, then the answer from the result) and a cited question, and
-    one turn without tools: the server's prompt token count (usage of a non-streamed request for the same messages,
-    tools and model) equals our rendering's (core.models.render_chat, the tokenizer's chat template); and the
-    answer budget reaches the server (one token asked, one generated)."""
+    """Every model turn of a looked-up question (the answer from the record) and a cited question: the server's
+    prompt token count (usage of a non-streamed request for the same messages and model) equals our rendering's
+    (core.models.render_chat, the tokenizer's chat template); and the answer budget reaches the server (one token
+    asked, one generated)."""
     with _deadline(served, 120):
         _check_prompts(served, chain_env)
 
 
 def _check_prompts(served: dict, chain_env: dict) -> None:
     backend: OpenAICompatibleBackend = make_backend(served["settings"])  # type: ignore[assignment]
-    turns: list[tuple[list, list, bool, str | None]] = []
+    turns: list[tuple[list, bool, str | None]] = []
     inner = backend.turn
 
-    def recording(messages: list, tools: list, *, think: bool, adapter: str | None, on_text: Any) -> Any:
-        turns.append((list(messages), tools, think, adapter))
-        return inner(messages, tools, think=think, adapter=adapter, on_text=on_text)
+    def recording(messages: list, tools: list, *, think: bool, adapter: str | None, on_text: Any,
+                  schema: Any = None) -> Any:
+        turns.append((list(messages), think, adapter))
+        return inner(messages, tools, think=think, adapter=adapter, on_text=on_text, schema=schema)
 
     backend.turn = recording  # type: ignore[method-assign]
     local: Assistant = served["local"]
@@ -178,21 +181,16 @@ def _check_prompts(served: dict, chain_env: dict) -> None:
     tool = a.ask(Q_TOOL, STAFF, adapter="claims@v1")
     assert tool.error is None and [t.name for t in tool.tool_calls] == ["get_policy_status"], tool.error
     assert a.ask(Q_RAG, STAFF, adapter="claims@v1").error is None
-    assert len(turns) == 3 and any(m.type == "tool" for m in turns[1][0])
-    messages, tools, _, _ = turns[2]
-    turns.append((messages, [], False, None))  # no tools: the request carries none (not `tools: null`)
+    assert len(turns) == 2 and any("工具结果" in str(m.content) for m in turns[0][0])  # the record as units
     runtime = chain_env["runtime"]
     once = backend.chat.model_copy(update={"streaming": False})  # the server sends usage only when not streaming
-    for messages, tools, think, adapter in turns:
-        reply = once.invoke(messages, model=adapter or BASE, max_tokens=1, **({"tools": tools} if tools else {}))
+    for messages, think, adapter in turns:
+        reply = once.invoke(messages, model=adapter or BASE, max_tokens=1)
         usage = reply.usage_metadata or {}
-        prompt = runtime.render(to_template_messages(messages), tools or None, think)
+        prompt = runtime.render(to_template_messages(messages), None, think)
         ours = len(runtime.lm.tokenizer(prompt, add_special_tokens=False)["input_ids"])
         assert usage.get("input_tokens", 0) > 100 and usage["input_tokens"] == ours, (adapter, [m.type for m in messages])
         assert usage["output_tokens"] == 1
-    # the chain's own turn without tools round-trips too
-    out = backend.turn(turns[-1][0], [], think=False, adapter="claims@v1", on_text=lambda p: None)
-    assert out.message.content and not out.message.tool_calls
 
 
 def test_a_server_that_dies_mid_answer_gives_an_error_answer_not_a_crash(served: dict) -> None:

@@ -22,6 +22,7 @@ from core.audit import list_events
 from core.errors import AssistantError
 from core.feedback import add_feedback, list_feedback, pending_corrections, review_correction
 from core.identity import User
+from core.prompts import parse_reply
 from core.settings import Settings
 from finetune import background
 from finetune.retrain import feedback_dataset, retrain
@@ -77,12 +78,15 @@ def test_feedback_set_keeps_positives_and_corrections_deduplicated(home: Setting
     _approve_all(db)
     fs = feedback_dataset(home, "claims")
     assert (fs.positives, fs.corrections, fs.skipped_negative, fs.duplicates) == (0, 1, 1, 2)
-    assert [r["messages"][-1]["content"] for r in fs.rows] == ["拨打 95500-88 报案 [1]。"]
+    (row,) = fs.rows  # the correction, in the structured form, citing what the model's answer cited
+    assert parse_reply(row["messages"][-1]["content"]).data["answer"] == "拨打 95500-88 报案 [1]。"
+    assert parse_reply(row["messages"][-1]["content"]).data["evidence"] == parse_reply(rag["messages"][-1][
+        "content"]).data["evidence"]
     add_feedback(db, tool_id, "wang", 1, tool)  # the same user changes their mind: replaces the earlier row
     fs = feedback_dataset(home, "claims")
     assert (fs.positives, fs.corrections, fs.skipped_negative) == (1, 1, 0)
-    calls = [m for m in fs.rows[1]["messages"] if m.get("tool_calls")]
-    assert calls[0]["tool_calls"][0]["function"]["name"] == "get_policy_status"
+    calls = [m for m in fs.rows[1]["messages"] if m["role"] == "assistant" and '"tool":' in m["content"]]
+    assert parse_reply(calls[0]["content"]).data["tool"] == "get_policy_status"  # the look-up, as the chain made it
 
 
 def test_retrain_promotes_only_a_version_that_is_not_worse(home: Settings, chain_env: dict, asker: Assistant) -> None:

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from assistant.chain.calls import result_texts
+from assistant.tools.calculator import safe_eval
 from assistant.tools.demo.business_db import connect, ensure_business_db
 from assistant.tools.demo.schemas import DEMO_TOOL_SCHEMAS, TOOL_VIEWS
-from assistant.tools.demo.tools import demo_registry, safe_eval
+from assistant.tools.demo.tools import demo_registry
 from assistant.tools.registry import ToolRegistry, business_tool
 from core.identity import User
+from core.prompts import parse_reply, tool_lines
 
 STAFF = User("wang", "staff", "sales")
 CLAIMS = User("li", "claims", "claims")
@@ -24,11 +27,21 @@ def registry(tmp_path: Path) -> ToolRegistry:
     return demo_registry(ensure_business_db(tmp_path / "business.db"))
 
 
+def _training_rows() -> list[list[dict]]:
+    """The messages of the domain training set's answer-path rows (the structured form: core.prompts)."""
+    root = Path(__file__).parents[1] / "data/sft"
+    return [json.loads(line)["messages"] for name in ("rag_qa.jsonl", "tool_calls.jsonl", "reasoning.jsonl")
+            for line in (root / name).open(encoding="utf-8") if line.strip()]
+
+
 def test_schemas_match_the_training_set_and_hide_denied_tools(registry: ToolRegistry) -> None:
     assert registry.schemas(ADMIN) == DEMO_TOOL_SCHEMAS
-    rows = [json.loads(line) for line in (Path(__file__).parents[1] / "data/sft/tool_calls.jsonl").open()]
-    assert all(r["tools"] in TOOL_VIEWS.values() for r in rows)  # the adapter learnt exactly these lists
     assert registry.schemas(CLAIMS) == TOOL_VIEWS["claims"] and registry.schemas(STAFF) == TOOL_VIEWS["staff"]
+    # the adapter learnt exactly the tool lists the chain offers these users, as its system prompt describes them
+    offered = {tool_lines(registry.schemas(u, offered_only=True)) for u in (STAFF, CLAIMS)}
+    systems = {msgs[0]["content"] for msgs in _training_rows()}
+    assert systems and all(any(s.endswith(lines) for lines in offered) for s in systems)
+    assert all("search_documents" not in s for s in systems)  # never offered: retrieval already searches
     staff_names = {s["function"]["name"] for s in registry.schemas(STAFF)}
     assert "get_policy_status" in staff_names and "get_claim_status" not in staff_names
     assert "draft_email" not in staff_names
@@ -36,20 +49,18 @@ def test_schemas_match_the_training_set_and_hide_denied_tools(registry: ToolRegi
 
 def test_training_set_tool_results_are_what_the_tools_return(registry: ToolRegistry) -> None:
     """The adapter learnt to answer from these results: a field the live tool adds or drops is a drift."""
-    rows = [json.loads(line) for line in (Path(__file__).parents[1] / "data/sft/tool_calls.jsonl").open()]
     checked = 0
-    for row in rows:
-        msgs = row["messages"]
-        for call_msg, result_msg in zip(msgs, msgs[1:], strict=False):
-            if result_msg["role"] != "tool" or result_msg["name"] not in {"get_policy_status", "get_claim_status",
-                                                                        "get_order_status", "list_customer_policies"}:
+    for msgs in _training_rows():
+        for call_msg, result_msg in zip(msgs[2:-1:2], msgs[3:-1:2], strict=True):
+            call = parse_reply(call_msg["content"]).data
+            if call["tool"] not in {"get_policy_status", "get_claim_status", "get_order_status",
+                                    "list_customer_policies", "calculator"}:
                 continue
-            call = call_msg["tool_calls"][0]["function"]
-            args = call["arguments"] if isinstance(call["arguments"], dict) else json.loads(call["arguments"])
-            live = registry.execute(call["name"], args, ADMIN)
-            assert live.ok and live.result == json.loads(result_msg["content"]), (call, result_msg["content"])
+            live = registry.execute(call["tool"], call["arguments"], ADMIN)
+            shown = [line.split("] ", 1)[1] for line in result_msg["content"].splitlines() if line.startswith("[")]
+            assert live.ok and shown == result_texts(live), (call, result_msg["content"])
             checked += 1
-    assert checked >= 20
+    assert checked >= 40
 
 
 def test_lookups_answer_from_the_database(registry: ToolRegistry) -> None:

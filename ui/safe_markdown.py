@@ -22,8 +22,9 @@ _AUTOLINK = re.compile(r"(?i)(://|\bwww(?=\.)|@)")
 WJ = "\u2060"
 
 
-# the guard's quote of a passage: "> the passage's words [n]" (a line merely starting with ">", as in
-# "> 300,000 needs approval", keeps its ">")
+# a quoted unit in an answer's plain text: "> the unit's words [n]" (assistant.chain.composition; the grounding
+# guard's quotes in turns saved before it) (a line merely starting with ">", as in "> 300,000 needs approval",
+# keeps its ">")
 _QUOTE_LINE = re.compile(r"^> (.*\[\d{1,2}\])\s*$")
 
 
@@ -32,9 +33,9 @@ def _literal(s: str) -> str:
 
 
 def text(s: object) -> str:
-    """`s` as Markdown that renders to exactly its characters (line breaks kept), except that the guard's quote
-    of a passage ('> words [n]') shows as a block quote of its literal text: a quote can fetch nothing, and
-    the '>' would otherwise read as a stray character."""
+    """`s` as Markdown that renders to exactly its characters (line breaks kept), except that a quoted unit
+    ('> words [n]') shows as a block quote of its literal text: a quote can fetch nothing, and the '>' would
+    otherwise read as a stray character."""
     out: list[str] = []
     for line in str(s).replace("\r\n", "\n").split("\n"):
         m = _QUOTE_LINE.match(line)

@@ -1,36 +1,29 @@
-"""A chat turn as a training conversation, for the feedback store (`core.feedback`)."""
+"""A chat turn as a training conversation, for the feedback store (`core.feedback`): exactly the prompt the model
+answered and its structured reply (core.prompts), so an adapter trained on feedback learns the form the engine
+enforces."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from assistant.backends.base import to_template_messages
-from assistant.chain import Assistant, Source
+from core.prompts import Passage, PromptUnit, answer_messages, answer_reply
 
 
 def turn_example(question: str, history: list[dict[str, str]], payload: dict[str, Any],
                  tools: list[dict[str, Any]]) -> dict[str, Any]:
-    """The turn as the model saw it, in the `messages` training format (finetune/data.py).
-
-    The chain records the exact message list it sent (`transcript`: text beside tool calls and the errors for
-    malformed calls included) and the tools it showed; only a turn stored before it did so is rebuilt here
-    from its parts."""
-    if payload.get("transcript"):
-        messages = [dict(m) for m in payload["transcript"]]
-        tools = payload.get("tools") or tools
+    """The turn as the model saw it, in the `messages` training format (finetune/data.py): the chain's recorded
+    `transcript` (its last message is the model's reply). A turn whose reply is not on record (nothing relevant
+    was found, or the model failed) is its evidence and question answered by the refusal. The tools are described
+    in the prompt's own rules (as served), so the example carries no separate tool list."""
+    transcript = [dict(m) for m in payload.get("transcript") or []]
+    if transcript and transcript[-1].get("role") == "assistant":
+        messages = transcript
     else:
-        passages = [Source(p["n"], p["source"], p.get("page"), p.get("clause"), p["text"], p.get("score", 0.0),
-                           p.get("chunk_id", "")) for p in payload.get("retrieved", [])]
-        messages = to_template_messages(Assistant.messages(question, history, passages))
-        for call in payload.get("tool_calls", []):
-            messages.append({"role": "assistant", "content": "", "tool_calls": [
-                {"type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}]})
-            result = call["result"] if call.get("result") is not None else {"error": call.get("error")}
-            messages.append({"role": "tool", "name": call["name"],
-                             "content": json.dumps(result, ensure_ascii=False, default=str)})
-    final: dict[str, Any] = {"role": "assistant", "content": payload.get("answer", "")}
+        units = [PromptUnit(u["n"], u["text"], Passage(u["source"], "", u.get("page"), u.get("clause"),
+                                                       u.get("page_label")).header())
+                 for u in payload.get("units") or [] if u.get("call") is None]
+        messages = [*answer_messages(units, question, payload.get("tools") or tools),
+                    {"role": "assistant", "content": answer_reply([], [], "")}]
     if payload.get("thinking"):
-        final["reasoning_content"] = payload["thinking"]
-    messages.append(final)
-    return {"messages": messages, "tools": tools}
+        messages[-1]["reasoning_content"] = payload["thinking"]
+    return {"messages": messages}

@@ -11,6 +11,7 @@ import re
 import secrets
 import sqlite3
 import time
+import unicodedata
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -78,25 +79,68 @@ def _common_passwords() -> frozenset[str]:
     return frozenset(w for w in text.splitlines() if w and not w.startswith("#"))
 
 
+PASSWORD_RULE = (f"At least {MIN_PASSWORD} characters, not only spaces, not one character or a short piece repeated "
+                 "(aaaaaaaaaa, passwordpassword), not a common password or one made of keyboard runs, years and "
+                 "common words (qwerty, 123456, password2026), and not containing the user name in any case or "
+                 "letter width. Three or four unrelated words make a good one.")
+
+# keyboard rows and columns, the alphabet and the digits: 3+ consecutive characters of one (either way) are a pattern
+_SEQUENCES = ("`1234567890-=", "qwertyuiop[]", "asdfghjkl;'", "zxcvbnm,./", "abcdefghijklmnopqrstuvwxyz",
+              "1qaz", "2wsx", "3edc", "4rfv", "5tgb", "6yhn", "7ujm", "8ik,", "9ol.", "0p;/")
+_WORDS = ("password", "passwort", "passw0rd", "pass", "admin", "administrator", "welcome", "letmein", "login",
+          "iloveyou", "secret", "changeme", "default", "qwerty", "azerty", "monkey", "dragon", "master", "football",
+          "baseball", "sunshine", "princess", "superman", "summer", "winter", "spring", "autumn", "hello", "test",
+          "guest", "user", "root", "company", "office", "insurance", "woaini", "mima", "china", "beijing", "shanghai")
+_YEAR = re.compile(r"(?:19|20)\d\d")
+_MIN_LEFT = 4  # letters or digits that must remain once the patterns are taken out
+
+
+def _fold(text: str) -> str:
+    """The form a comparison sees: full-width and other compatibility letters as plain ones (NFKC), any case."""
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def _without_patterns(text: str) -> str:
+    """`text` (folded) with keyboard and alphabet runs, years, runs of one character and common words removed."""
+    for word in sorted(_WORDS, key=len, reverse=True):
+        text = text.replace(word, " ")
+    text = _YEAR.sub(" ", text)
+    text = re.sub(r"(.)\1{2,}", " ", text)
+    keep = [True] * len(text)
+    for i in range(len(text) - 2):
+        piece = text[i:i + 3]
+        if any(piece in seq or piece in seq[::-1] for seq in _SEQUENCES):
+            keep[i] = keep[i + 1] = keep[i + 2] = False
+    return "".join(c for c, k in zip(text, keep, strict=True) if k)
+
+
 def password_problem(name: str, password: str) -> str | None:
-    """Why `password` is not good enough for staff account `name`, or None."""
+    """Why `password` is not good enough for staff account `name`, or None (the rule: PASSWORD_RULE)."""
+    if not password.strip():
+        return "it is only whitespace"
     if len(password) < MIN_PASSWORD:
         return f"too short: at least {MIN_PASSWORD} characters"
-    low = password.lower()
-    if name and name.lower() in low:
+    low, folded_name = _fold(password), _fold(name.strip())
+    bare_name = re.sub(r"[\W_]+", "", folded_name)
+    if folded_name and (folded_name in low or (len(bare_name) >= 4 and bare_name in re.sub(r"[\W_]+", "", low))):
         return "it contains the user name"
     # "Password2026!" is "password" with decoration: strip trailing digits and symbols before the look-up
     core = re.sub(r"[\W\d_]+$", "", low)
     if low in _common_passwords() or (len(core) >= 4 and core in _common_passwords()):
         return "it is a commonly used password"
+    if len(set(low)) < 4:
+        return f"it repeats too few characters ({len(set(low))} different)"
+    if unit := re.fullmatch(r"(.+?)\1+", low):
+        return f"it is '{unit.group(1)}' repeated"
+    if len(re.sub(r"[\W_]+", "", _without_patterns(low))) < _MIN_LEFT:
+        return "it is made of keyboard runs, years and common words (qwerty, 12345, password2026)"
     return None
 
 
 def check_password(name: str, password: str) -> None:
     problem = password_problem(name, password)
     if problem:
-        raise AssistantError(f"password for '{name}' is refused: {problem}. Pick a longer passphrase "
-                             "that is not a common password and does not contain the user name.")
+        raise AssistantError(f"password for '{name}' is refused: {problem}. {PASSWORD_RULE}")
 
 
 def _check(name: str, role: str, department: str | None) -> None:
@@ -180,13 +224,19 @@ def set_password(db: Path, name: str, password: str, must_change: bool = False) 
             raise AssistantError(f"no user '{name}' (see `assistant users list`)")
 
 
+@cache
+def _dummy_hash() -> str:
+    """A hash of no account's password, made once per process, that an unknown name is checked against."""
+    return hash_password(secrets.token_urlsafe(16))
+
+
 def authenticate(db: Path, name: str, password: str) -> Account | None:
     """The account when name and password match, else None (the same answer for an unknown name).
     Not throttled: the login page uses `login`, which is."""
     with connect(db) as conn:
         row = conn.execute("SELECT * FROM users WHERE name = ?", (name.strip(),)).fetchone()
     if row is None:
-        verify_password(password, hash_password("timing-equaliser"))  # unknown names take as long
+        verify_password(password, _dummy_hash())  # one scrypt, as for a wrong password: names cannot be told apart
         return None
     if not verify_password(password, row["password_hash"]):
         return None
@@ -253,6 +303,8 @@ def ensure_demo_users(db: Path, random_passwords: bool = False,
         if get_user(db, name) is None:
             if random_passwords:
                 password = secrets.token_urlsafe(12)
+                while password_problem(name, password):  # the rules hold for random ones too
+                    password = secrets.token_urlsafe(12)
             add_user(db, name, password, role, dept, must_change=admin_must_change and role == "admin")
             made.append((name, password, role, dept))
     return made

@@ -10,7 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-from core.toolcalls import parse_output
+from core.toolcalls import parse_output, split_thinking
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
 
@@ -45,8 +45,10 @@ class ChatBackend(Protocol):
     name: str
 
     def turn(self, messages: list[BaseMessage], tools: list[dict[str, Any]], *, think: bool,
-             adapter: str | None, on_text: Callable[[str], None]) -> ModelTurn:
-        """Run one model turn, calling `on_text` with each streamed piece of raw text."""
+             adapter: str | None, on_text: Callable[[str], None], schema: dict[str, Any] | None = None) -> ModelTurn:
+        """Run one model turn, calling `on_text` with each streamed piece of raw text. With `schema` (a JSON
+        schema), the reply is constrained to a JSON object that validates against it where the engine can enforce
+        that (local engines, servers with guided decoding); `additional_kwargs["raw"]` holds the reply text."""
         ...
 
 
@@ -63,6 +65,14 @@ def to_template_messages(messages: list[BaseMessage]) -> list[dict[str, Any]]:
             d["name"] = m.name
         out.append(d)
     return out
+
+
+def structured_message(text: str) -> AIMessage:
+    """A constrained reply -> an AIMessage whose content and `raw` are the reply (JSON) and whose
+    `reasoning_content` is the thinking before it, if any (no tool-call parsing: the reply is the structure)."""
+    thinking, reply = split_thinking(text)
+    return AIMessage(content=reply, additional_kwargs={"reasoning_content": thinking, "raw": reply,
+                                                       "tool_call_errors": []})
 
 
 def parsed_message(text: str, **extra: Any) -> AIMessage:

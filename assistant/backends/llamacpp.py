@@ -34,7 +34,8 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 
 from assistant.backends import cpuload
-from assistant.backends.base import ModelTurn, TurnStats, parsed_message, to_template_messages
+from assistant.backends.base import ModelTurn, TurnStats, parsed_message, structured_message, to_template_messages
+from assistant.backends.constrained import Constraint
 from core.errors import AssistantError
 from core.models import GgufModel, load_tokenizer, render_chat, resolve_gguf
 from core.settings import Settings
@@ -120,6 +121,7 @@ class LlamaCppEngine:
         self._idle.append(self._open())  # fail now, with the reason, if the GGUF cannot be loaded
         self._opened = 1
         self.arch = str(self._idle[0].llm.metadata.get("general.architecture", "qwen2"))
+        self.n_vocab = int(self._idle[0].llm.n_vocab())
         self._eog = {t for t in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id,
                                  self.tokenizer.convert_tokens_to_ids("<|im_end|>")) if isinstance(t, int)}
 
@@ -302,9 +304,10 @@ class LlamaCppEngine:
         return n
 
     def stream(self, ids: list[int], lora: str | None, max_new_tokens: int, stats: TurnStats,
-               keep: bool = False) -> Iterator[str]:
+               keep: bool = False, constraint: Constraint | None = None) -> Iterator[str]:
         """Greedy text pieces for prompt token ids; `stats` gets this request's own figures. With `keep`, the
-        prompt's KV state is kept as a snapshot once generation ends (`keep_prefix`)."""
+        prompt's KV state is kept as a snapshot once generation ends (`keep_prefix`); with `constraint`, only the
+        tokens it allows are written, and the reply ends when it is complete."""
         if len(ids) + max_new_tokens > self.settings.llamacpp_n_ctx:
             raise AssistantError(f"the prompt ({len(ids)} tokens) and answer ({max_new_tokens}) exceed the context "
                                  f"of {self.settings.llamacpp_n_ctx} tokens; raise ASSISTANT_LLAMACPP_N_CTX")
@@ -319,9 +322,15 @@ class LlamaCppEngine:
             threads = self._apply_threads(ctx, 0)
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             vocab = self.llama_cpp.llama_model_get_vocab(ctx.llm.model)
-            for tok in ctx.llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0):
+            processors = None
+            if constraint is not None:
+                processors = self.llama_cpp.LogitsProcessorList([lambda _ids, logits: constraint.apply(logits)])
+            for tok in ctx.llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
+                                        logits_processor=processors):
                 if tok in self._eog or self.llama_cpp.llama_vocab_is_eog(vocab, tok):
                     break
+                if constraint is not None:
+                    constraint.consume(tok)
                 if stats.new_tokens % 8 == 0:  # another request started or ended, or another program woke up
                     threads = self._apply_threads(ctx, threads)
                 stats.new_tokens += 1
@@ -330,7 +339,7 @@ class LlamaCppEngine:
                 piece = decoder.decode(ctx.llm.detokenize([tok], special=False))
                 if piece:
                     yield piece
-                if stats.new_tokens >= max_new_tokens:
+                if stats.new_tokens >= max_new_tokens or (constraint is not None and constraint.finished):
                     break
             tail = decoder.decode(b"", final=True)
             if tail:
@@ -372,17 +381,20 @@ class LlamaCppBackend:
         return self.engine.keep_prefix(ids, self.engine.ensure_adapter(adapter) if adapter else None)
 
     def turn(self, messages: list[BaseMessage], tools: list[dict[str, Any]], *, think: bool,
-             adapter: str | None, on_text: Callable[[str], None]) -> ModelTurn:
+             adapter: str | None, on_text: Callable[[str], None], schema: dict[str, Any] | None = None) -> ModelTurn:
         prompt = self.render(messages, tools, think)
         ids = self.engine.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         lora = self.engine.ensure_adapter(adapter) if adapter else None
         stats = TurnStats()
         text = ""
-        pieces = self.engine.stream(ids, lora, self.max_new_tokens, stats)
+        constraint = None
+        if schema is not None:
+            constraint = Constraint(self.engine.tokenizer, self.engine.n_vocab, schema, think)
+        pieces = self.engine.stream(ids, lora, self.max_new_tokens, stats, constraint=constraint)
         try:
             for piece in pieces:
                 text += piece
                 on_text(piece)  # may raise to end the turn early
         finally:
             pieces.close()  # the context goes back to the pool now, not when the generator is collected
-        return ModelTurn(parsed_message(text), stats)
+        return ModelTurn(structured_message(text) if schema is not None else parsed_message(text), stats)

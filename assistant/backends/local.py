@@ -15,7 +15,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict
 
-from assistant.backends.base import ModelTurn, TurnStats, parsed_message, to_template_messages
+from assistant.backends.base import ModelTurn, TurnStats, parsed_message, structured_message, to_template_messages
 from assistant.backends.runtime import ModelRuntime
 
 
@@ -37,8 +37,10 @@ class LocalQwenChat(BaseChatModel):
         key = self.runtime.ensure_adapter(adapter) if adapter else None
         prompt = self.runtime.render(to_template_messages(messages), kwargs.get("tools"),
                                      bool(kwargs.get("enable_thinking", False)))
+        schema = kwargs.get("schema")
+        constraint = self.runtime.constraint(schema, bool(kwargs.get("enable_thinking", False))) if schema else None
         for piece in self.runtime.stream(prompt, key, kwargs.get("max_new_tokens", self.max_new_tokens),
-                                         self.temperature, stats=kwargs.get("stats")):
+                                         self.temperature, stats=kwargs.get("stats"), constraint=constraint):
             chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
             if run_manager:
                 run_manager.on_llm_new_token(piece, chunk=chunk)
@@ -59,13 +61,13 @@ class LocalBackend:
         self.name = chat.runtime.name
 
     def turn(self, messages: list[BaseMessage], tools: list[dict[str, Any]], *, think: bool,
-             adapter: str | None, on_text: Callable[[str], None]) -> ModelTurn:
+             adapter: str | None, on_text: Callable[[str], None], schema: dict[str, Any] | None = None) -> ModelTurn:
         stats = TurnStats()
         t0 = time.perf_counter()
         text = ""
         for chunk in self.chat.stream(messages, tools=tools or None, enable_thinking=think, adapter=adapter,
-                                      max_new_tokens=self.chat.max_new_tokens, stats=stats):
+                                      max_new_tokens=self.chat.max_new_tokens, stats=stats, schema=schema):
             text += chunk.content
             on_text(chunk.content)
         stats.total_s = stats.total_s or time.perf_counter() - t0
-        return ModelTurn(parsed_message(text), stats)
+        return ModelTurn(structured_message(text) if schema is not None else parsed_message(text), stats)

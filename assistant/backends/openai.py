@@ -13,7 +13,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 
-from assistant.backends.base import ModelTurn, TurnStats, parsed_message
+from assistant.backends.base import ModelTurn, TurnStats, parsed_message, structured_message
 from core.errors import AssistantError
 from core.settings import Settings
 
@@ -74,12 +74,19 @@ class OpenAICompatibleBackend:
         self.name = name or f"openai:{settings.openai_base_url}"
 
     def turn(self, messages: list[BaseMessage], tools: list[dict[str, Any]], *, think: bool,
-             adapter: str | None, on_text: Callable[[str], None]) -> ModelTurn:
+             adapter: str | None, on_text: Callable[[str], None], schema: dict[str, Any] | None = None) -> ModelTurn:
         stats = TurnStats()
         t0 = time.perf_counter()
         acc: AIMessageChunk | None = None
+        extra: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": think}}
+        fmt = self.settings.openai_response_format
+        if schema is not None and fmt == "json_schema":  # guided decoding: OpenAI's form (vLLM, llama-server)
+            extra["response_format"] = {"type": "json_schema",
+                                        "json_schema": {"name": "reply", "schema": schema, "strict": True}}
+        elif schema is not None and fmt == "json_object":  # the older form (llama-cpp-python's server)
+            extra["response_format"] = {"type": "json_object", "schema": schema}
         request = {"model": adapter or self.settings.openai_model,  # vLLM serves each LoRA as a model name
-                   "extra_body": {"chat_template_kwargs": {"enable_thinking": think}}}
+                   "extra_body": extra}
         if tools:  # not `tools=None`: langchain-openai fails on it (a user without tools, ASSISTANT_TOOLS=[])
             request["tools"] = tools
         import httpx
@@ -100,4 +107,10 @@ class OpenAICompatibleBackend:
         stats.prompt_tokens, stats.new_tokens = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
         msg = AIMessage(content=acc.content if acc else "", tool_calls=acc.tool_calls if acc else [],
                         additional_kwargs=acc.additional_kwargs if acc else {})
+        if schema is not None:  # the reply is the structure; a server's reasoning parser keeps thinking apart
+            text = msg.content if isinstance(msg.content, str) else json.dumps(msg.content)
+            out = structured_message(text)
+            if msg.additional_kwargs.get("reasoning_content") and not out.additional_kwargs["reasoning_content"]:
+                out.additional_kwargs["reasoning_content"] = msg.additional_kwargs["reasoning_content"]
+            return ModelTurn(out, stats)
         return ModelTurn(message_from_openai(msg), stats)

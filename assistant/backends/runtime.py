@@ -13,6 +13,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from assistant.backends.base import TurnStats
+from assistant.backends.constrained import Constraint
 from core.errors import AssistantError
 from core.models import LoadedModel, load_model, render_chat
 from core.settings import Settings
@@ -66,12 +67,17 @@ class ModelRuntime:
         model.set_adapter(key)
         return nullcontext()
 
+    def constraint(self, schema: dict[str, Any], think: bool) -> Constraint:
+        """A reply constrained to `schema` for this model's tokenizer and vocabulary."""
+        return Constraint(self.lm.tokenizer, int(self.lm.model.config.get_text_config().vocab_size), schema, think)
+
     def stream(self, prompt: str, adapter_key: str | None = None, max_new_tokens: int = 512,
-               temperature: float = 0.0, stats: TurnStats | None = None) -> Iterator[str]:
+               temperature: float = 0.0, stats: TurnStats | None = None,
+               constraint: Constraint | None = None) -> Iterator[str]:
         """Decoded text pieces as they are generated (special tokens kept out); `stats`, if given, is filled
-        with this call's own figures."""
+        with this call's own figures; with `constraint`, only the tokens it allows are written."""
         import torch
-        from transformers import TextIteratorStreamer
+        from transformers import LogitsProcessorList, TextIteratorStreamer
 
         tok = self.lm.tokenizer
         with self._lock, self._adapter_context(adapter_key):
@@ -80,6 +86,8 @@ class ModelRuntime:
             streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
             kwargs: dict[str, Any] = dict(**ids, max_new_tokens=max_new_tokens, streamer=streamer,
                                           pad_token_id=tok.pad_token_id or tok.eos_token_id)
+            if constraint is not None:
+                kwargs["logits_processor"] = LogitsProcessorList([_Constrained(constraint, ids["input_ids"].shape[1])])
             if temperature > 0:
                 kwargs.update(do_sample=True, temperature=temperature, top_p=0.9)
             else:
@@ -109,3 +117,23 @@ class ModelRuntime:
                 raise AssistantError(f"generation failed: {result['error']}")
             stats.total_s = time.perf_counter() - t0
             stats.new_tokens = int(result["out"].shape[1]) - stats.prompt_tokens
+
+
+class _Constrained:
+    """A transformers logits processor over a `Constraint`: it consumes the tokens generated since its last call,
+    then masks what may not come next."""
+
+    def __init__(self, constraint: Constraint, prompt_len: int) -> None:
+        self.constraint = constraint
+        self.prompt_len = prompt_len
+        self.seen = 0
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        for tok in input_ids[0, self.prompt_len + self.seen:].tolist():
+            self.constraint.consume(int(tok))
+            self.seen += 1
+        row = scores[0].detach().float().cpu().numpy().copy()
+        scores[0] = torch.from_numpy(self.constraint.apply(row)).to(scores.dtype)
+        return scores

@@ -1,5 +1,6 @@
-"""The chain: retrieval, prompts, the turn loop with tools, citations."""
+"""The answer path: standalone question, retrieval, evidence, tools, generation, verification, composition."""
 
-from assistant.chain.turn import Answer, Assistant, Source, StreamRouter, build_assistant, thinking_switch
+from assistant.chain.state import Answer, Source, Unit
+from assistant.chain.turn import Assistant, build_assistant, thinking_switch
 
-__all__ = ["Answer", "Assistant", "Source", "StreamRouter", "build_assistant", "thinking_switch"]
+__all__ = ["Answer", "Assistant", "Source", "Unit", "build_assistant", "thinking_switch"]

@@ -73,6 +73,7 @@ _PAGE_SUPPORT = 0.1
 # candidates searched inside that document too, and they get this much (in z-score units) on top
 _NAMED_BOOST = 1.0
 _WORD = re.compile(r"[0-9a-z]+|[\u3400-\u9fff]+")
+_NUMBER = re.compile(r"[\d.,]+")
 
 
 def _name_keys(names: dict[str, list[str]]) -> dict[str, set[str]]:
@@ -136,7 +137,10 @@ def _one_per_page(ranked: list[Retrieved], per_page: int = 3) -> list[Retrieved]
         if len(group) > 1:
             best = group[0]
             parts = sorted(group, key=lambda g: g.hit.metadata.get("chunk_index", 0))
-            best.hit = replace(best.hit, text="\n".join(g.hit.text for g in parts))
+            # the passage holds every part's clauses: a citation names the one its quote comes from
+            clauses = list(dict.fromkeys(c for g in parts for c in g.hit.metadata.get("clauses") or [g.hit.clause]))
+            best.hit = replace(best.hit, text="\n".join(g.hit.text for g in parts),
+                               metadata={**best.hit.metadata, "clauses": clauses})
     return out
 
 
@@ -164,6 +168,7 @@ class HybridRetriever:
         self._meta: list[dict[str, Any]] = []
         self._bm25 = None
         self._query_vectors: dict[str, np.ndarray] = {}
+        self._unit_vectors: dict[str, np.ndarray] = {}
         self._doc_of = np.array([], dtype=str)
         self._names: dict[str, set[str]] = {}
         self.named_documents = True  # False only to measure retrieval without the named-document step
@@ -364,23 +369,45 @@ class HybridRetriever:
         for both on the demo corpus); whether the passages contain what the question is about is the sharper
         test: an off-topic question's key terms (年终奖, CEO salary) are rare or absent in the knowledge base,
         so they weigh most and are missing. Question words are left out."""
-        terms = {t for t in lexical.query_terms(query) if t not in _ASKING}
+        # a number is a value of the asker's case (a bill of 2600, 400 claims), not what the question is about
+        terms = {t for t in lexical.query_terms(query) if t not in _ASKING and not _NUMBER.fullmatch(t)}
         if not terms or self._bm25 is None:
             return 1.0  # nothing to check (a question of only question words): the dense floor decides
         found = " ".join(r.hit.text for r in passages).lower()
-        vocab = self._bm25.vocab_dict
-        indptr = self._bm25.scores["indptr"]
-        n = float(self._bm25.scores["num_docs"])
-
-        def idf(t: str) -> float:  # a term the knowledge base never uses is as informative as it gets
-            i = vocab.get(t)
-            df = 0 if i is None else int(indptr[i + 1] - indptr[i])
-            return float(np.log((n + 1) / (df + 0.5)))
-
-        weights = {t: idf(t) for t in terms}
+        weights = {t: self.idf(t) for t in terms}
         total = sum(weights.values())
         # presence as a substring of the passages: no mismatch between the question's and the index's words
         return sum(w for t, w in weights.items() if t in found) / total if total > 0 else 1.0
+
+    def idf(self, term: str) -> float:
+        """How informative a term is in this knowledge base (BM25's idf over its chunks); a term it never uses is
+        as informative as it gets."""
+        if self._bm25 is None:
+            return 1.0
+        i = self._bm25.vocab_dict.get(term)
+        indptr = self._bm25.scores["indptr"]
+        df = 0 if i is None else int(indptr[i + 1] - indptr[i])
+        return float(np.log((float(self._bm25.scores["num_docs"]) + 1) / (df + 0.5)))
+
+    def unit_vectors(self, texts: list[str]) -> np.ndarray:
+        """Passage-side embeddings of short texts (evidence units), kept by text: a knowledge base's units recur
+        across questions, so most are embedded once."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._unit_vectors]
+        if missing:
+            for t, v in zip(missing, self.searcher.embeddings.embed_documents(missing), strict=True):
+                self._unit_vectors[t] = np.asarray(v, dtype=np.float32)
+            while len(self._unit_vectors) > 50_000:
+                self._unit_vectors.pop(next(iter(self._unit_vectors)))
+        return np.stack([self._unit_vectors[t] for t in texts]) if texts else np.zeros((0, 1), np.float32)
+
+    def query_vector(self, query: str) -> np.ndarray:
+        return self._embed(query)[0]
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Unit-length embeddings of texts compared with each other (the knowledge base's own embedding model)."""
+        rows = np.array([self.searcher.embeddings.embed_query(t) for t in texts], dtype=np.float32)
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        return rows / np.where(norms > 0, norms, 1.0)
 
     def _calibrated(self, query: str, vec: np.ndarray, fused: dict[int, Retrieved],
                     bm25_all: np.ndarray | None, in_named: np.ndarray | None = None, items: bool = False) -> None:

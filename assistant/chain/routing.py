@@ -22,7 +22,7 @@ class RoutedCall:
     arguments: dict[str, Any]
 
 
-def _value(raw: str) -> str:
+def normal_value(raw: str) -> str:
     """The matched text as the tool takes it: full-width brackets and operators as ASCII, thousands commas out."""
     table = str.maketrans({"（": "(", "）": ")", "×": "*", "÷": "/"})
     return re.sub(r"(?<=\d),(?=\d{3})", "", raw.translate(table)).strip()
@@ -37,7 +37,7 @@ def route(question: str, tools: list[BaseTool], limit: int = 3) -> list[RoutedCa
         if len(routes) != 1 or not set(routes) >= required:
             continue
         (arg, pattern), = routes.items()
-        found = list(dict.fromkeys(_value(m.group(0)) for m in re.finditer(pattern, question, re.I)))
+        found = list(dict.fromkeys(normal_value(m.group(0)) for m in re.finditer(pattern, question, re.I)))
         if len(found) == 1:
             calls.append(RoutedCall(t.name, {arg: found[0].upper() if "-" in found[0] else found[0]}))
     return calls[:limit]

@@ -98,6 +98,11 @@ class ToolResult:
     error: str | None = None
     denied: bool = False
     duration_s: float = 0.0
+    dropped: bool = False  # attempted by the model but not run (not offered, or failing a rule of the answer path)
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.ok else "denied" if self.denied else "dropped" if self.dropped else "error"
 
     def for_model(self) -> str:
         """What goes back to the model as the tool message."""
@@ -109,21 +114,26 @@ class ToolResult:
 
 
 def business_tool(roles: set[str] | None = None, departments: set[str] | None = None, timeout_s: float = 10.0,
-                  route: dict[str, str] | None = None,
-                  uses_figures: str | None = None) -> Callable[[Callable[..., Any]], BaseTool]:
+                  route: dict[str, str] | None = None, uses_figures: str | None = None,
+                  offer: bool = True) -> Callable[[Callable[..., Any]], BaseTool]:
     """Decorator: a typed function (docstring = description) becomes a tool with an access rule.
 
-    `uses_figures` (an argument name): a calculation from figures the question states; a call whose argument
-    leaves one of them out is sent back to the model once, naming it, before it is run (assistant.chain.turn).
+    `route` ({argument: regex}): the argument's value is one the user types (a record id, an e-mail address): the
+    model may call the tool only with a value the user wrote, and a question in which the regex finds exactly one
+    value (for a tool needing nothing else) is answered through this tool before the model writes
+    (assistant.chain.calls, assistant.chain.routing).
 
-    `route` ({argument: regex}): a question in which the regex finds exactly one value is answered through this
-    tool with that value, before the model writes (assistant.chain.routing): record ids have a format, and a small
-    model that must decide to call a tool often does not."""
+    `uses_figures` (an argument name): a calculation from figures; the model is offered the tool only when the
+    question states a figure, and a call whose figures stand neither in the question nor in the documents is not
+    run.
+
+    `offer=False`: the model is never offered the tool in the answer path (a search the retrieval stage already
+    does); it stays callable by name (`ToolRegistry.execute`)."""
 
     def wrap(fn: Callable[..., Any]) -> BaseTool:
         t = tool(fn, parse_docstring=False)
         t.metadata = {"access": ToolRule(frozenset(roles or ()), frozenset(departments or ())), "timeout_s": timeout_s,
-                      "route": dict(route or {}), "uses_figures": uses_figures}
+                      "route": dict(route or {}), "uses_figures": uses_figures, "offer": offer}
         return t
 
     return wrap
@@ -156,9 +166,14 @@ class ToolRegistry:
     def allowed(self, user: User) -> list[BaseTool]:
         return [t for n, t in self.tools.items() if self.access(n).allows(user)]
 
-    def schemas(self, user: User) -> list[dict[str, Any]]:
-        """OpenAI-format schemas of the tools this user may call (what the chat template renders)."""
-        return [_ordered(convert_to_openai_tool(t)) for t in self.allowed(user)]
+    def offered(self, user: User) -> list[BaseTool]:
+        """The tools the answer path may offer the model for this user."""
+        return [t for t in self.allowed(user) if (t.metadata or {}).get("offer", True)]
+
+    def schemas(self, user: User, offered_only: bool = False) -> list[dict[str, Any]]:
+        """OpenAI-format schemas of the tools this user may call (or that the answer path may offer them)."""
+        return [_ordered(convert_to_openai_tool(t)) for t in (self.offered(user) if offered_only else
+                                                               self.allowed(user))]
 
     def execute(self, name: str, arguments: dict[str, Any], user: User,
                 context: ToolContext | None = None) -> ToolResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import random
+import zlib
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -80,4 +81,38 @@ def save_scan(path: Path, pages: list[list[str]], seed: int = 0) -> Path:
         images[0].save(path, quality=85)
     else:
         images[0].save(path)
+    return path
+
+
+def huge_page_pdf(path: Path, pages: int = 1, side_pt: int = 14_400, scan: Image.Image | None = None) -> Path:
+    """An image-only PDF whose pages are `side_pt` points square (14,400, 200 inches, is the largest a PDF
+    page may be), each one grey pixel (or `scan`) stretched over the page: a few hundred bytes that a renderer
+    asked for 200 dpi turns into 40,000 x 40,000 pixels per page."""
+    grey = (scan or Image.new("L", (1, 1), 128)).convert("L")
+    pixels = zlib.compress(grey.tobytes())
+    image = (b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray /BitsPerComponent 8 "
+             b"/Filter /FlateDecode /Length %d >>\nstream\n%s\nendstream") % (grey.width, grey.height, len(pixels),
+                                                                             pixels)
+    height = side_pt if scan is None else round(side_pt * grey.height / grey.width)  # a scan keeps its aspect
+    draw = f"q {side_pt} 0 0 {height} 0 {side_pt - height} cm /Im0 Do Q".encode()
+    content = b"<< /Length %d >>\nstream\n%s\nendstream" % (len(draw), draw)
+    page_ids = [5 + i for i in range(pages)]
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % i for i in page_ids), pages),
+        image,
+        content,
+        *(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] /Resources << /XObject << /Im0 3 0 R >> >> "
+          b"/Contents 4 0 R >>" % (side_pt, side_pt) for _ in page_ids),
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    path.write_bytes(bytes(out))
     return path

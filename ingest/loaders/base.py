@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import unicodedata
 import zipfile
 from dataclasses import dataclass, field
@@ -53,32 +54,77 @@ class ParseOptions:
     max_paragraphs: int = 200_000
     max_text_chars: int = 20_000_000
     max_pages: int = 5_000
+    max_cells: int = 5_000_000
     ocr: str = "tesseract"  # "tesseract" | "rapidocr" | "off"
+    ocr_max_pixels: int = 8_000_000  # a page rendered for OCR holds at most this many pixels (A3 at 200 dpi)
+    deadline_s: float | None = None  # the whole file's parse time; paginated loaders stop there, keeping what they read
+
+
+class Deadline:
+    """One parse deadline per file (not per page), counted from when the loader starts."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self._end = None if not seconds else time.monotonic() + seconds
+
+    def passed(self) -> bool:
+        return self._end is not None and time.monotonic() >= self._end
 
 
 DEFAULT_OPTIONS = ParseOptions()
 
 
 class Budget:
-    """Counts paragraphs (or rows, lines) and characters while a loader reads; refuses past the limits."""
+    """Counts paragraphs (or rows, lines), cells and characters while a loader reads; refuses past the limits."""
 
     def __init__(self, path: Path, options: ParseOptions) -> None:
         self.path = path
         self.options = options
         self.paragraphs = 0
+        self.cells = 0
         self.chars = 0
 
     def paragraph(self, text: str = "") -> None:
         self.paragraphs += 1
         self.chars += len(text)
         if self.paragraphs > self.options.max_paragraphs:
-            raise FileRejected(
-                self.path,
-                f"more than {self.options.max_paragraphs:,} paragraphs/rows (limit ASSISTANT_MAX_PARAGRAPHS); "
-                "split the file, or raise the limit if it is genuine",
-            )
+            raise self.too_many_paragraphs()
         if self.chars > self.options.max_text_chars:
             raise too_much_text(self.path, self.options)
+
+    def cell(self, text: str = "") -> None:
+        self.cells += 1
+        self.chars += len(text)
+        if self.cells > self.options.max_cells:
+            raise self.too_many_cells()
+        if self.chars > self.options.max_text_chars:
+            raise too_much_text(self.path, self.options)
+
+    def too_many_paragraphs(self) -> FileRejected:
+        return FileRejected(
+            self.path,
+            f"more than {self.options.max_paragraphs:,} paragraphs/rows (limit ASSISTANT_MAX_PARAGRAPHS); "
+            "split the file, or raise the limit if it is genuine",
+        )
+
+    def too_many_cells(self) -> FileRejected:
+        return FileRejected(
+            self.path,
+            f"more than {self.options.max_cells:,} cells (limit ASSISTANT_MAX_CELLS); split the workbook, or "
+            "raise the limit if it is genuine",
+        )
+
+
+def deadline_warning(first_skipped: int, total: int | None, options: ParseOptions) -> str:
+    """What a paginated loader that stopped at the file's parse deadline says about the pages it left."""
+    if total is None:
+        span = f"page {first_skipped + 1} and those after it"
+    elif first_skipped + 1 == total:
+        span = f"page {total} of {total}"
+    else:
+        span = f"pages {first_skipped + 1}-{total} of {total}"
+    return (f"{span} were skipped: the file took over {options.deadline_s:g} s to parse (limit "
+            "ASSISTANT_PARSE_TIMEOUT_S); split the file and add the rest separately")
 
 
 def too_much_text(path: Path, options: ParseOptions) -> FileRejected:

@@ -20,7 +20,15 @@ from pathlib import Path
 
 from core.errors import FileRejected
 from core.text import CJK_CHAR as _CJK
-from ingest.loaders.base import DEFAULT_OPTIONS, LoadedDocument, Page, ParseOptions, too_much_text
+from ingest.loaders.base import (
+    DEFAULT_OPTIONS,
+    Deadline,
+    LoadedDocument,
+    Page,
+    ParseOptions,
+    deadline_warning,
+    too_much_text,
+)
 
 MAX_PIXELS = 60_000_000  # a decompression bomb is refused; a 600 dpi A3 scan is ~70 M pixels halved below
 MAX_SIDE = 3500  # larger images are scaled down before OCR: detection gains nothing and time grows
@@ -183,11 +191,16 @@ def load_image(
     """A scan or photo (PNG, JPEG, TIFF; each TIFF frame a page) read by OCR."""
     if options.ocr == "off":
         raise FileRejected(path, "an image needs OCR, which is off (ASSISTANT_OCR=off); turn it on or add a text file")
+    deadline = Deadline(options.deadline_s)
     pages: list[Page] = []
     chars = 0
+    warnings = []
     for index, frame in enumerate(_frames(path)):
         if index >= options.max_pages:
             raise FileRejected(path, f"over {options.max_pages:,} frames (ASSISTANT_MAX_PAGES); split the file")
+        if deadline.passed():
+            warnings.append(deadline_warning(index, None, options))
+            break
         read = ocr_image(frame, options, path)
         chars += len(read.text)
         if chars > options.max_text_chars:
@@ -195,4 +208,4 @@ def load_image(
         pages.append(Page(text=read.text, page=index, ocr_confidence=read.confidence))
         if on_page is not None:
             on_page()
-    return LoadedDocument(format="image", pages=pages, title=path.stem)
+    return LoadedDocument(format="image", pages=pages, title=path.stem, warnings=warnings)

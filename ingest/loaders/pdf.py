@@ -9,10 +9,12 @@ pypdf validates the file (corrupt, encrypted); pdfplumber reads word positions s
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pdfplumber
 import pypdf
@@ -20,7 +22,16 @@ from pypdf.errors import FileNotDecryptedError, PdfReadError
 
 from core.errors import FileRejected
 from core.text import CJK_CHAR as _CJK
-from ingest.loaders.base import DEFAULT_OPTIONS, LoadedDocument, Page, ParseOptions, table_to_lines, too_much_text
+from ingest.loaders.base import (
+    DEFAULT_OPTIONS,
+    Deadline,
+    LoadedDocument,
+    Page,
+    ParseOptions,
+    deadline_warning,
+    table_to_lines,
+    too_much_text,
+)
 from ingest.loaders.ocr import ocr_image
 
 # pdfminer logs every malformed object at WARNING; the file-level result is what users need.
@@ -51,23 +62,33 @@ def load_pdf(
         raise FileRejected(
             path, f"{n_pages:,} pages, over the {options.max_pages:,}-page limit (ASSISTANT_MAX_PAGES); split the PDF"
         )
+    deadline = Deadline(options.deadline_s)
     pages: list[Page] = []
     chars = 0
     image_only_pages = 0
     ocr_pages = 0
+    scaled: list[tuple[int, float]] = []  # (page index, dpi) of pages rendered below OCR_DPI
+    stopped_at: int | None = None  # the first page not read: the file's parse deadline passed
     renderer = None
     try:
         with pdfplumber.open(str(path), password=password) as pdf:
             title = (pdf.metadata or {}).get("Title") or path.stem
             for index, page in enumerate(pdf.pages):
+                if deadline.passed():
+                    stopped_at = index
+                    break
                 text = _page_text(page)
                 confidence = None
                 if not text.strip() and page.images:
                     if options.ocr == "off":
                         image_only_pages += 1
                     else:  # a scanned page: OCR only the pages without a text layer
-                        renderer = renderer or _Renderer(path, password)
-                        read = ocr_image(renderer.render(index), options, path)
+                        renderer = renderer or _Renderer(path, password, options.ocr_max_pixels)
+                        image, dpi = renderer.render(index)
+                        if dpi < OCR_DPI:
+                            scaled.append((index, dpi))
+                        read = ocr_image(image, options, path)
+                        del image
                         text, confidence = read.text, read.confidence
                         ocr_pages += 1
                 pages.append(Page(text=text, page=index, ocr_confidence=confidence))
@@ -86,38 +107,68 @@ def load_pdf(
             renderer.close()
     _strip_running_lines(pages)
     doc = LoadedDocument(format="pdf", pages=pages, title=str(title))
+    if stopped_at is not None:
+        doc.warnings.append(deadline_warning(stopped_at, n_pages, options))
+    if ocr_pages:
+        doc.warnings.append(f"{ocr_pages} scanned page(s) read by OCR ({options.ocr})")
+    if scaled:
+        doc.warnings.append(
+            f"{len(scaled)} scanned page(s) too large to render at {OCR_DPI} dpi within the "
+            f"{options.ocr_max_pixels:,}-pixel budget (ASSISTANT_OCR_MAX_PIXELS) were read at a lower resolution: "
+            + ", ".join(f"page {i + 1} at {dpi:.0f} dpi" for i, dpi in scaled[:10])
+            + (f" and {len(scaled) - 10} more" if len(scaled) > 10 else ""))
     if not any(p.text.strip() for p in pages):
+        if stopped_at is not None:
+            raise FileRejected(path, f"no text in the {stopped_at} of its {n_pages} pages read before the file's "
+                               f"{options.deadline_s:g} s parse limit (ASSISTANT_PARSE_TIMEOUT_S); split the file")
         if image_only_pages:
             raise FileRejected(
                 path,
                 f"image-only PDF: none of its {len(pages)} pages has a text layer (a scan?) and OCR is off "
                 "(ASSISTANT_OCR=off). Turn OCR on, or run OCR first (e.g. `ocrmypdf in.pdf out.pdf`).",
             )
-        raise FileRejected(path, f"the PDF's {len(pages)} page(s) contain no text")
+        raise FileRejected(path, f"the PDF's {len(pages)} page(s) contain no text"
+                           + (f" ({'; '.join(doc.warnings)})" if doc.warnings else ""))
     if image_only_pages:
         doc.warnings.append(
             f"{image_only_pages} page(s) have no text layer (images only) and were skipped: OCR is off"
         )
-    if ocr_pages:
-        doc.warnings.append(f"{ocr_pages} scanned page(s) read by OCR ({options.ocr})")
     return doc
 
 
+OCR_DPI = 200
+
+
 class _Renderer:
-    """Renders scanned pages for OCR (pdfium, which pdfplumber already ships)."""
+    """Renders scanned pages for OCR (pdfium, which pdfplumber already ships) at OCR_DPI, or lower where the
+    page would exceed `max_pixels` there: the bitmap never holds more than the budget, whatever the page size."""
 
-    SCALE = 200 / 72  # 200 dpi
-
-    def __init__(self, path: Path, password: str) -> None:
+    def __init__(self, path: Path, password: str, max_pixels: int) -> None:
         import pypdfium2 as pdfium
 
         self._doc = pdfium.PdfDocument(str(path), password=password or None)
+        self.max_pixels = max_pixels
 
-    def render(self, index: int):
-        return self._doc[index].render(scale=self.SCALE, grayscale=True).to_pil()
+    def render(self, index: int) -> tuple[Any, float]:
+        """The page as a grey PIL image, and the dpi it was rendered at."""
+        page = self._doc[index]
+        try:
+            scale = bounded_scale(*page.get_size(), OCR_DPI, self.max_pixels)
+            return page.render(scale=scale, grayscale=True).to_pil(), scale * 72
+        finally:
+            page.close()
 
     def close(self) -> None:
         self._doc.close()
+
+
+def bounded_scale(width_pt: float, height_pt: float, dpi: float, max_pixels: int) -> float:
+    """The pdfium render scale for a page of `width_pt` x `height_pt` points: `dpi`, or less where the bitmap would
+    hold more than `max_pixels` (a PDF page may be 200 inches square: 40,000^2 pixels at 200 dpi)."""
+    scale = dpi / 72
+    if width_pt * height_pt * scale * scale > max_pixels:
+        scale = math.sqrt(max_pixels / (width_pt * height_pt))
+    return scale
 
 
 _DIGITS = re.compile(r"\d+")

@@ -16,7 +16,7 @@ from assistant.app.users import Account
 from core import registry
 from core.audit import record_event
 from core.errors import AssistantError
-from core.feedback import pending_corrections, review_correction
+from core.feedback import correction_problem, pending_corrections, review_correction
 from core.settings import Settings
 from finetune import background
 from finetune.retrain import feedback_dataset
@@ -103,10 +103,18 @@ def _review(settings: Settings, account: Account) -> None:
             st.text(f"Question: {question}")
             st.text(f"Model's answer: {answer}")
             st.text(f"Correction: {row['correction']}")
+            problem = correction_problem(row["correction"])
+            if problem:
+                st.warning(f"Cannot be approved: {problem}")
             c1, c2, _ = st.columns([1, 1, 4])
             for col, approve, label in ((c1, True, "Approve"), (c2, False, "Reject")):
-                if col.button(label, key=f"{'approve' if approve else 'reject'}_{row['id']}"):
-                    review_correction(settings.app_db, row["id"], approve, account.name)
+                if col.button(label, key=f"{'approve' if approve else 'reject'}_{row['id']}",
+                              disabled=approve and problem is not None):
+                    try:
+                        review_correction(settings.app_db, row["id"], approve, account.name)
+                    except AssistantError as exc:
+                        st.error(str(exc))
+                        continue
                     record_event(settings.audit_db, "correction_approved" if approve else "correction_rejected",
                                  account.name, feedback_id=row["id"], author=row["user"])
                     st.rerun()
@@ -219,9 +227,12 @@ def render(settings: Settings, account: Account) -> None:
                 f"corrections ({fb.pending_review} corrections waiting for review, {fb.rejected} rejected, "
                 f"{fb.skipped_negative} thumbs-down without a correction, {fb.duplicates} duplicates merged; "
                 f"left out: {fb.other_departments} from departments this adapter does not serve, {fb.restricted} "
-                "holding department-only text); mixed with the adapter's base training set; the new version is "
+                f"holding department-only text, {len(fb.refused)} refused as training data); mixed with the "
+                "adapter's base training set; the new version is "
                 "promoted only if its held-out loss is not worse than the active version's and that version is "
                 "still active when it finishes.")
+    for reason in fb.refused[:10]:
+        st.caption(f":material/block: {reason}")
     c1, c2 = st.columns(2)
     max_steps = c1.number_input("Optimizer steps (0: the active version's recipe)", 0, 10_000, 0, key="rt_steps")
     lr = c2.number_input("Learning rate (0: the recipe's)", 0.0, 1.0, 0.0, format="%.5f", key="rt_lr")

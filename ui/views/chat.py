@@ -18,6 +18,20 @@ from ui import safe_markdown as md
 log = logging.getLogger("ui.chat")
 AUTO = "automatic (department's adapter)"
 BASE = "none (base model)"
+WRITING = ":material/edit: writing the answer … it is checked against the documents before it stands"
+# the chain's `status` events while a turn runs (the finished turn then says what was shown: answer_view.shown_as)
+STATUS = {
+    "followup_resolved": ":material/forum: follow-up question written out in full · searching …",
+    "tool_routed": ":material/build: looking up the record the question names …",
+    "no_relevant_documents": ":material/search_off: no passage you may see answers this",
+    "verifying": ":material/fact_check: checking the answer against the documents …",
+    "outcome_answer": ":material/check: the answer stands",
+    "outcome_evidence": ":material/format_quote: the answer could not be verified: the documents' own words "
+                        "are shown instead",
+    "outcome_tool_result": ":material/build: the answer could not be verified: the record is shown as returned",
+    "outcome_refusal": ":material/block: the documents do not answer this",
+    "outcome_error": ":material/error: the question could not be answered",
+}
 
 
 def _conversation(settings: Settings, acc: Account) -> tuple[conversations.Conversation, list]:
@@ -93,24 +107,36 @@ def _ask(settings: Settings, acc: Account, conv_id: str, question: str, msgs: li
 
         def on_event(kind: str, payload: Any) -> None:
             if kind == "token":
+                if not buf["answer"]:
+                    status.caption(WRITING)
                 buf["answer"] += payload
                 answer_box.markdown(md.text(buf["answer"]) + "▌")
             elif kind == "thinking":
                 buf["thinking"] += payload
                 thinking_box.caption("💭 " + md.text(buf["thinking"][-400:]))
             elif kind == "sources":
-                status.caption(f"📚 {len(payload)} passages found · generating …")
+                status.caption(f":material/search: {len(payload)} passages found · writing the answer …" if payload
+                               else ":material/search: no relevant passage found")
             elif kind == "tool":
-                outcome = "ok" if payload.ok else "refused" if payload.denied else "error"
-                status.caption(f":material/build: {md.text(payload.name)} → {outcome}")
+                status.caption(f":material/build: {md.text(payload.name)} → {payload.status}")
+            elif kind == "status":
+                if str(payload).startswith("outcome_") and payload != "outcome_answer":
+                    answer_box.empty()  # the streamed words are not what stands: gone at once
+                if payload in STATUS:
+                    status.caption(STATUS[payload])
 
         history = conversations.history(msgs)
-        ans = assistant.ask(question, acc.user, history, opts["kb"], opts["adapter"], opts["think"], on_event,
-                            conv_id)
+        try:
+            ans = assistant.ask(question, acc.user, history, opts["kb"], opts["adapter"], opts["think"], on_event,
+                                conv_id)
+        except Exception:  # the page says what failed: no unverified words stay on screen under it
+            live.empty()
+            raise
         payload = ans.to_dict() | {"question": ans.question}  # with the exact transcript the model was sent
         conversations.add_turn(settings.app_db, conv_id, acc.name, question, ans.answer, payload)
-        # the streamed text gives way to the finished turn, drawn exactly as a reload draws it (no rerun:
-        # a rerun here would leave the streamed copy on screen until the next run finished)
+        # the streamed text gives way to the finished turn, whatever its outcome (the model's words with their
+        # quotes, or in their place the documents' words, the record or the refusal), drawn exactly as a reload
+        # draws it (no rerun: a rerun here would leave the streamed copy on screen until the next run finished)
         with live.container():
             answer_view.answer(payload, key=f"{conv_id}_{len(msgs) + 1}", settings=settings, account=acc)
             answer_view.feedback(settings, acc, payload)

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from assistant.app.users import Account, LoginThrottled, authenticate, list_users, login, set_password
+from assistant.app.users import (
+    PASSWORD_RULE,
+    Account,
+    LoginThrottled,
+    authenticate,
+    list_users,
+    login,
+    set_password,
+)
 from core.audit import record_event
 from core.errors import AssistantError
 from core.settings import Settings
@@ -45,9 +53,9 @@ def change_password(settings: Settings, account: Account) -> None:
     """A first login (or one after a reset): nothing else opens until the account has its own password."""
     st.title("Choose a new password")
     st.info(f"**{account.name}**: this account's password was set by someone else (or is a published demo "
-            "password). Choose your own before going on: at least 10 characters, not a common password, "
-            "not containing your user name.")
-    new = st.text_input("New password", type="password", key="new_password")
+            "password). Choose your own before going on.")
+    st.caption(PASSWORD_RULE)
+    new = st.text_input("New password", type="password", key="new_password", help=PASSWORD_RULE)
     again = st.text_input("New password again", type="password", key="new_password_again")
     c1, c2 = st.columns(2)
     if c1.button("Set password", key="change_password", type="primary"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from assistant.app.users import MIN_PASSWORD, Account, add_user, list_users, remove_user, set_role
+from assistant.app.users import MIN_PASSWORD, PASSWORD_RULE, Account, add_user, list_users, remove_user, set_role
 from core.audit import record_event
 from core.errors import AssistantError
 from core.settings import Settings
@@ -24,8 +24,9 @@ def render(settings: Settings, account: Account) -> None:
     with c1:
         st.subheader("Add a user")
         name = st.text_input("User name", key="new_user_name")
-        password = st.text_input(f"Initial password ({MIN_PASSWORD}+ characters, not a common one, not the name; "
-                                 "changed at the first login)", type="password", key="new_user_password")
+        password = st.text_input(f"Initial password ({MIN_PASSWORD}+ characters; changed at the first login)",
+                                 type="password", key="new_user_password", help=PASSWORD_RULE)
+        st.caption(PASSWORD_RULE)
         role = st.selectbox("Role", ROLES, key="new_user_role")
         dept = st.text_input("Department (e.g. claims, sales, hr)", key="new_user_dept")
         if st.button("Add user", key="add_user"):
