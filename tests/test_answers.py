@@ -266,6 +266,21 @@ def test_a_calculation_with_figures_from_nowhere_is_not_run_and_is_audited(corpu
     assert [e["event"] for e in events] == ["tool_dropped"]
 
 
+def test_a_calculation_that_fails_is_audited_and_not_shown_as_the_answer(corpus_settings: Settings,
+                                                                         tmp_path: Path) -> None:
+    """The model copied words into the expression: the calculator refuses it; that error is no answer to show."""
+    call = '{"tool":"calculator","arguments":{"expression":"(2600 - 100) * 0.9 (计算)"}}'
+    a, chat = _scripted(corpus_settings, tmp_path, call, cite("百分之九十", "按百分之九十给付。"))
+    ans = a.ask("意外医疗费 2600 元，安心意外险能赔多少？", STAFF)
+    assert [(t.name, t.ok) for t in ans.tool_calls] == [("calculator", False)]
+    assert ans.outcome == "answer" and ans.answer.startswith("按百分之九十给付。")
+    assert not any(s["text"].startswith("calculator(") for s in ans.sources)
+    assert "not allowed in a calculation" not in json.dumps([str(m.content) for m in chat.seen[-1]],
+                                                            ensure_ascii=False)
+    events = [e for e in list_events(a.audit) if e["detail"].get("turn_id") == ans.audit_id]
+    assert [e["event"] for e in events] == ["tool_error"]
+
+
 def test_a_mail_goes_only_to_an_address_the_user_wrote(corpus_settings: Settings, tmp_path: Path) -> None:
     """A passage (or the model) cannot pick the recipient: the schema offers draft_email only with the addresses
     in the user's own words."""

@@ -169,4 +169,6 @@ def run(ans: Answer, registry: ToolRegistry, user: User, context: ToolContext, s
             _record(ans, ToolResult(name, arguments, ok=False, error=f"not run: {problem}", dropped=True), emit,
                     shown=False)
             return
-    _record(ans, registry.execute(name, arguments, user, context), emit)
+    result = registry.execute(name, arguments, user, context)
+    # a calculation that failed states nothing about the documents or the records: audited, not read or shown
+    _record(ans, result, emit, shown=result.ok or not figures_arg)

@@ -98,7 +98,7 @@ def calculator_tool() -> BaseTool:
     # an explicit expression (two or more numbers joined by operators) is computed, never guessed
     @business_tool(timeout_s=2.0, route={"expression": EXPRESSION}, uses_figures="expression")
     def calculator(expression: Annotated[str, Field(description="arithmetic expression")]) -> dict:
-        """Arithmetic, e.g. (2600 - 100) * 0.9 (计算)"""
+        """Arithmetic over figures (计算), e.g. (1500 - 200) * 0.75"""
         return {"result": safe_eval(expression)}
 
     return calculator
