@@ -82,11 +82,15 @@ def test_thinking_mode_separates_reasoning_from_the_structured_reply(env: dict) 
 
 
 def test_the_base_model_can_only_write_the_structured_form(env: dict) -> None:
-    """Without the adapter the tiny model is noise; constrained decoding still makes every reply a valid one."""
+    """Without the adapter the tiny model is noise; constrained decoding still makes every reply a valid one, or,
+    where the token limit cut it, the start of one (noise may write a long string)."""
     for q in (Q_RAG, Q_TOOL, Q_THINK):
         ans = env["assistant"].ask(q, STAFF, adapter="none")
-        assert ans.reply_problem is None and ans.outcome in ("answer", "evidence", "refusal", "tool_result")
-        json.loads(ans.reply)
+        assert ans.outcome in ("answer", "evidence", "refusal", "tool_result")
+        if ans.reply_problem is None:
+            json.loads(ans.reply)
+        else:
+            assert ans.new_tokens >= env["settings"].max_new_tokens, (ans.reply_problem, ans.reply)
 
 
 def test_adapters_switch_per_request_without_reloading(env: dict) -> None:
