@@ -328,6 +328,28 @@ def test_a_question_that_stands_alone_gets_the_answer_it_gets_when_asked_first(c
     assert [m.content for m in later.seen[-1]] == [m.content for m in first.seen[-1]]  # the very same prompt
 
 
+def test_a_rewrite_that_drops_what_the_user_just_said_is_not_used(corpus_settings: Settings, tmp_path: Path) -> None:
+    """The model "resolved" a question that stands alone into the earlier one: its figure (and every word) is gone,
+    so the question is searched and answered as the user wrote it, and the rejected rewrite is recorded."""
+    history = [{"role": "user", "content": "意外医疗费 2600 元能赔多少？"}, {"role": "assistant", "content": "2250 元。"}]
+    rewrite = '{"complete":false,"question":"意外医疗费 2600 元能赔多少？"}'
+    a, _ = _scripted(corpus_settings, tmp_path, rewrite, '{"tool":"none"}',
+                     cite("Claims Committee", "The Claims Committee."))
+    ans = a.ask("Who approves a claim of CNY 1,500,000?", STAFF, history)
+    assert ans.standalone == "Who approves a claim of CNY 1,500,000?"
+    assert any("leaves out 1,500,000" in m for m in ans.malformed)
+
+
+def test_a_record_named_only_in_an_earlier_turn_is_not_looked_up_again(corpus_settings: Settings,
+                                                                      tmp_path: Path) -> None:
+    """A new question that does not refer back to the record may not reach it: a look-up takes its id from this
+    turn's words (or a follow-up's rewrite of them)."""
+    history = [{"role": "user", "content": "查一下保单 POL-2024-0001 的状态"}, {"role": "assistant", "content": "有效。"}]
+    a, chat = _scripted(corpus_settings, tmp_path, '{"complete":true}', REFUSE)
+    ans = a.ask("How long is the initial term of the agreement?", STAFF, history)
+    assert ans.tool_calls == [] and "POL-2024-0001" not in json.dumps(chat.schemas)
+
+
 # ---- audit ---------------------------------------------------------------------------------------------------
 def test_every_attempted_tool_call_is_an_audit_event(corpus_settings: Settings, tmp_path: Path) -> None:
     a, _ = _scripted(corpus_settings, tmp_path, cite("get_order_status(ORD-5002)", "待支付。"))

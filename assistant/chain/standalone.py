@@ -4,18 +4,40 @@ A question asked first is used as it is. After earlier turns, the model decides 
 (core.prompts.standalone_schema) whether the question stands alone ({"complete": true}: used word for word, so it
 gets the answer it gets when asked first, whatever came before) or leaves out what an earlier question said; then
 it writes the question out in full. Only the user's own earlier questions are shown to it.
+
+A rewrite only adds what an earlier question said: it must keep every figure, record id and e-mail address of the
+question and at least one of its words, or the question is used as the user wrote it (the rejected rewrite is
+recorded). A small model otherwise answers an earlier question instead of the one asked.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from assistant.backends import ChatBackend
 from assistant.chain.generation import structured
 from assistant.chain.state import Answer
+from core.figures import figures, keys_of
 from core.prompts import parse_reply, standalone_messages, standalone_schema
+from ingest.lexical import query_terms
 
 HISTORY_TURNS = 3  # the user's earlier questions the decision reads (the latest ones)
+_ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+def dropped(question: str, rewritten: str) -> str | None:
+    """What of `question` its rewrite leaves out (figures, ids, addresses, or all its words); None if it keeps it."""
+    kept = keys_of([rewritten])
+    lost = [f.raw for f in figures(question) if not f.values & kept]
+    lost += [a for a in _ADDRESS.findall(question) if a.lower() not in rewritten.lower()]
+    if lost:
+        return ", ".join(dict.fromkeys(lost))
+    words = set(query_terms(question))
+    missing = words - set(query_terms(rewritten)) - {w for w in words if w in rewritten.lower()}
+    if words and missing == words:  # a rewrite sharing no word with the question is another question
+        return "the words " + ", ".join(sorted(missing))
+    return None
 
 
 def resolve(ans: Answer, history: Sequence[dict[str, str]], backend: ChatBackend | None) -> None:
@@ -32,4 +54,8 @@ def resolve(ans: Answer, history: Sequence[dict[str, str]], backend: ChatBackend
         return
     rewritten = reply.data.get("question")
     if reply.data.get("complete") is False and isinstance(rewritten, str) and rewritten.strip():
+        lost = dropped(ans.question, rewritten.strip())
+        if lost:
+            ans.malformed.append(f"standalone question: the rewrite {rewritten.strip()!r} leaves out {lost}")
+            return
         ans.standalone = rewritten.strip()

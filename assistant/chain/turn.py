@@ -186,7 +186,8 @@ class Assistant:
         scores = evidence.build(ans, ans.standalone, self._scorer(retriever, ans.standalone), s.prompt_passages,
                                 s.evidence_units, s.evidence_tokens) if ans.relevant else {}
         clock("retrieval")
-        said = " ".join([ans.question, *(h["content"] for h in history if h.get("role") == "user")])
+        # values a look-up may use: the user's words of this turn (a follow-up's rewrite holds what it refers back to)
+        said = " ".join(dict.fromkeys([ans.question, ans.standalone]))
         ans.tools = self.tools.schemas(user, offered_only=True)
         if ans.units or s.route_tools:
             self.warm(user, (is_chinese(ans.standalone),), ans.adapter or "none")
