@@ -5,7 +5,7 @@ The model reads numbered evidence units (sentences and table rows of the retriev
 citation label; tool results are units too) and replies with one JSON object, constrained by the engine
 (a grammar from `answer_schema`):
 
-    {"evidence": ["Claims must be reported within"], "answer": "Within 10 days."}
+    {"evidence": ["Leave must be requested"], "answer": "Two weeks ahead."}
                                                       an answer and the units it rests on (their keys)
     {"evidence": [], "answer": ""}                    the documents do not say (a refusal)
     {"tool": "calculator", "arguments": {...}}        a tool call (`tool_schema`), before the answer

@@ -50,8 +50,8 @@ def user_values(t: BaseTool, said: str) -> dict[str, list[str]]:
 
 
 def own_figures(question: str, evidence: Sequence[str]) -> list[str]:
-    """The figures of the question that the evidence does not state: values of the asker's own case (a bill of 2600,
-    a group of 120) that a rule of the documents may have to be applied to."""
+    """The figures of the question that the evidence does not state: values of the asker's own case (a bill of 1,850,
+    a group of 40) that a rule of the documents may have to be applied to."""
     known = keys_of(list(evidence))
     return [f.raw for f in figures(question) if not f.values & known and not any(k.startswith("id:") for k in f.values)]
 

@@ -69,7 +69,7 @@ _BM25_WEIGHT_ITEMS = 2.0
 _PAGE_SUPPORT = 0.1
 
 
-# a question that names a document (its file name or title: "3M", "Best Buy", 安心意外伤害保险条款) has its
+# a question that names a document (its file name or title: "3M", "Best Buy", 员工手册) has its
 # candidates searched inside that document too, and they get this much (in z-score units) on top
 _NAMED_BOOST = 1.0
 _WORD = re.compile(r"[0-9a-z]+|[\u3400-\u9fff]+")
