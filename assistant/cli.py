@@ -153,7 +153,7 @@ def ask(
     with user_errors():
         assistant = _assistant(home, model)
         ans = assistant.ask(question, User(user, role, department), kb=kb, adapter=adapter, think=think,
-                            on_event=printer)
+                            on_event=printer, channel="cli")
     if printer is None:
         print_json(ans.to_dict())
     else:
@@ -190,7 +190,7 @@ def chat(
         if not question:
             continue
         printer = _StreamPrinter()
-        ans = assistant.ask(question, who, history, kb, adapter, think, printer, conversation)
+        ans = assistant.ask(question, who, history, kb, adapter, think, printer, conversation, channel="cli")
         printer.close()
         _print_answer(ans, streamed=printer.text)
         history += [{"role": "user", "content": ans.question}, {"role": "assistant", "content": ans.answer}]
@@ -410,6 +410,138 @@ def audit_export(
     sys.stdout.flush()
     if state is not None:
         atomic_write_text(state, json.dumps(last) + "\n")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option("--host", help="Address to listen on (ASSISTANT_API_HOST; default "
+                                             "127.0.0.1: this machine only).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (ASSISTANT_API_PORT, default 8080).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Worker processes (ASSISTANT_API_WORKERS); more "
+                                                "than one need an engine server (ASSISTANT_BACKEND=openai).")] = None,
+    home: HomeOpt = None, model: ModelOpt = None,
+) -> None:
+    """The OpenAI-compatible API: /v1/chat/completions, /v1/models, /v1/retrieve, /healthz, /readyz, /metrics and
+    the OpenAPI docs at /docs. Clients authenticate with a key from `assistant keys create USER`."""
+    import os
+    import tempfile
+
+    import uvicorn
+
+    settings = settings_or_exit(home=home, model=model, api_host=host, api_port=port, api_workers=workers)
+    if settings.api_workers > 1 and settings.backend == "local":
+        err.print("[red]error:[/red] several workers share one engine server: start one (llama.cpp's llama-server, "
+                  "vLLM) and set ASSISTANT_BACKEND=openai and ASSISTANT_OPENAI_BASE_URL, or serve with --workers 1 "
+                  "(the model in this process)")
+        raise typer.Exit(2)
+    if settings.api_host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/yellow] listening on {escape(settings.api_host)}: put the API behind HTTPS "
+                  "(keys travel in the Authorization header)")
+    url = f"http://{settings.api_host}:{settings.api_port}"
+    err.print(f"API on {url}/v1 (docs: {url}/docs); keys: `assistant keys create USER`")
+    if settings.api_workers == 1:
+        from assistant.api.server import create_app
+
+        uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning",
+                    timeout_graceful_shutdown=5)
+        return
+    # worker processes read the same settings from the environment; metrics are summed across them
+    os.environ.update({"ASSISTANT_HOME": str(settings.home), "ASSISTANT_MODEL": settings.model,
+                       "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="metrics-", dir=settings.home)})
+    uvicorn.run("assistant.api.server:app_from_env", factory=True, workers=settings.api_workers,
+                host=settings.api_host, port=settings.api_port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+keys_app = typer.Typer(help="API keys: each acts as its user (role, department), stored hashed, shown once.",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    user: Annotated[str, typer.Argument(help="The account the key acts as.")],
+    scope: Annotated[str, typer.Option("--scope", help="Comma list: chat, retrieve.")] = "chat,retrieve",
+    expires: Annotated[str | None, typer.Option("--expires", help="30d, 12h or a date (2027-01-31).")] = None,
+    rpm: Annotated[int | None, typer.Option("--rpm", help="Requests per minute (default ASSISTANT_API_RPM).")] = None,
+    daily_tokens: Annotated[int | None, typer.Option("--daily-tokens", help="Model tokens per day (UTC; default "
+                                                     "ASSISTANT_API_DAILY_TOKENS).")] = None,
+    label: Annotated[str | None, typer.Option("--label", help="What the key is for (shown in lists).")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Create a key and print it once (only its hash is stored)."""
+    from assistant.app import api_keys
+
+    settings = settings_or_exit(home=home)
+    with user_errors():
+        key, token = api_keys.create_key(settings.app_db, user, [s.strip() for s in scope.split(",") if s.strip()],
+                                         api_keys.parse_expiry(expires), rpm or settings.api_rpm,
+                                         daily_tokens or settings.api_daily_tokens, label)
+    _audit_event(settings, "api_key_created", key_id=key.id, target=user, scopes=list(key.scopes), rpm=key.rpm,
+                 daily_tokens=key.daily_tokens, expires=key.expires)
+    err.print(f"key {key.id} for {escape(user)} ({', '.join(key.scopes)}; {key.rpm}/min, {key.daily_tokens} "
+              "tokens/day); shown only now:")
+    _say(token)
+
+
+@keys_app.command("list")
+def keys_list(user: Annotated[str | None, typer.Option("--user", help="Only this account's keys.")] = None,
+              as_json: Annotated[bool, typer.Option("--json")] = False, home: HomeOpt = None) -> None:
+    """Keys with their user, scopes, limits and state (never the secret)."""
+    from dataclasses import asdict
+
+    from assistant.app import api_keys
+
+    settings = settings_or_exit(home=home)
+    keys = api_keys.list_keys(settings.app_db, user)
+    if as_json:
+        print_json([asdict(k) | {"state": k.state} for k in keys])
+        return
+    table = Table("id", "user", "label", "scopes", "per min", "tokens/day", "state", "created")
+    for k in keys:
+        table.add_row(k.id, escape(k.user), escape(k.label or ""), ",".join(k.scopes), str(k.rpm),
+                      str(k.daily_tokens), k.state, k.created)
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (or the whole key).")],
+                home: HomeOpt = None) -> None:
+    """Revoke a key: its next request is refused (401)."""
+    from assistant.app import api_keys
+
+    settings = settings_or_exit(home=home)
+    with user_errors():
+        key = api_keys.revoke_key(settings.app_db, key_id)
+    _audit_event(settings, "api_key_revoked", key_id=key.id, target=key.user)
+    out.print(f"key {key.id} of {escape(key.user)} revoked")
+
+
+@keys_app.command("usage")
+def keys_usage(days: Annotated[int, typer.Option("--days", min=1)] = 7,
+               as_json: Annotated[bool, typer.Option("--json")] = False, home: HomeOpt = None) -> None:
+    """Requests, tokens, refusals (429) and cache hits per key and day."""
+    from assistant.app import api_keys
+
+    settings = settings_or_exit(home=home)
+    rows = api_keys.usage(settings.app_db, days)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("day", "key", "user", "requests", "tokens", "of quota", "refused", "cached")
+    for r in rows:
+        table.add_row(r["day"], r["key_id"], escape(r["user"] or "?"), str(r["requests"]), str(r["tokens"]),
+                      str(r["daily_tokens"] or "?"), str(r["refused"]), str(r["cached"]))
+    out.print(table)
+
+
+@app.command("cache-clear")
+def cache_clear(kb: KbOpt = None, home: HomeOpt = None) -> None:
+    """Drop the cached answers (of one knowledge base with --kb): the next questions are answered afresh."""
+    from core.answer_cache import AnswerCache
+
+    settings = settings_or_exit(home=home)
+    n = AnswerCache(settings.cache_db).clear(kb)
+    out.print(f"{n} cached answers dropped")
 
 
 if __name__ == "__main__":

@@ -75,7 +75,8 @@ def evaluate_file(assistant: Any, path: Path, user: User, kb: str | None = None,
     for i, row in enumerate(rows, 1):
         if on_item:
             on_item(i, len(rows), row)
-        ans = assistant.ask(row["question"], user, kb=kb, adapter=adapter).to_dict()
+        ans = assistant.ask(row["question"], user, kb=kb, adapter=adapter, channel="cli",
+                            use_cache=False).to_dict()
         results.append({"question": row["question"], "answer": ans["answer"], "scores": score(row, ans),
                         "sources": ans["sources"], "tool_calls": ans["tool_calls"], "latency_s": ans["latency_s"]})
     metrics: dict[str, dict[str, Any]] = {}

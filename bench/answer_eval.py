@@ -191,9 +191,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     user = User(row["user"]["name"], row["user"]["role"], row["user"]["department"])
                     history: list[dict[str, str]] = []
                     for earlier in row.get("history") or []:
-                        prev = a.ask(earlier, user, history)
+                        prev = a.ask(earlier, user, history, use_cache=False)
                         history += [{"role": "user", "content": earlier}, {"role": "assistant", "content": prev.answer}]
-                    ans = a.ask(row["question"], user, history)
+                    ans = a.ask(row["question"], user, history, use_cache=False)
                     rec = _record(row, name, ans) | {"model": args.model, "verify": verify,
                                                      "setup": f"{args.model}, verify {'on' if verify else 'off'}"}
                     records.append(rec)

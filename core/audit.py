@@ -43,12 +43,16 @@ CREATE TABLE IF NOT EXISTS turns (
     status TEXT,                    -- complete | partial | error
     malformed_calls TEXT,           -- JSON [error]: tool calls the model wrote that could not be parsed
     guard TEXT,                     -- JSON {status, unsupported}: the grounding guard's verdict
+    channel TEXT,                   -- ui | cli | api (NULL: before channels were recorded)
+    key_id TEXT,                    -- the API key the turn came with
+    cached_from INTEGER,            -- the turn whose answer the cache served again
     hash TEXT                       -- sha256 of the previous row's hash and this row (core/audit_chain.py)
 );
 """
 # columns newer than the first schema: added to older logs on open, never rewritten (hashes: chained once)
 _ADDED_COLUMNS: Columns = {"turns": [("status", "TEXT"), ("malformed_calls", "TEXT"), ("guard", "TEXT"),
-                                     ("hash", "TEXT")],
+                                     ("hash", "TEXT"), ("channel", "TEXT"), ("key_id", "TEXT"),
+                                     ("cached_from", "INTEGER")],
                            "events": [("hash", "TEXT")]}
 
 

@@ -153,6 +153,16 @@ def promote(settings: Settings, ref: str) -> AdapterVersion:
     return get(settings, target.ref)
 
 
+def state_stamp(settings: Settings, name: str) -> str:
+    """Changes with every promotion or roll-back of `name` (even back to an earlier version): what was made under
+    one activation is told apart from what is made under the next."""
+    f = adapters_root(settings) / name / "registry.json"
+    try:
+        return str(f.stat().st_mtime_ns)
+    except OSError:
+        return ""
+
+
 def active_ref(settings: Settings, name: str) -> str | None:
     """`name@vN` of the active version, or None."""
     active = _state(settings, check_name(name)).get("active")

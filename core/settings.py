@@ -159,6 +159,34 @@ class Settings(BaseSettings):
         default=None, ge=-1.0, le=1.0, description="An answer whose similarity to its cited units is below this "
         "fails verification (None: recorded only; calibrated with bench/answer_eval.py).")
 
+    # the answer cache (chat UI and API)
+    cache: bool = Field(
+        default=True, description="Serve a repeated question from the answer cache: same normalised question, same "
+        "access scope, knowledge-base version, adapter version and model; an entry is dropped when a unit it cited "
+        "changed, and answers resting on a tool result are never cached.")
+    cache_ttl_s: float = Field(default=86_400.0, ge=0, description="Seconds a cached answer is served (0: never).")
+    cache_semantic: float | None = Field(
+        default=None, ge=0.5, le=1.0, description="Also serve a paraphrase whose embedding cosine with a cached "
+        "question reaches this (None: exact normalised questions only; calibrated by bench/cache_paraphrase.py).")
+    cache_max_entries: int = Field(default=50_000, ge=1, description="Entries kept; the least recently used go.")
+
+    # the API (`assistant serve`)
+    api_host: str = Field(default="127.0.0.1", description="Address `assistant serve` listens on.")
+    api_port: int = Field(default=8080, ge=1, le=65535, description="Port of `assistant serve`.")
+    api_workers: int = Field(
+        default=1, ge=1, description="uvicorn worker processes; more than one share one engine server "
+        "(ASSISTANT_BACKEND=openai: llama-server, vLLM), so each must not load the model itself.")
+    api_concurrency: int | None = Field(
+        default=None, ge=1, description="Answers generated at once per worker (default: llamacpp_contexts).")
+    api_queue: int = Field(
+        default=16, ge=0, description="Answers waiting for the engine per worker; beyond this a request is refused "
+        "at once with 503 and Retry-After (never left to time out).")
+    api_max_message_chars: int = Field(default=8_000, ge=1, description="Longest message a request may hold.")
+    api_max_turns: int = Field(default=200, ge=1, description="Most messages a request may hold (history included).")
+    api_history_turns: int = Field(default=6, ge=0, description="Earlier messages handed to the chain.")
+    api_rpm: int = Field(default=60, ge=1, description="Default requests per minute of a new API key.")
+    api_daily_tokens: int = Field(default=200_000, ge=1, description="Default daily token quota of a new API key.")
+
     @field_validator("kb_access")
     @classmethod
     def _lowercase_departments(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -200,6 +228,11 @@ class Settings(BaseSettings):
     @property
     def jobs_dir(self) -> Path:
         return self.home / "jobs"
+
+    @property
+    def cache_db(self) -> Path:
+        """The answer cache (disposable: deleting it loses nothing but speed)."""
+        return self.home / "cache.db"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -35,7 +35,7 @@ THOUGHT = "850-100=750，750×0.9=675。"
 
 
 # the same settings for the app under test (AppTest, the browser): the tiny model's world, as ASSISTANT_* variables
-CHAIN_ENV_VARS = {"ASSISTANT_MIN_COVERAGE": "0", "ASSISTANT_RESOLVE_FOLLOWUPS": "false"}
+CHAIN_ENV_VARS = {"ASSISTANT_MIN_COVERAGE": "0", "ASSISTANT_RESOLVE_FOLLOWUPS": "false", "ASSISTANT_CACHE": "false"}
 
 
 def unit_of(units: list[Any], fragment: str) -> int:
@@ -47,7 +47,7 @@ def build_chain_env(root: Path) -> dict[str, Any]:
     # the tiny model sees the passages of this two-file knowledge base for every question: no lexical floor (the
     # floor is tested with the corpus in test_answers.py), no follow-up decision (tested there with scripted replies)
     settings = Settings(home=root / "home", max_new_tokens=48, retrieval_k=2, min_coverage=0.0,
-                        resolve_followups=False)
+                        resolve_followups=False, cache=False)
     docs = root / "docs"
     docs.mkdir()
     (docs / "claims.md").write_text("# 理赔规则\n\n## 第一条 报案\n\n出险后十日内拨打 95500-88 报案。\n", encoding="utf-8")

@@ -17,6 +17,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for key in list(os.environ):
         if key.startswith("ASSISTANT_"):
             monkeypatch.delenv(key)
+    # a test asks what it asks afresh; the answer cache is tested where it is switched on (tests/test_answer_cache.py)
+    monkeypatch.setenv("ASSISTANT_CACHE", "false")
     monkeypatch.chdir(tmp_path)
 
 

@@ -47,6 +47,30 @@ CREATE TABLE IF NOT EXISTS messages (
     created TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_conversation ON messages(conversation_id, id);
+-- API keys: each acts as its user (role and department read from `users` on every request)
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,             -- the public part of the key (shown in lists and in the audit)
+    user TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,       -- sha256 of the secret part (a random 256-bit secret: never stored)
+    label TEXT,
+    scopes TEXT NOT NULL,            -- comma list: chat, retrieve
+    rpm INTEGER NOT NULL,            -- requests per minute
+    daily_tokens INTEGER NOT NULL,   -- model tokens per day (UTC)
+    created TEXT NOT NULL,
+    expires REAL,                    -- unix time, NULL: never
+    revoked REAL,                    -- unix time, NULL: valid
+    last_used REAL
+);
+CREATE TABLE IF NOT EXISTS api_usage (
+    key_id TEXT NOT NULL, day TEXT NOT NULL,
+    requests INTEGER NOT NULL DEFAULT 0, tokens INTEGER NOT NULL DEFAULT 0,
+    refused INTEGER NOT NULL DEFAULT 0, cached INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (key_id, day)
+);
+CREATE TABLE IF NOT EXISTS api_rate (
+    key_id TEXT NOT NULL, minute INTEGER NOT NULL, requests INTEGER NOT NULL,
+    PRIMARY KEY (key_id, minute)
+);
 """
 
 

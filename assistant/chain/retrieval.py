@@ -403,6 +403,12 @@ class HybridRetriever:
     def query_vector(self, query: str) -> np.ndarray:
         return self._embed(query)[0]
 
+    def chunk_texts(self, ids: list[str]) -> dict[str, str]:
+        """The text each of these chunks holds in this version (absent: no longer in the knowledge base)."""
+        if getattr(self, "_text_of", None) is None:
+            self._text_of = dict(zip(self._ids, self._texts, strict=True))
+        return {i: self._text_of[i] for i in ids if i in self._text_of}
+
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Unit-length embeddings of texts compared with each other (the knowledge base's own embedding model)."""
         rows = np.array([self.searcher.embeddings.embed_query(t) for t in texts], dtype=np.float32)

@@ -109,6 +109,9 @@ class Answer:
     tools: list[dict[str, Any]] = field(default_factory=list)
     started: float = 0.0  # time.perf_counter() when the question was asked
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    cached_from: int | None = None  # served from the answer cache: the audit id of the turn that made the answer
+    cache: dict[str, Any] = field(default_factory=dict)  # {created, similarity} of a cache hit
+    channel: str = "ui"  # ui | cli | api
 
     @property
     def sources(self) -> list[dict[str, Any]]:
@@ -137,4 +140,6 @@ class Answer:
             "tokens_per_s": self.tokens_per_s, "error": self.error, "kb": self.kb, "status": self.status,
             "transcript": self.transcript, "tools": self.tools,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "prompt_tokens": self.prompt_tokens, "new_tokens": self.new_tokens,
+            "cached": self.cached_from is not None, "cached_from": self.cached_from, "cache": self.cache,
         }

@@ -16,8 +16,11 @@ every tool call the model attempted as an event.
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict
 from typing import Any
 
@@ -32,6 +35,7 @@ from assistant.chain.retrieval import HybridRetriever, RetrievalResult
 from assistant.chain.state import Answer, Emit, Source, Unit
 from assistant.tools.registry import ToolContext, ToolRegistry, ToolResult
 from core.access import AccessPolicy
+from core.answer_cache import AnswerCache, CacheScope
 from core.audit import AuditLog, record_event
 from core.errors import AssistantError
 from core.identity import User
@@ -61,6 +65,25 @@ def thinking_switch(question: str, default: bool) -> tuple[str, bool]:
             think = value
             question = re.sub(rf"(^|\s){re.escape(tag)}(?=\s|$)", " ", question)
     return question.strip(), think
+
+
+Gate = Callable[[], AbstractContextManager[Any]]  # entered while the model is used (assistant.api.admission)
+
+# settings that change no answer: where things run and how the cache and the API behave
+_NOT_ANSWER_SETTINGS = {"home", "n_threads", "llamacpp_contexts", "llamacpp_repack", "openai_api_key", "lock_timeout_s"}
+
+
+def _answer_options(settings: Settings, think: bool) -> str:
+    fields = {k: v for k, v in settings.model_dump(mode="json").items()
+              if k not in _NOT_ANSWER_SETTINGS and not k.startswith(("api_", "cache"))}
+    return json.dumps(fields | {"think": think}, sort_keys=True, default=str)
+
+
+def cacheable(ans: Answer) -> bool:
+    """A finished answer that rests on documents alone: no tool call (a record's state changes at any time), not
+    interrupted, no error."""
+    return (ans.status == "complete" and not ans.error and not ans.tool_calls
+            and ans.outcome in ("answer", "evidence", "refusal"))
 
 
 class Assistant:
@@ -147,17 +170,26 @@ class Assistant:
         think: bool | None = None,
         on_event: Emit | None = None,
         conversation_id: str | None = None,
+        channel: str = "ui",
+        key_id: str | None = None,
+        use_cache: bool | None = None,
+        gate: Gate | None = None,
     ) -> Answer:
+        """One turn for `user`. `channel` (ui | cli | api) and `key_id` go into the audit; `use_cache` (default: the
+        setting) lets a repeated question be answered from the answer cache (core.answer_cache)."""
         t0 = time.perf_counter()
         emit: Emit = on_event or (lambda kind, payload: None)
         question, think = thinking_switch(question, self.settings.thinking if think is None else think)
         kb = kb or self.settings.default_kb
         history = history or []
-        ans = Answer(question, "", [], [], model=self.model_name, kb=kb, started=t0)
+        ans = Answer(question, "", [], [], model=self.model_name, kb=kb, started=t0, channel=channel)
+        scope = None
         try:
             self.check_kb(user, kb)
             ans.adapter = self.resolve_adapter(user, adapter)
-            self._answer(ans, user, history, kb, think, emit)
+            if self.settings.cache if use_cache is None else use_cache:
+                scope = self.cache_scope(user, kb, ans.adapter, think)
+            self._answer(ans, user, history, kb, think, emit, scope, gate)
         except AssistantError as exc:
             ans.error = str(exc)
             ans.answer = ans.answer or f"⚠ {exc}"
@@ -169,18 +201,37 @@ class Assistant:
             ans.error, ans.status = f"interrupted ({type(exc).__name__})", "partial"
             raise
         finally:  # every turn leaves its record, whatever ended it: tools may already have acted
-            self._audit(ans, user, think, conversation_id, time.perf_counter() - t0)
+            self._audit(ans, user, think, conversation_id, time.perf_counter() - t0, key_id)
+        if scope is not None and ans.cached_from is None and cacheable(ans):
+            self._cache_put(scope, ans)
         return ans
 
     def _answer(self, ans: Answer, user: User, history: list[dict[str, str]], kb: str, think: bool,
-                emit: Emit) -> None:
-        """The stages, in order, each once."""
+                emit: Emit, scope: CacheScope | None = None, gate: Gate | None = None) -> None:
+        """The stages, in order, each once (a question the cache answers ends after the first). `gate` is entered
+        before the model is first needed (backpressure), so a cached answer never waits for the engine."""
         s = self.settings
         clock = _Clock(ans)
-        standalone.resolve(ans, history, self.backend if s.resolve_followups else None)
-        if ans.standalone != ans.question:
-            emit("status", "followup_resolved")
-        clock("standalone")
+        with ExitStack() as held:
+            if gate is not None and history and s.resolve_followups:
+                held.enter_context(gate())
+                gate = None
+            standalone.resolve(ans, history, self.backend if s.resolve_followups else None)
+            if ans.standalone != ans.question:
+                emit("status", "followup_resolved")
+            clock("standalone")
+            if scope is not None and self._cache_get(scope, ans):
+                clock("cache")
+                emit("status", "cached")
+                emit("status", f"outcome_{ans.outcome}")
+                return
+            if gate is not None:
+                held.enter_context(gate())
+                clock("queue")
+            self._stages(ans, user, kb, think, emit, clock)
+
+    def _stages(self, ans: Answer, user: User, kb: str, think: bool, emit: Emit, clock: _Clock) -> None:
+        s = self.settings
         retriever = self._retrieve(ans, user, kb)
         emit("sources", ans.passages)
         scores = evidence.build(ans, ans.standalone, self._scorer(retriever, ans.standalone), s.prompt_passages,
@@ -229,7 +280,59 @@ class Assistant:
         return evidence.UnitScorer(question, retriever.idf, retriever.unit_vectors if dense else None,
                                    retriever.query_vector(question) if dense else None)
 
-    def _audit(self, ans: Answer, user: User, think: bool, conversation_id: str | None, latency_s: float) -> None:
+    # ---- the answer cache ----------------------------------------------------------------------------
+    def cache_scope(self, user: User, kb: str, adapter: str | None, think: bool) -> CacheScope | None:
+        """Everything besides the question that decides this user's answer (None: nothing to cache against)."""
+        from core import registry
+        from ingest.store import KnowledgeBase
+
+        version = KnowledgeBase(self.settings, kb).current_version()
+        if version is None:
+            return None
+        departments = self.access.departments(user)
+        name = (adapter or "").split("@")[0]
+        return CacheScope(
+            kb=kb, kb_version=version,
+            departments=("*",) if departments is None else tuple(sorted(d or "" for d in departments)),
+            tools=tuple(sorted(t["function"]["name"] for t in self.tools.schemas(user))),
+            adapter=name, adapter_state=f"{adapter}|{registry.state_stamp(self.settings, name)}" if name else "",
+            model=self.model_name, options=_answer_options(self.settings, think))
+
+    def _cache(self) -> AnswerCache:
+        if getattr(self, "_answer_cache", None) is None:
+            s = self.settings
+            self._answer_cache = AnswerCache(s.cache_db, s.cache_ttl_s, s.cache_max_entries)
+        return self._answer_cache
+
+    def _cache_vector(self, kb: str, question: str) -> Any:
+        return self.retriever(kb).query_vector(question) if self.settings.cache_semantic else None
+
+    def _cache_get(self, scope: CacheScope, ans: Answer) -> bool:
+        """Fill `ans` from the cache if this question has a valid entry in this scope."""
+        texts = self.retriever(scope.kb).chunk_texts
+        hit = self._cache().get(scope, ans.standalone, texts, self._cache_vector(scope.kb, ans.standalone),
+                                self.settings.cache_semantic)
+        if hit is None:
+            return False
+        p = hit.payload
+        ans.answer, ans.lead, ans.outcome, ans.shown = p["answer"], p["lead"], p["outcome"], p["sources"]
+        ans.model_answer, ans.verification, ans.cited, ans.reply = (p["model_answer"], p["verification"], p["cited"],
+                                                                    p["reply"])
+        ans.thinking, ans.relevant, ans.transcript = p["thinking"], p["relevant"], p["transcript"]
+        ans.tools = p["tools"]
+        ans.passages = [Source(**r) for r in p["retrieved"]]
+        ans.units = [Unit(**u) for u in p["units"]]
+        ans.cached_from = hit.audit_id if hit.audit_id is not None else -1
+        ans.cache = {"created": hit.created, "question": hit.question, "similarity": hit.similarity}
+        return True
+
+    def _cache_put(self, scope: CacheScope, ans: Answer) -> None:
+        evidence = {p.chunk_id: p.text for p in ans.passages if p.chunk_id}
+        self._cache().put(scope, ans.standalone, ans.to_dict(), evidence, ans.audit_id,
+                          self._cache_vector(scope.kb, ans.standalone))
+
+    def _audit(self, ans: Answer, user: User, think: bool, conversation_id: str | None, latency_s: float,
+               key_id: str | None = None) -> None:
         ans.latency_s = latency_s
         cited_chunks = list(dict.fromkeys(s["chunk_id"] for s in ans.shown if s.get("chunk_id")))
         for p in ans.passages:
@@ -243,6 +346,7 @@ class Assistant:
             cited=cited_chunks, latency_s=ans.latency_s, retrieval_ms=ans.retrieval_ms,
             prefill_s=ans.prefill_s, tokens_per_s=ans.tokens_per_s, error=ans.error, status=ans.status,
             malformed_calls=ans.malformed, guard=ans.guard | {"standalone": ans.standalone, "reply": ans.reply},
+            channel=ans.channel, key_id=key_id, cached_from=ans.cached_from,
         )
         who = {"role": user.role, "department": user.department, "turn_id": ans.audit_id}
         for t in ans.tool_calls:  # every attempted call is an event, whatever became of it
