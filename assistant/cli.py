@@ -102,6 +102,9 @@ def _print_answer(ans: Any, streamed: str | None) -> None:
         err.print(f"[green][{s['n']}][/green] {escape(_cite_label(s) + where)}")
     if ans.standalone and ans.standalone.strip() != ans.question.strip():
         err.print(f"[dim]searched as: {escape(ans.standalone)}[/dim]")
+    if ans.cached_from is not None:
+        err.print(escape(f"answered from the cache: first given in turn #{ans.cached_from}; the passages it rests on "
+                         "are unchanged since"), style="dim")
     status = (ans.verification or {}).get("status") or "-"
     err.print(escape(f"{ans.outcome or 'answer'} · verification {status} · {ans.latency_s:.1f} s · model {ans.model} · "
                      f"adapter {ans.adapter or 'none'} · audit #{ans.audit_id}"), style="dim")

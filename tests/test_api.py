@@ -134,6 +134,7 @@ def test_plain_and_streamed_answers_carry_citations_and_sources(world: dict) -> 
 def test_models_retrieve_and_department_restrictions(world: dict) -> None:
     wang, li = _client(world, "wang"), _client(world, "li")
     assert [m.id for m in wang.models.list().data] == ["default", "default@claims"]
+    assert "hr" not in [m.id for m in li.models.list().data]  # the hr knowledge base is for hr only
     assert "hr@claims" in [m.id for m in _client(world, "boss").models.list().data]  # admins: every pair
     # the claims department's document reaches the claims key, never a sales key: search, sources, answer
     r = _post(world, "/v1/retrieve", {"query": SECRET, "k": 5}, "wang").json()

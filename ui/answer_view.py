@@ -1,9 +1,10 @@
 """How one answer is shown: thinking (collapsed); the lead (the model's verified answer with its [n] marks, or
 the title over the documents' own words or a look-up's record, or the refusal); the units it rests on, each a
 block quote of its literal text with its citation; the sources with the passage and the PDF page; "Answer
-details" (collapsed: the verdict and its reasons, the question as searched, the tool calls, the timings); what
-was shown and the timing under it; the feedback controls. A turn saved before the structured answer path (no
-`outcome`) is shown as it was: its `answer` text, the tool trace and the sources.
+details" (collapsed: the verdict and its reasons, the question as searched, the tool calls, the timings); that
+it came from the answer cache, if it did; what was shown and the timing under it; the feedback controls. A turn
+saved before the structured answer path (no `outcome`) is shown as it was: its `answer` text, the tool trace and
+the sources.
 
 Everything that came from the model, a document or a tool is shown as literal text (ui.safe_markdown): no
 image, link or HTML in it can make the browser fetch anything. A cited file is served by document id, only
@@ -12,6 +13,7 @@ if this user may see that document now and the file is still the one ingested (a
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import streamlit as st
@@ -271,6 +273,29 @@ def _footer(payload: dict[str, Any], shown: str | None) -> None:
     st.caption(" · ".join(timing))
 
 
+def cached_note(payload: dict[str, Any]) -> str | None:
+    """A served-from-the-cache answer says so: when it was first answered (local time), by which turn, and the
+    question it was first asked as where that was worded otherwise; None for an answer made now (or saved before
+    the cache)."""
+    if not payload.get("cached"):
+        return None
+    cache = payload.get("cache") or {}
+    first = []
+    if isinstance(cache.get("created"), int | float):
+        first.append(datetime.fromtimestamp(cache["created"]).strftime("%Y-%m-%d %H:%M"))
+    if payload.get("cached_from"):
+        first.append(f"turn #{payload['cached_from']}")
+    note = ":material/bolt: Answered from the cache"
+    if first:
+        note += f" (first answered {md.text(', '.join(first))})"
+    asked, similarity = cache.get("question"), cache.get("similarity")
+    if asked and str(asked).strip() != str(payload.get("question") or "").strip():
+        note += " for the question " + md.text(f"\u201c{asked}\u201d")
+        if isinstance(similarity, int | float):
+            note += f" (similarity {similarity:.2f})"
+    return note + "; the documents it cites are unchanged since."
+
+
 def _legacy(payload: dict[str, Any], key: str, settings: Settings | None, account: Account | None) -> None:
     """A turn saved by the release before: its `answer` as it was shown then ('> words [n]' lines as quotes)."""
     if payload.get("error"):
@@ -314,6 +339,9 @@ def answer(payload: dict[str, Any], key: str, settings: Settings | None = None, 
         quotes(payload)
         sources(payload, key, settings, account)
     details(payload)
+    note = cached_note(payload)
+    if note:
+        st.caption(note)
     _footer(payload, shown_as(payload))
 
 

@@ -73,13 +73,35 @@ class Api:
         self.load_error: str | None = None
 
     def load(self) -> None:
-        if self.assistant is None:
-            try:
+        """The model and the default knowledge base's index loaded (then /readyz answers 200); the prompt prefixes
+        of the key holders' tool sets prefilled in the background (a head start, as the chat page gives)."""
+        try:
+            if self.assistant is None:
                 from assistant.chain import build_assistant
 
                 self.assistant = build_assistant(self.settings)
-            except Exception as exc:  # /readyz says why; requests get 503
-                self.load_error = f"{type(exc).__name__}: {exc}"
+            from ingest.store import KnowledgeBase
+
+            if KnowledgeBase(self.settings, self.settings.default_kb).exists():
+                self.assistant.retriever(self.settings.default_kb)
+        except Exception as exc:  # /readyz says why; requests get 503
+            self.assistant, self.load_error = None, f"{type(exc).__name__}: {exc}"
+            return
+        threading.Thread(target=self._warm, name="warm-prefixes", daemon=True).start()
+
+    def _warm(self) -> None:
+        from assistant.app.users import get_user
+
+        seen = set()
+        for key in api_keys.list_keys(self.settings.app_db):
+            account = get_user(self.settings.app_db, key.user) if key.state == "active" else None
+            if account is None or (account.role, account.department) in seen:
+                continue
+            seen.add((account.role, account.department))
+            try:
+                self.assistant.warm(account.user)
+            except Exception:  # only a head start: a question prefills what is missing
+                return
 
     async def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.pool, lambda: fn(*args, **kwargs))
