@@ -5,7 +5,9 @@ answer says so in the chat (ui.answer_view)."""
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,15 @@ from tests.test_ui import plain
 
 APP = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
 PASSWORD = "Quiet-Harbour-Lantern-2026"
+
+
+@pytest.fixture(autouse=True)
+def _restore_main() -> Iterator[None]:
+    """AppTest runs its script as `__main__` and leaves it there: a process spawned later in the session (as the
+    chain_env fixture's are) would run that script again. Put the real `__main__` back."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 @pytest.fixture
