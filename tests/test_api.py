@@ -6,6 +6,7 @@ to see it recorded."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -330,3 +331,60 @@ def test_engine_killed_mid_answer_is_a_clear_error_and_audited(chain_env: dict, 
         engine.kill()
         if server is not None:
             server.stop()
+
+
+def test_langchain_chat_openai_works_unchanged(world: dict) -> None:
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(base_url=world["server"].url + "/v1", api_key=world["keys"]["wang"], model="default",
+                     max_retries=0)
+    assert llm.invoke(Q_RAG).content.startswith(A_RAG)
+    assert "".join(c.content for c in llm.stream(Q_RAG)).startswith(A_RAG)
+
+
+def test_several_workers_share_one_engine_server(chain_env: dict, tmp_path: Path) -> None:
+    """`assistant serve --workers 2` over an OpenAI-compatible engine: both processes answer, keys and limits are
+    shared through the app database, metrics are summed across them."""
+    from tests.openai_server import serve
+
+    engine, engine_url = serve(chain_env["runtime"], "base")
+    proc = None
+    try:
+        home = tmp_path / "home"
+        settings = Settings(home=home, max_new_tokens=48, retrieval_k=2, min_coverage=0.0, resolve_followups=False)
+        shutil.copytree(chain_env["settings"].home / "adapters", home / "adapters")
+        docs = tmp_path / "docs"
+        shutil.copytree(chain_env["settings"].home.parent / "docs", docs)
+        pipeline.add_paths(settings, [docs])
+        add_user(settings.app_db, "wang", "Correct-Horse-Battery-9", "staff", "sales")
+        _, token = api_keys.create_key(settings.app_db, "wang", rpm=5)
+        port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")} | {
+            "ASSISTANT_HOME": str(home), "ASSISTANT_BACKEND": "openai", "ASSISTANT_OPENAI_BASE_URL": engine_url,
+            "ASSISTANT_OPENAI_MODEL": "base", "ASSISTANT_MAX_NEW_TOKENS": "48", "ASSISTANT_RETRIEVAL_K": "2",
+            "ASSISTANT_MIN_COVERAGE": "0", "ASSISTANT_RESOLVE_FOLLOWUPS": "false", "ASSISTANT_CACHE": "false"}
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "assistant"), "serve", "--workers", "2", "--port",
+                                 str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 240
+        while True:
+            assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() else "not ready"
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        client = openai.OpenAI(base_url=url + "/v1", api_key=token, max_retries=0, timeout=120)
+        answers = [client.chat.completions.create(model="default", messages=[{"role": "user", "content": Q_RAG}])
+                   for _ in range(4)]
+        assert all(a.choices[0].message.content.startswith(A_RAG) for a in answers)
+        r = [httpx.get(url + "/v1/models", headers={"Authorization": f"Bearer {token}"}) for _ in range(2)]
+        assert [x.status_code for x in r] == [200, 429]  # 5 per minute, counted across both workers
+        metrics = httpx.get(url + "/metrics").text
+        assert 'assistant_responses_total{endpoint="/v1/chat/completions",status="200"} 4.0' in metrics
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(30)
+        engine.shutdown()

@@ -89,7 +89,15 @@ class Api:
             return
         threading.Thread(target=self._warm, name="warm-prefixes", daemon=True).start()
 
+    warming = True
+
     def _warm(self) -> None:
+        try:
+            self._warm_prefixes()
+        finally:
+            self.warming = False
+
+    def _warm_prefixes(self) -> None:
         from assistant.app.users import get_user
 
         seen = set()
@@ -228,7 +236,7 @@ def create_app(settings: Settings, assistant: Any | None = None) -> FastAPI:
         if not KnowledgeBase(settings, settings.default_kb).exists():
             return JSONResponse({"ready": False, "reason": f"knowledge base '{settings.default_kb}' is empty"}, 503)
         return JSONResponse({"ready": True, "model": api.assistant.model_name, "queue": api.gate.waiting,
-                             "busy": api.gate.busy, "slots": api.gate.slots})
+                             "busy": api.gate.busy, "slots": api.gate.slots, "warming": api.warming})
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
