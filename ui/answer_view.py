@@ -22,6 +22,7 @@ from assistant.app.cited_files import open_cited
 from assistant.app.feedback import turn_example
 from assistant.app.users import Account
 from core.access import AccessPolicy
+from core.answer_cache import normalise
 from core.errors import AssistantError
 from core.feedback import add_feedback, feedback_for
 from core.settings import Settings
@@ -289,7 +290,7 @@ def cached_note(payload: dict[str, Any]) -> str | None:
     if first:
         note += f" (first answered {md.text(', '.join(first))})"
     asked, similarity = cache.get("question"), cache.get("similarity")
-    if asked and str(asked).strip() != str(payload.get("question") or "").strip():
+    if asked and normalise(str(asked)) != normalise(str(payload.get("question") or "")):  # a paraphrase's hit
         note += " for the question " + md.text(f"\u201c{asked}\u201d")
         if isinstance(similarity, int | float):
             note += f" (similarity {similarity:.2f})"

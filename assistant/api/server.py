@@ -300,6 +300,8 @@ def create_app(settings: Settings, assistant: Any | None = None) -> FastAPI:
         if isinstance(first, BaseException):
             if isinstance(first, EngineBusy):
                 return await refuse(request, first, user, key_id)
+            if isinstance(first, ClientGone):  # hung up while queued: audited as partial, nobody to answer
+                return Response(status_code=499)
             raise first
         if req.stream:
             return StreamingResponse(turn.stream(t0), media_type="text/event-stream",
@@ -359,11 +361,15 @@ class _Turn:
         """Run the turn until it is past the gate (or refused, or finished): a refusal is still a plain 503."""
         self.future = self.loop.run_in_executor(self.api.pool, self._run)
         got = asyncio.ensure_future(self.events.get())
-        done, _ = await asyncio.wait({got, self.future}, return_when=asyncio.FIRST_COMPLETED)
-        if got in done:  # the first event is always the admission (past the gate, or a cache hit)
-            return None
-        got.cancel()
-        return self.future.exception()
+        while True:  # waiting in the queue: a client that hangs up meanwhile leaves it
+            done, _ = await asyncio.wait({got, self.future}, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+            if got in done:  # the first event is always the admission (past the gate, or a cache hit)
+                return None
+            if self.future in done:
+                got.cancel()
+                return self.future.exception()
+            if await self.request.is_disconnected():
+                self.cancel.set()
 
     async def _finished(self) -> Any:
         """The finished Answer; polls for a disconnect meanwhile (cancelling the generation)."""

@@ -294,7 +294,7 @@ class Assistant:
         return CacheScope(
             kb=kb, kb_version=version,
             departments=("*",) if departments is None else tuple(sorted(d or "" for d in departments)),
-            tools=tuple(sorted(t["function"]["name"] for t in self.tools.schemas(user))),
+            tools=tuple(sorted(t.name for t in self.tools.allowed(user))),
             adapter=name, adapter_state=f"{adapter}|{registry.state_stamp(self.settings, name)}" if name else "",
             model=self.model_name, options=_answer_options(self.settings, think))
 
@@ -327,7 +327,8 @@ class Assistant:
         return True
 
     def _cache_put(self, scope: CacheScope, ans: Answer) -> None:
-        evidence = {p.chunk_id: p.text for p in ans.passages if p.chunk_id}
+        # the chunks as stored (a passage may be a chunk widened by its neighbours): what a later hit is checked against
+        evidence = self.retriever(scope.kb).chunk_texts([p.chunk_id for p in ans.passages if p.chunk_id])
         self._cache().put(scope, ans.standalone, ans.to_dict(), evidence, ans.audit_id,
                           self._cache_vector(scope.kb, ans.standalone))
 
