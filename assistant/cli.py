@@ -415,6 +415,11 @@ def audit_export(
         atomic_write_text(state, json.dumps(last) + "\n")
 
 
+# idle keep-alive connections are kept longer than a client's back-off after 429/503 (up to a minute): a client
+# reusing its connection after waiting Retry-After must not find it closed under it
+KEEP_ALIVE_S = 75
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option("--host", help="Address to listen on (ASSISTANT_API_HOST; default "
@@ -446,13 +451,14 @@ def serve(
         from assistant.api.server import create_app
 
         uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning",
-                    timeout_graceful_shutdown=5)
+                    timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_S)
         return
     # worker processes read the same settings from the environment; metrics are summed across them
     os.environ.update({"ASSISTANT_HOME": str(settings.home), "ASSISTANT_MODEL": settings.model,
                        "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="metrics-", dir=settings.home)})
     uvicorn.run("assistant.api.server:app_from_env", factory=True, workers=settings.api_workers,
-                host=settings.api_host, port=settings.api_port, log_level="warning", timeout_graceful_shutdown=5)
+                host=settings.api_host, port=settings.api_port, log_level="warning", timeout_graceful_shutdown=5,
+                timeout_keep_alive=KEEP_ALIVE_S)
 
 
 keys_app = typer.Typer(help="API keys: each acts as its user (role, department), stored hashed, shown once.",

@@ -82,6 +82,9 @@ def engine_alone(home: Path, threads: int, seconds: float) -> dict:
     users = [get_user(settings.app_db, n).user for n in ("li.claims", "wang.staff")]
     for u in users:
         assistant.warm(u)
+    for kind in MIX["weights"]:  # each question once, as the API had answered them before its timed phases
+        for q in MIX[kind]:
+            assistant.ask(q, users[0], use_cache=False, channel="api")
     done: list[tuple[float, float]] = []
     end = time.perf_counter() + seconds
 
@@ -130,10 +133,11 @@ def _serve(home: Path, port: int, log: Path) -> subprocess.Popen:
 
 
 def _phase(url: str, keys: list[str], users: int, seconds: int, cache: bool, out: Path, name: str,
-           kinds: dict | None = None) -> Path:
+           kinds: dict | None = None, pacing: float = 0.0) -> Path:
     records = out / f"records-{name}.jsonl"
     records.unlink(missing_ok=True)
-    env = dict(os.environ, LOAD_KEYS=",".join(keys), LOAD_CACHE="on" if cache else "off", LOAD_RECORDS=str(records))
+    env = dict(os.environ, LOAD_KEYS=",".join(keys), LOAD_CACHE="on" if cache else "off", LOAD_RECORDS=str(records),
+               LOAD_PACING_S=str(pacing))
     if kinds:
         env["LOAD_WEIGHTS"] = json.dumps(kinds)
     (out / f"start-{name}").write_text(str(time.time()))
@@ -187,6 +191,7 @@ def main() -> None:
     ap.add_argument("--home", type=Path, default=None, help="data home (default: a fresh one under --out)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--skip-engine", action="store_true", help="no engine-alone baseline")
+    ap.add_argument("--only-cached", action="store_true", help="only the phases of cached answers")
     ap.add_argument("--engine-alone", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -202,7 +207,7 @@ def main() -> None:
     slots = Settings(home=home).api_concurrency or Settings(home=home).llamacpp_contexts
     levels = [int(x) for x in args.levels.split(",")]
     summary: dict = {"levels": levels, "seconds": args.seconds, "slots": slots, "phases": {}}
-    if not args.skip_engine:  # alone on the machine: no server running meanwhile
+    if not args.skip_engine and not args.only_cached:  # alone on the machine: no server running meanwhile
         print(f"== engine alone: {slots} threads, {args.seconds} s", flush=True)
         res = subprocess.run([sys.executable, __file__, "--engine-alone", "--home", str(home), "--threads",
                               str(slots), "--seconds", str(args.seconds), "--out", str(out)],
@@ -216,7 +221,7 @@ def main() -> None:
         from core.answer_cache import AnswerCache
 
         cache_db = Settings(home=home).cache_db
-        for cache in (False, True):
+        for cache in () if args.only_cached else (False, True):
             for level in levels:
                 name = f"cache-{'on' if cache else 'off'}-{level}"
                 AnswerCache(cache_db).clear()  # each phase earns its own hits
@@ -233,6 +238,11 @@ def main() -> None:
                 httpx.post(f"{url}/v1/chat/completions", timeout=600, headers={"Authorization": f"Bearer {key}"},
                            json={"model": "default", "messages": [{"role": "user", "content": q}]})
         rec = _phase(url, keys, max(levels), args.seconds, True, out, name, {"repeated": 1.0})
+        summary["phases"][name] = summarise(rec, args.seconds)
+        # the same clients as staff applications send: each one question a second (back to back above)
+        name = f"cached-paced-{max(levels)}"
+        print(f"== {name}", flush=True)
+        rec = _phase(url, keys, max(levels), args.seconds, True, out, name, {"repeated": 1.0}, pacing=1.0)
         summary["phases"][name] = summarise(rec, args.seconds)
     finally:
         server.terminate()

@@ -14,7 +14,7 @@ import random
 import time
 from pathlib import Path
 
-from locust import HttpUser, constant, task
+from locust import HttpUser, constant, constant_pacing, task
 
 MIX = json.loads((Path(__file__).parent / "data" / "load_mix.json").read_text(encoding="utf-8"))
 KEYS = os.environ["LOAD_KEYS"].split(",")
@@ -29,8 +29,11 @@ def _record(**row: object) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+PACING = float(os.environ.get("LOAD_PACING_S") or 0)  # seconds between a user's requests (0: none, back to back)
+
+
 class Staff(HttpUser):
-    wait_time = constant(0)
+    wait_time = constant_pacing(PACING) if PACING else constant(0)
 
     def on_start(self) -> None:
         self.key = random.choice(KEYS)

@@ -102,6 +102,8 @@ class AnswerCache:
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         with db.connect(self.path, SCHEMA) as conn:
+            # disposable: a commit lost to a power cut costs one answer's recomputation, never consistency (WAL)
+            conn.execute("PRAGMA synchronous=NORMAL")
             yield conn
 
     def get(self, scope: CacheScope, question: str, current_texts: Callable[[list[str]], dict[str, str]],
@@ -122,7 +124,8 @@ class AnswerCache:
             if stale or (self.ttl_s and now - row["created"] > self.ttl_s):
                 conn.execute("DELETE FROM entries WHERE key = ?", (row["key"],))
                 return None
-            conn.execute("UPDATE entries SET used = ?, hits = hits + 1 WHERE key = ?", (now, row["key"]))
+            if now - row["used"] > 60:  # recency for eviction, kept to the minute: a hit is a read, not a write
+                conn.execute("UPDATE entries SET used = ?, hits = hits + 1 WHERE key = ?", (now, row["key"]))
         return Hit(json.loads(row["payload"]), row["audit_id"], row["created"], row["question"], similarity)
 
     def put(self, scope: CacheScope, question: str, payload: dict[str, Any], evidence: dict[str, str],

@@ -11,6 +11,11 @@ class AssistantError(Exception):
     """Base for errors whose message tells the user what went wrong and what to do."""
 
 
+class TurnRefused(Exception):  # noqa: N818 (what happened to the turn)
+    """A turn refused before any model work (e.g. no engine slot free): no turn is recorded for it; the caller
+    records the refusal (an audit event) and tells the client when to retry."""
+
+
 class FileRejected(AssistantError):
     """A single input file could not be ingested; other files go on."""
 

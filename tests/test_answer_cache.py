@@ -115,3 +115,26 @@ def test_the_chain_serves_repeats_from_the_cache_and_drops_them_when_things_chan
     assert fresh.cached_from is None and all("十日内" not in p.text for p in fresh.passages)
     # a look-up rests on a live record: never cached
     assert a.ask(Q_TOOL, STAFF).tool_calls and a.ask(Q_TOOL, STAFF).cached_from is None
+
+
+def test_a_page_passage_widened_by_its_neighbours_is_served_again(chain_env: dict, tmp_path: Path) -> None:
+    """A PDF page's passage joins its matching chunks: the entry is checked against the chunks as stored, so
+    the repeat is served (and a change to the page's text is still noticed)."""
+    from assistant.chain import build_assistant
+    from core.testing.pdfs import make_pdf
+    from ingest import pipeline
+
+    settings = chain_env["settings"].model_copy(update={"home": tmp_path / "home", "cache": True, "chunk_size": 40,
+                                                        "chunk_overlap": 0, "min_chunk_tokens": 0})
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    clauses = [f"Clause {i}. The waiting period for plan {i} is {10 * i} days after the policy starts, and claims "
+               f"for illness that begins within the waiting period of plan {i} are declined." for i in range(1, 5)]
+    make_pdf(docs / "plans.pdf", [" ".join(clauses)])
+    pipeline.add_paths(settings, [docs])
+    a = build_assistant(settings, runtime=chain_env["runtime"], tools=chain_env["assistant"].tools)
+    question = "What is the waiting period for plan 2 and plan 3?"
+    first = a.ask(question, STAFF)
+    stored = a.retriever("default").chunk_texts([p.chunk_id for p in first.passages])
+    assert any(p.text != stored[p.chunk_id] for p in first.passages)  # a widened passage
+    assert a.ask(question, STAFF).cached_from == first.audit_id

@@ -11,8 +11,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from core.errors import TurnRefused
 
-class EngineBusy(Exception):  # noqa: N818 (the state it reports)
+
+class EngineBusy(TurnRefused):
     def __init__(self, retry_after_s: float, waiting: int) -> None:
         super().__init__(f"the engine is busy ({waiting} answers waiting); retry in {retry_after_s:.0f} s")
         self.retry_after_s = max(1, round(retry_after_s))

@@ -34,7 +34,7 @@ from assistant.api.requests import BadRequest, ChatRequest, RetrieveRequest, con
 from assistant.app import api_keys
 from assistant.app.api_keys import ApiKey, KeyRejected, LimitExceeded
 from core.access import AccessDenied
-from core.audit import record_event
+from core.audit import AuditLog, record_event
 from core.identity import User
 from core.settings import Settings
 
@@ -71,6 +71,7 @@ class Api:
         self.gate = EngineGate(slots, settings.api_queue)
         self.pool = ThreadPoolExecutor(max_workers=slots + settings.api_queue + 64, thread_name_prefix="api")
         self.load_error: str | None = None
+        self.audit = AuditLog(settings.audit_db)  # one handle: events are appended without reopening the schema
 
     def load(self) -> None:
         """The model and the default knowledge base's index loaded (then /readyz answers 200); the prompt prefixes
@@ -121,7 +122,7 @@ class Api:
             key, account = api_keys.authenticate(self.settings.app_db, token, scope)
         except KeyRejected as exc:
             key_id = token.removeprefix(api_keys.PREFIX).split(".")[0][:16] if token else None
-            record_event(self.settings.audit_db, "api_key_rejected", "-", key_id=key_id, reason=str(exc),
+            record_event(self.audit, "api_key_rejected", "-", key_id=key_id, reason=str(exc),
                          address=address)
             raise
         api_keys.admit(self.settings.app_db, key)
@@ -173,7 +174,7 @@ def create_app(settings: Settings, assistant: Any | None = None) -> FastAPI:
 
     def audit_refusal(request: Request, user: str, status: int, code: str, message: str,
                       key_id: str | None = None) -> None:
-        record_event(settings.audit_db, "api_refused", user, status=status, code=code, error=message, key_id=key_id,
+        record_event(api.audit, "api_refused", user, status=status, code=code, error=message, key_id=key_id,
                      path=request.url.path, address=request.client.host if request.client else None)
 
     async def refuse(request: Request, exc: Exception, user: str = "-", key_id: str | None = None) -> JSONResponse:
@@ -273,7 +274,7 @@ def create_app(settings: Settings, assistant: Any | None = None) -> FastAPI:
         hits = [{"n": i, "source": p.hit.source, "page": p.hit.page, "clause": p.hit.clause or None,
                  "text": p.hit.text, "score": round(p.score, 4), "chunk_id": p.hit.chunk_id, "doc_id": p.hit.doc_id}
                 for i, p in enumerate(res.passages, 1)]
-        await api.call(record_event, settings.audit_db, "api_retrieve", user, key_id=key_id, kb=kb, query=req.query,
+        await api.call(record_event, api.audit, "api_retrieve", user, key_id=key_id, kb=kb, query=req.query,
                        chunks=[h["chunk_id"] for h in hits])
         metrics.RESPONSES.labels("/v1/retrieve", "200").inc()
         return {"object": "list", "model": req.model or kb, "relevant": res.relevant, "data": hits}

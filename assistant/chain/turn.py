@@ -37,7 +37,7 @@ from assistant.tools.registry import ToolContext, ToolRegistry, ToolResult
 from core.access import AccessPolicy
 from core.answer_cache import AnswerCache, CacheScope
 from core.audit import AuditLog, record_event
-from core.errors import AssistantError
+from core.errors import AssistantError, TurnRefused
 from core.identity import User
 from core.prompts import answer_messages, is_chinese, system_prompt
 from core.settings import Settings
@@ -194,6 +194,9 @@ class Assistant:
             ans.error = str(exc)
             ans.answer = ans.answer or f"⚠ {exc}"
             ans.status, ans.outcome = "error", "error"
+        except TurnRefused:  # nothing was done: the caller records the refusal
+            ans.status = "refused"
+            raise
         except Exception as exc:  # recorded below, then raised: the caller shows it
             ans.error, ans.status, ans.outcome = f"{type(exc).__name__}: {exc}", "error", "error"
             raise
@@ -201,7 +204,8 @@ class Assistant:
             ans.error, ans.status = f"interrupted ({type(exc).__name__})", "partial"
             raise
         finally:  # every turn leaves its record, whatever ended it: tools may already have acted
-            self._audit(ans, user, think, conversation_id, time.perf_counter() - t0, key_id)
+            if ans.status != "refused":
+                self._audit(ans, user, think, conversation_id, time.perf_counter() - t0, key_id)
         if scope is not None and ans.cached_from is None and cacheable(ans):
             self._cache_put(scope, ans)
         return ans
