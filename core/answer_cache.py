@@ -101,9 +101,8 @@ class AnswerCache:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        with db.connect(self.path, SCHEMA) as conn:
-            # disposable: a commit lost to a power cut costs one answer's recomputation, never consistency (WAL)
-            conn.execute("PRAGMA synchronous=NORMAL")
+        # disposable: a commit lost to a power cut costs one answer's recomputation, never consistency (WAL)
+        with db.connect(self.path, SCHEMA, synchronous="NORMAL") as conn:
             yield conn
 
     def get(self, scope: CacheScope, question: str, current_texts: Callable[[list[str]], dict[str, str]],

@@ -81,5 +81,7 @@ _ADDED_COLUMNS: Columns = {"users": [("must_change", "INTEGER NOT NULL DEFAULT 0
 @contextmanager
 def connect(path: Path) -> Iterator[sqlite3.Connection]:
     """A connection to the app's database in one transaction: committed on success, rolled back on error."""
-    with db.connect(path, SCHEMA, _ADDED_COLUMNS) as conn:
+    # users, conversations, feedback, keys and usage: consistent after any crash; a power cut may lose the last
+    # commits (the audit log, core.audit, flushes every one)
+    with db.connect(path, SCHEMA, _ADDED_COLUMNS, synchronous="NORMAL") as conn:
         yield conn
