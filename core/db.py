@@ -40,7 +40,7 @@ def connect(path: Path, schema: str = "", added: Columns | None = None, check_sa
         stale = _KEEP.pop(str(path), None)
         if stale is not None:
             stale.close()
-    conn = sqlite3.connect(str(path), timeout=10, check_same_thread=check_same_thread)
+    conn = sqlite3.connect(str(path), timeout=30, check_same_thread=check_same_thread)
     conn.row_factory = sqlite3.Row
     try:
         conn.execute("PRAGMA foreign_keys=ON")  # per connection
