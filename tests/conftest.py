@@ -8,6 +8,9 @@ import pytest
 from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+# a test asks what it asks afresh, also in fixtures set up before the per-test environment below; the answer cache
+# is tested where it is switched on (tests/test_answer_cache.py, tests/test_api.py)
+os.environ["ASSISTANT_CACHE"] = "false"
 CORPUS = ROOT / "corpus"
 
 
