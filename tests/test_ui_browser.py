@@ -48,7 +48,7 @@ def server(tmp_path: Path) -> Iterator[str]:
         encoding="utf-8")
     pipeline.add_paths(Settings(home=home), [tmp_path / "docs"])
     ensure_demo_users(home / "app.db")
-    with app_server(home, tmp_path / "streamlit.log", {"ASSISTANT_RESOLVE_FOLLOWUPS": "false"},
+    with app_server(home, tmp_path / "streamlit.log", {"ASSISTANT_RESOLVE_FOLLOWUPS": "false", "ASSISTANT_CACHE": "false"},
                     scripted=REPLIES, delay_s=0.25) as url:
         yield url
 
