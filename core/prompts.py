@@ -118,7 +118,7 @@ class PromptUnit:
 
     n: int
     text: str
-    label: str  # "安心意外伤害保险条款.pdf, p.2, 第九条 事故通知": units of one label are listed under it
+    label: str  # "policy_terms.pdf, p.2, 第九条 事故通知": units of one label are listed under it
 
 
 _CN = "一二三四五六七八九十"

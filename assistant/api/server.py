@@ -217,6 +217,11 @@ def create_app(settings: Settings, assistant: Any | None = None) -> FastAPI:
             raise BadRequest(f"{field}: {first['msg']} ({len(exc.errors())} problem(s) in the request)", field, 400,
                              "invalid_request") from None
 
+    async def caller(request: Request, scope: str | None) -> tuple[ApiKey, User]:
+        """The key and its user, the request counted against the key's limits (KeyRejected, LimitExceeded)."""
+        return await api.call(api.authenticate, request.headers.get("authorization"), scope,
+                              request.client.host if request.client else None)
+
     def not_ready() -> JSONResponse | None:
         if api.assistant is None:
             return _error(503, f"the assistant is not loaded: {api.load_error or 'still loading'}", "not_ready",
@@ -249,8 +254,7 @@ def create_app(settings: Settings, assistant: Any | None = None) -> FastAPI:
         if (resp := not_ready()) is not None:
             return resp
         try:
-            key, user = await api.call(api.authenticate, request.headers.get("authorization"), None,
-                                       request.client.host if request.client else None)
+            key, user = await caller(request, None)
         except (KeyRejected, LimitExceeded) as exc:
             return await refuse(request, exc)
         names = await api.call(api.models, user)
@@ -263,8 +267,7 @@ def create_app(settings: Settings, assistant: Any | None = None) -> FastAPI:
             return resp
         user, key_id = "-", None
         try:
-            key, who = await api.call(api.authenticate, request.headers.get("authorization"), "retrieve",
-                                      request.client.host if request.client else None)
+            key, who = await caller(request, "retrieve")
             user, key_id = who.name, key.id
             req = await read_json(request, RetrieveRequest)
             kb, _ = await api.call(api.check_model, req.model or settings.default_kb, who)
@@ -286,8 +289,7 @@ def create_app(settings: Settings, assistant: Any | None = None) -> FastAPI:
         t0 = time.perf_counter()
         user, key_id = "-", None
         try:
-            key, who = await api.call(api.authenticate, request.headers.get("authorization"), "chat",
-                                      request.client.host if request.client else None)
+            key, who = await caller(request, "chat")
             user, key_id = who.name, key.id
             req = await read_json(request, ChatRequest)
             question, history = conversation(req, settings.api_max_message_chars, settings.api_max_turns,
