@@ -102,6 +102,10 @@ class OpenAICompatibleBackend:
         except (openai.APIError, httpx.HTTPError) as exc:  # refused, timed out, or died mid-answer
             raise AssistantError(f"the model server at {self.settings.openai_base_url} stopped answering "
                                  f"({type(exc).__name__}: {exc}); check that it is running") from exc
+        # a complete reply ends with a finish reason; a body that just stops is a server that died mid-answer
+        if acc is None or not (acc.response_metadata or {}).get("finish_reason"):
+            raise AssistantError(f"the model server at {self.settings.openai_base_url} stopped answering "
+                                 "(the reply ended without a finish reason); check that it is running")
         stats.total_s = time.perf_counter() - t0
         usage = getattr(acc, "usage_metadata", None) or {}
         stats.prompt_tokens, stats.new_tokens = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
