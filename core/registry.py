@@ -40,7 +40,7 @@ class AdapterVersion:
 
 
 def adapters_root(settings: Settings) -> Path:
-    return settings.home / "adapters"
+    return settings.adapters_dir or settings.home / "adapters"
 
 
 def check_name(name: str) -> str:

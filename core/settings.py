@@ -23,6 +23,19 @@ class Settings(BaseSettings):
         description="Data home: knowledge bases, adapters, databases, logs. Relative paths are "
         "resolved against the working directory.",
     )
+    vector_store: Literal["faiss", "milvus"] = Field(
+        default="faiss", description="Where knowledge bases live: 'faiss' (files under the data home, nothing to "
+        "run beside the app) or 'milvus' (dense vectors, BM25 and filters in Milvus; shared by every app server).")
+    milvus_uri: str | None = Field(
+        default=None, description="Milvus: a file path for embedded Milvus Lite, or http://host:19530 for a "
+        "Milvus server or cluster; default: milvus.db in the data home (Milvus Lite).")
+    milvus_token: str | None = Field(default=None, description="Milvus server credentials ('user:password').")
+    database_url: str | None = Field(
+        default=None, description="App state (users, conversations, feedback, API keys and usage, jobs, audit) in "
+        "PostgreSQL: postgresql://user:password@host:5432/db; default: SQLite files in the data home.")
+    adapters_dir: Path | None = Field(
+        default=None, description="The adapter registry's folder; a shared folder (NFS, a mounted object store) "
+        "lets every node load the same versions; default: adapters in the data home.")
     embedding_model: str = Field(
         default="multilingual-e5-small",
         description="Embedding model: 'multilingual-e5-small' (offline default, zh+en, bundled), "
@@ -97,6 +110,12 @@ class Settings(BaseSettings):
     )
     openai_base_url: str = Field(default="http://localhost:8000/v1", description="vLLM / llama.cpp / Ollama URL.")
     openai_api_key: str | None = None
+    openai_base_urls: list[str] = Field(
+        default_factory=list, description="Several OpenAI-compatible engines serving the same model and adapters "
+        "(JSON list of URLs): each request goes to a healthy one (health-checked, least busy first); empty: "
+        "'openai_base_url' alone.")
+    engine_health_interval_s: float = Field(
+        default=5.0, gt=0, description="Seconds between health checks of an engine marked down (several engines).")
     openai_model: str = Field(default="Qwen/Qwen3-8B", description="Served model name when no adapter is named.")
     openai_response_format: Literal["json_schema", "json_object", "none"] = Field(
         default="json_schema", description="How the structured replies are asked of the server: 'json_schema' "
@@ -230,6 +249,11 @@ class Settings(BaseSettings):
     @property
     def jobs_dir(self) -> Path:
         return self.home / "jobs"
+
+    @property
+    def milvus_target(self) -> str:
+        """The Milvus URI in use (Milvus Lite's file in the data home unless one is set)."""
+        return self.milvus_uri or str(self.home / "milvus.db")
 
     @property
     def cache_db(self) -> Path:
