@@ -48,3 +48,7 @@ class DataError(AssistantError):
 def validation_problems(exc: ValidationError, whole: str = "value") -> str:
     """A pydantic error as one line, `field: problem; ...` (`whole` names the object when no field is at fault)."""
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or whole}: {e['msg']}" for e in exc.errors())
+
+
+class KnowledgeBaseUnavailable(AssistantError):
+    """The service holding the knowledge base (Milvus) cannot be reached: nothing was read or changed."""

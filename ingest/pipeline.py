@@ -618,7 +618,14 @@ class Searcher:
         self.kb = KnowledgeBase(settings, kb_name)
         require_kb(self.kb)
         self.embeddings = load_embeddings(settings.embedding_model)
-        self.snapshot = self.kb.load(self.embeddings)
+        # Milvus: the version is searched where it lives (no vectors in memory); FAISS: loaded whole
+        self.index = None
+        if settings.vector_store == "milvus":
+            version = self.kb.current_version()
+            self.snapshot = Snapshot(manifest=self.kb.read_manifest(version), version=version)
+            self.index = self.kb.open_index(version) if version and self.snapshot.manifest.get("embedding") else None
+        else:
+            self.snapshot = self.kb.load(self.embeddings)
         self.kb.check_embedding(self.snapshot.manifest, self.embeddings.name, self.embeddings.dim)
 
     def search(
@@ -629,7 +636,7 @@ class Searcher:
         sources: Iterable[str] | None = None,
     ) -> list[SearchHit]:
         store = self.snapshot.store
-        if store is None or not query.strip():
+        if (store is None and self.index is None) or not query.strip():
             return []
         allowed = {(d or "").strip().lower() or None for d in departments} if departments is not None else None
         wanted = set(sources) if sources is not None else None
@@ -640,6 +647,11 @@ class Searcher:
             return wanted is None or md.get("source") in wanted or md.get("doc_id") in wanted
 
         vec = self.embeddings.embed_query(query)
+        if self.index is not None:  # the same filter, as a scalar filter inside Milvus's search
+            from ingest.milvus_store import filter_expr
+
+            return hits_from(self.index.hits(np.asarray(vec), k, filter_expr(
+                allowed if departments is not None else None, wanted)))
         filt = keep if (allowed is not None or wanted is not None) else None
         return hits_from(store.similarity_search_with_score_by_vector(vec, k=k, filter=filt))
 
@@ -667,10 +679,11 @@ def kb_stats(settings: Settings, kb_name: str | None = None) -> dict[str, Any]:
     manifest = kb.read_manifest()
     docs = list(manifest["documents"].values())
     version = kb.current_version()
-    size = sum(f.stat().st_size for f in (kb.versions_dir / version).iterdir()) if version else 0
+    folder = kb.version_dir(version)
+    size = sum(f.stat().st_size for f in folder.iterdir()) if folder is not None else 0
     return {
         "kb": kb.name,
-        "path": str(kb.dir),
+        "path": str(kb.dir) if settings.vector_store == "faiss" else settings.milvus_target,
         "version": version,
         "embedding": manifest.get("embedding"),
         "configured_embedding": canonical_name(settings.embedding_model),

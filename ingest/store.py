@@ -81,7 +81,17 @@ class SearchHit:
 
 
 class KnowledgeBase:
-    """Storage of one named knowledge base. Ingestion logic lives in `ingest.pipeline`."""
+    """Storage of one named knowledge base. Ingestion logic lives in `ingest.pipeline`.
+
+    With settings.vector_store 'milvus', `KnowledgeBase(settings, name)` is an `ingest.milvus_store`
+    MilvusKnowledgeBase: the same interface, versions held by Milvus."""
+
+    def __new__(cls, settings: Settings, name: str | None = None) -> KnowledgeBase:
+        if cls is KnowledgeBase and settings.vector_store == "milvus":
+            from ingest.milvus_store import MilvusKnowledgeBase
+
+            return super().__new__(MilvusKnowledgeBase)
+        return super().__new__(cls)
 
     def __init__(self, settings: Settings, name: str | None = None) -> None:
         self.settings = settings
@@ -243,6 +253,10 @@ class KnowledgeBase:
 
 def list_knowledge_bases(settings: Settings) -> list[str]:
     """Names of the knowledge bases that hold a committed version."""
+    if settings.vector_store == "milvus":
+        from ingest.milvus_store import list_milvus_knowledge_bases
+
+        return list_milvus_knowledge_bases(settings)
     root = settings.kb_root
     names = sorted(d.name for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
     return [n for n in names if not n.startswith(".") and KnowledgeBase(settings, n).exists()]

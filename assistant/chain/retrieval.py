@@ -174,7 +174,15 @@ class HybridRetriever:
         self.named_documents = True  # False only to measure retrieval without the named-document step
         self.one_per_page = True  # False only to measure the chunk-level ranking of earlier releases
         self.bm25_loaded = False  # True: the version's saved BM25 index was read, nothing re-tokenised
-        if store is not None and len(store):
+        # Milvus: dense and BM25 searches run in Milvus, filters inside them; texts and metadata held here
+        self._milvus = self.searcher.index
+        if self._milvus is not None and len(self._milvus):
+            self._ids, self._meta, self._texts = self._milvus.ids, self._milvus.metas, self._milvus.texts
+            self.bm25_loaded = True
+            self._doc_of = np.array([m.get("doc_id", "") for m in self._meta])
+            self._names = _name_keys({d: [Path(doc.get("source") or "").stem, doc.get("title") or ""]
+                                      for d, doc in snapshot.documents.items()})
+        elif store is not None and len(store):
             self._ids = list(store.ids)
             docs = store.documents()
             self._meta = [d.metadata for d in docs]
@@ -229,6 +237,9 @@ class HybridRetriever:
         """`word` is no stop word and the text of at most a fifth of the other documents uses it."""
         if word in lexical.STOP_WORDS:
             return False
+        if self._milvus is not None:  # documents using it, less the named one (counted as a user)
+            stats = self._milvus.term(word)
+            return stats is None or stats[1] - 1 <= max(1, len(self._names) // 5)
         term = self._bm25.vocab_dict.get(word) if self._bm25 is not None else None
         if term is None:  # no chunk has it as a word ("bestbuy", a Chinese title): nothing else is called so
             return True
@@ -248,7 +259,10 @@ class HybridRetriever:
             self._query_vectors[query] = vec
         return vec
 
-    def _dense_by_vector(self, vec: np.ndarray, n: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
+    def _dense_by_vector(self, vec: np.ndarray, n: int, mask: np.ndarray | None,
+                         expr: str = "") -> list[tuple[int, float]]:
+        if self._milvus is not None:  # `expr` is `mask` as Milvus's scalar filter, applied inside the search
+            return self._milvus.dense(vec, n, expr)
         import faiss
 
         store = self.searcher.snapshot.store
@@ -258,8 +272,23 @@ class HybridRetriever:
         scores, idx = store.index.search(vec, n, params=params)
         return [(int(i), float(s)) for i, s in zip(idx[0], scores[0], strict=True) if i >= 0]
 
-    def _bm25_scores(self, query: str, mask: np.ndarray | None) -> np.ndarray | None:
-        """BM25 score of every chunk for the query (masked chunks 0), None when the query has no term."""
+    def _bm25_scores(self, query: str, mask: np.ndarray | None, expr: str = "", n: int = 0,
+                     fetched: dict[str, set[int]] | None = None) -> np.ndarray | None:
+        """BM25 score of every chunk for the query (masked chunks 0), None when the query has no term.
+
+        Milvus: the top `n` allowed chunks' scores, the others 0 until `_complete_bm25` fetches the ones that
+        become candidates (`fetched` records which positions hold their true score)."""
+        if self._milvus is not None:
+            text = self._milvus.query_text(query)
+            if not text:
+                return None
+            scores = np.zeros(len(self._ids), dtype=np.float32)
+            top = self._milvus.bm25(text, n, expr)
+            for i, s in top:
+                scores[i] = s
+            if fetched is not None:
+                fetched[query] = {i for i, _ in top} | ({-1} if len(top) < n else set())  # -1: all found
+            return scores
         tokens = bm25_tokens(query)
         if not tokens or self._bm25 is None:
             return None
@@ -295,20 +324,27 @@ class HybridRetriever:
         # a question naming a financial metric is answered by a statement's lines: where the knowledge base
         # has them, BM25 searches the lines alone (the question's prose is not in a table) and the embedder
         # reads the question with them
+        expr = self._expr(departments, sources)
+        fetched: dict[str, set[int]] = {}
         items = line_items(query)
-        lines = self._bm25_scores(items, mask) if items else None
+        lines = self._bm25_scores(items, mask, expr, n, fetched) if items else None
         if not self._has_statement(items, lines):
             items = ""
-        bm25_all = lines if items else self._bm25_scores(query, mask)
+        bm25_all = lines if items else self._bm25_scores(query, mask, expr, n, fetched)
+        bm25_query = items or query
         vec = self._embed(f"{query} {items}" if items else query)
-        dense = self._dense_by_vector(vec, n, mask)
+        dense = self._dense_by_vector(vec, n, mask, expr)
         sparse = self._top(bm25_all, n)
         named = self.named(query) if self.named_documents and self.fusion == "calibrated" else set()
         in_named = np.isin(self._doc_of, list(named)) if named else None
         if in_named is not None:  # the named documents' best chunks join the candidates, within the user's access
             inside = in_named & mask if mask is not None else in_named
-            extra = self._dense_by_vector(vec, min(n, int(inside.sum())), inside) if inside.any() else []
+            inside_expr = self._expr(departments, sources, named)
+            extra = self._dense_by_vector(vec, min(n, int(inside.sum())), inside, inside_expr) if inside.any() else []
             dense_pool = _merged(dense, extra)
+            if self._milvus is not None and bm25_all is not None:  # the named documents' own BM25 top
+                self._complete_bm25(bm25_all, bm25_query, self._milvus.bm25(
+                    self._milvus.query_text(bm25_query), n, inside_expr), fetched)
             sparse = _merged(sparse, self._top(bm25_all * inside, n) if bm25_all is not None else [])
         else:
             dense_pool = dense
@@ -344,6 +380,11 @@ class HybridRetriever:
             for e in fused.values():
                 e.score = sum(1.0 / (60 + r) for r in e.ranks.values())
         else:
+            if self._milvus is not None and bm25_all is not None:  # every candidate's exact BM25 score
+                missing = [i for i in fused if i not in fetched.get(bm25_query, set())]
+                if missing and -1 not in fetched.get(bm25_query, set()):
+                    self._complete_bm25(bm25_all, bm25_query, list(self._milvus.bm25_of(
+                        self._milvus.query_text(bm25_query), missing).items()), fetched)
             self._calibrated(query, vec, fused, bm25_all, in_named, bool(items))
         ranked = sorted(fused.values(), key=lambda r: r.score, reverse=True)
         if self.one_per_page:
@@ -362,6 +403,22 @@ class HybridRetriever:
             best >= self.settings.min_relevance and coverage >= self.settings.min_coverage))
         return RetrievalResult(ranked, relevant, best, coverage)
 
+    def _expr(self, departments: Iterable[str | None] | None, sources: Iterable[str] | None,
+              named: set[str] | None = None) -> str:
+        """The access filter (and the named documents) as a Milvus scalar filter; "" for FAISS."""
+        if self._milvus is None:
+            return ""
+        from ingest.milvus_store import filter_expr
+
+        return filter_expr(departments, sources, named)
+
+    @staticmethod
+    def _complete_bm25(scores: np.ndarray, query: str, found: list[tuple[int, float]],
+                       fetched: dict[str, set[int]]) -> None:
+        for i, s in found:
+            scores[i] = s
+        fetched.setdefault(query, set()).update(i for i, _ in found)
+
     def coverage(self, query: str, passages: list[Retrieved]) -> float:
         """IDF-weighted share of the query's informative terms that occur in `passages`.
 
@@ -371,7 +428,7 @@ class HybridRetriever:
         so they weigh most and are missing. Question words are left out."""
         # a number is a value of the asker's case (a bill of 2600, 400 claims), not what the question is about
         terms = {t for t in lexical.query_terms(query) if t not in _ASKING and not _NUMBER.fullmatch(t)}
-        if not terms or self._bm25 is None:
+        if not terms or (self._bm25 is None and self._milvus is None):
             return 1.0  # nothing to check (a question of only question words): the dense floor decides
         found = " ".join(r.hit.text for r in passages).lower()
         weights = {t: self.idf(t) for t in terms}
@@ -382,6 +439,9 @@ class HybridRetriever:
     def idf(self, term: str) -> float:
         """How informative a term is in this knowledge base (BM25's idf over its chunks); a term it never uses is
         as informative as it gets."""
+        if self._milvus is not None:
+            stats = self._milvus.term(term)
+            return float(np.log((self._milvus.chunks + 1) / ((stats[0] if stats else 0) + 0.5)))
         if self._bm25 is None:
             return 1.0
         i = self._bm25.vocab_dict.get(term)
@@ -425,8 +485,11 @@ class HybridRetriever:
         and rank fusion lets the weaker leg's top results outrank dense's good ones; the weight keeps BM25
         a supporter that breaks close dense calls and lifts exact-term matches, never a co-equal voter."""
         ids = np.fromiter(fused, dtype=np.int64)
-        vectors = self.searcher.snapshot.store.index.reconstruct_batch(ids)
-        d = vectors @ vec[0]
+        if self._milvus is not None:  # exact cosines of the candidates, computed by Milvus
+            cos = self._milvus.dense_of(vec, ids.tolist())
+            d = np.array([cos.get(int(i), 0.0) for i in ids], dtype=np.float32)
+        else:
+            d = self.searcher.snapshot.store.index.reconstruct_batch(ids) @ vec[0]
         b = bm25_all[ids] if bm25_all is not None else np.zeros(len(ids), dtype=np.float32)
         for i, s in zip(ids, d, strict=True):
             fused[int(i)].dense = float(s)

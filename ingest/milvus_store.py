@@ -1,0 +1,468 @@
+"""Knowledge bases in Milvus (ASSISTANT_VECTOR_STORE=milvus): the same versions, manifest and searches as
+`ingest.store`'s files, held by a Milvus server or cluster (`http://host:19530`) or Milvus Lite (a file path),
+so that app servers on several machines share one knowledge base with no shared files.
+
+Layout (names from `names()`; a KB name is escaped to Milvus's [A-Za-z0-9_]):
+    kb_<name>__v_<version>   one collection per version: a chunk a row, `pos` (its index order) the primary key,
+                             dense vector (FLAT, inner product = cosine of unit vectors), BM25 sparse vector made
+                             by Milvus's BM25 function, department/doc_id/source as scalar fields for filters
+    kb_<name>__live          the alias naming the live version's collection: the commit point
+    assistant_kb_meta        the manifest (what CURRENT + manifest.json hold on disk) and the version's term
+                             statistics, as JSON split into rows keyed by (kb, version, kind, part)
+
+Invariants:
+- a version's collection and meta rows are complete before the alias moves to it; the alias move is the one
+  atomic switch, so a reader sees the old or the new version whole, and a crash before it changes nothing;
+- the previous version stays (collection + meta rows) so a reader that resolved the alias before a commit can
+  finish; older ones, and leftovers of a crashed writer, are dropped by the next writer;
+- a reader pins the version it resolved: it searches that collection by name, never the alias.
+Writers take the file lock of `ingest.store` (one machine, or a shared folder); a lock across machines is the
+deployment's job (one ingest node per knowledge base).
+
+BM25: each chunk's own project tokens (`ingest.lexical.bm25_tokens`: jieba search mode + English words) are
+hashed into ASCII words that Milvus's standard analyzer keeps whole, so Milvus scores the project's tokens
+(bench/retrieval_eval.py --store both compares it with the `jieba` analyzer variant, BM25_ANALYZER).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from langchain_core.documents import Document
+
+from core.clock import now_iso
+from core.errors import AssistantError, KnowledgeBaseUnavailable
+from core.settings import Settings
+from ingest import lexical
+from ingest.store import KnowledgeBase, Snapshot
+from ingest.vectorstore import LocalVectorStore
+
+META = "assistant_kb_meta"
+_PART = 60_000  # characters of ASCII JSON per meta row (the VARCHAR holds 65,535 bytes)
+_VARCHAR = 65_535
+_BATCH = 2_000  # rows per insert / query page
+_MAX_TOKENS = 3_600  # hashed tokens per chunk that fit the VARCHAR (17 bytes each); longer chunks are cut
+BM25_ANALYZER = "tokens"  # "tokens": the project's own tokens; "jieba": Milvus's jieba analyzer on the text
+_LIMIT = 16_384  # Milvus's largest top-k / query page
+
+# pymilvus warns on every query iterator of Milvus Lite (no server timestamp); its errors still surface
+logging.getLogger("pymilvus").setLevel(logging.ERROR)
+
+_clients: dict[tuple[str, str | None], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isascii() and c.isalnum() else f"_{ord(c):06x}" for c in name)
+
+
+def names(kb: str) -> tuple[str, str]:
+    """(collection name prefix of a knowledge base's versions, its alias)."""
+    prefix = f"kb_{_safe(kb)}"
+    return f"{prefix}__v_", f"{prefix}__live"
+
+
+def term_key(token: str) -> str:
+    """A project token as one ASCII word (Milvus's standard analyzer would split Chinese words apart)."""
+    return "t" + hashlib.blake2b(token.encode("utf-8"), digest_size=8).hexdigest()
+
+
+def _q(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)  # a string literal of Milvus's filter language
+
+
+def filter_expr(departments: Iterable[str | None] | None = None, sources: Iterable[str] | None = None,
+                doc_ids: Iterable[str] | None = None) -> str:
+    """A Milvus scalar filter: department in the allowed set (None/"" = untagged), the document named by source
+    or id, within `doc_ids`; "" = everything."""
+    parts = []
+    if departments is not None:
+        parts.append(f"department in [{', '.join(_q(d or '') for d in set(departments))}]")
+    if sources is not None:
+        wanted = ", ".join(_q(s) for s in set(sources))
+        parts.append(f"(source in [{wanted}] or doc_id in [{wanted}])")
+    if doc_ids is not None:
+        parts.append(f"doc_id in [{', '.join(_q(d) for d in set(doc_ids))}]")
+    return " and ".join(parts)
+
+
+def _and(*exprs: str) -> str:
+    return " and ".join(f"({e})" for e in exprs if e)
+
+
+def unavailable(settings: Settings, kb: str, exc: BaseException) -> KnowledgeBaseUnavailable:
+    reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return KnowledgeBaseUnavailable(
+        f"knowledge base '{kb}' is unavailable: Milvus at {settings.milvus_target} cannot be reached or refused "
+        f"the request ({reason}). Start Milvus there, or set ASSISTANT_MILVUS_URI to a running Milvus (a file "
+        f"path runs Milvus Lite embedded), or unset ASSISTANT_VECTOR_STORE for the local FAISS store. Nothing "
+        f"was changed.")
+
+
+def client(settings: Settings, kb: str) -> Any:
+    """One client per URI per process (Milvus Lite opens its file in one process only)."""
+    from pymilvus import MilvusClient
+
+    uri, token = settings.milvus_target, settings.milvus_token
+    with _clients_lock:
+        found = _clients.get((uri, token))
+        if found is None:
+            try:
+                if "://" not in uri:
+                    Path(uri).parent.mkdir(parents=True, exist_ok=True)
+                found = MilvusClient(uri=uri, token=token or "", timeout=10)
+            except Exception as exc:  # pymilvus raises several types for a refused or bad URI
+                raise unavailable(settings, kb, exc) from None
+            _clients[(uri, token)] = found
+    return found
+
+
+def forget_client(settings: Settings) -> None:
+    with _clients_lock:
+        _clients.pop((settings.milvus_target, settings.milvus_token), None)
+
+
+class MilvusKnowledgeBase(KnowledgeBase):
+    """`ingest.store.KnowledgeBase` with its versions in Milvus (KnowledgeBase(settings) returns one when
+    settings.vector_store is 'milvus')."""
+
+    def __init__(self, settings: Settings, name: str | None = None) -> None:
+        super().__init__(settings, name)
+        self.prefix, self.alias = names(self.name)
+
+    # ---- plumbing ----------------------------------------------------------------------------
+    @contextmanager
+    def _milvus(self) -> Iterator[Any]:
+        """The client; any failure of the service becomes KnowledgeBaseUnavailable (no traceback for users)."""
+        from pymilvus.exceptions import MilvusException
+
+        c = client(self.settings, self.name)
+        try:
+            yield c
+        except MilvusException as exc:
+            forget_client(self.settings)
+            raise unavailable(self.settings, self.name, exc) from None
+
+    def _ensure_meta(self, c: Any) -> None:
+        from pymilvus import DataType
+
+        if not c.has_collection(META):
+            s = c.create_schema(auto_id=False)
+            s.add_field("key", DataType.VARCHAR, max_length=512, is_primary=True)
+            s.add_field("kb", DataType.VARCHAR, max_length=1024)
+            s.add_field("version", DataType.VARCHAR, max_length=64)
+            s.add_field("kind", DataType.VARCHAR, max_length=16)
+            s.add_field("part", DataType.INT64)
+            s.add_field("body", DataType.VARCHAR, max_length=_VARCHAR)
+            s.add_field("vec", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector field; unused
+            ip = c.prepare_index_params()
+            ip.add_index("vec", index_type="FLAT", metric_type="L2")
+            c.create_collection(META, schema=s, index_params=ip)
+        c.load_collection(META)
+
+    def _read_blob(self, c: Any, version: str, kind: str) -> Any:
+        rows = c.query(META, filter=f"kb == {_q(self.name)} and version == {_q(version)} and kind == {_q(kind)}",
+                       output_fields=["part", "body"], limit=_LIMIT)
+        if not rows:
+            return None
+        return json.loads("".join(r["body"] for r in sorted(rows, key=lambda r: r["part"])))
+
+    def _write_blob(self, c: Any, version: str, kind: str, value: Any) -> None:
+        text = json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+        rows = [{"key": f"{self.name}\0{version}\0{kind}\0{i}", "kb": self.name, "version": version, "kind": kind,
+                 "part": i, "body": text[o:o + _PART], "vec": [0.0, 0.0]}
+                for i, o in enumerate(range(0, max(1, len(text)), _PART))]
+        for i in range(0, len(rows), 100):
+            c.insert(META, rows[i:i + 100])
+
+    def collection(self, version: str) -> str:
+        return f"{self.prefix}{version}"
+
+    # ---- reading ------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.current_version() is not None
+
+    def current_version(self) -> str | None:
+        with self._milvus() as c:
+            if self.alias not in c.list_aliases().get("aliases", []):
+                return None
+            target = c.describe_alias(self.alias)["collection_name"]
+        return target[len(self.prefix):] if target.startswith(self.prefix) else None
+
+    def read_manifest(self, version: str | None = None) -> dict[str, Any]:
+        version = version or self.current_version()
+        if version is None:
+            return self.empty_manifest()
+        with self._milvus() as c:
+            self._ensure_meta(c)
+            manifest = self._read_blob(c, version, "manifest")
+        if manifest is None:
+            raise AssistantError(f"knowledge base '{self.name}' is damaged: version {version} has no manifest in "
+                                 f"Milvus ({self.settings.milvus_target}). Run `ingest rebuild --kb {self.name}`.")
+        return manifest
+
+    def version_dir(self, version: str | None = None) -> Path | None:
+        return None  # no files: the version lives in Milvus
+
+    def load(self, embeddings: Any = None, migrate: bool = True) -> Snapshot:
+        """The live version in memory for a writer: vectors read back from Milvus (reused, never re-embedded)."""
+        version = self.current_version()
+        manifest = self.read_manifest(version)
+        store = None
+        if version is not None and manifest.get("embedding"):
+            dim = int(manifest["embedding"]["dim"])
+            rows = self.rows(version, ["chunk_id", "text", "meta", "vector"])
+            vectors = np.asarray([r["vector"] for r in rows], dtype=np.float32).reshape(len(rows), dim)
+            store = LocalVectorStore(embeddings, dim)
+            store.add_embeddings(zip([r["text"] for r in rows], vectors, strict=True),
+                                 [r["meta"] for r in rows], [r["chunk_id"] for r in rows])
+        return Snapshot(manifest=manifest, store=store, version=version)
+
+    def rows(self, version: str, fields: list[str]) -> list[dict[str, Any]]:
+        """Every row of a version, in index order (`pos`)."""
+        name = self.collection(version)
+        out: list[dict[str, Any]] = []
+        with self._milvus() as c:
+            c.load_collection(name)
+            it = c.query_iterator(name, batch_size=_BATCH, filter="pos >= 0", output_fields=["pos", *fields])
+            while batch := it.next():
+                out.extend(batch)
+            it.close()
+        out.sort(key=lambda r: r["pos"])
+        return out
+
+    def open_index(self, version: str) -> MilvusIndex:
+        return MilvusIndex(self, version)
+
+    # ---- writing ------------------------------------------------------------------------------
+    def acquire(self) -> Any:
+        lock = super().acquire()
+        try:
+            self._drop_unfinished()
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+
+    def _drop_unfinished(self) -> None:
+        """Collections of a writer that crashed before writing the version's manifest."""
+        with self._milvus() as c:
+            self._ensure_meta(c)
+            live = self.current_version()
+            for name in c.list_collections():
+                if name.startswith(self.prefix) and name[len(self.prefix):] != live:
+                    if self._read_blob(c, name[len(self.prefix):], "manifest") is None:
+                        c.drop_collection(name)
+
+    def commit(self, snapshot: Snapshot, analyzer: str | None = None) -> str:
+        """Write `snapshot` as a new collection + meta rows, then move the alias. Caller holds the lock."""
+        version = f"{time.strftime('%Y%m%dT%H%M%S')}_{uuid.uuid4().hex[:8]}"
+        name = self.collection(version)
+        analyzer = analyzer or BM25_ANALYZER
+        snapshot.manifest["updated_at"] = now_iso()
+        store = snapshot.store
+        dim = store.dim if store is not None else int((snapshot.manifest.get("embedding") or {}).get("dim") or 2)
+        previous = self.current_version()
+        cache = self._token_cache(previous, snapshot) if previous else {}
+        with self._milvus() as c:
+            self._ensure_meta(c)
+            self._create(c, name, dim, analyzer)
+            stats = self._insert(c, name, snapshot, cache, analyzer)
+            c.flush(name)
+            self._write_blob(c, version, "terms", stats)
+            self._write_blob(c, version, "manifest", snapshot.manifest)
+            c.flush(META)
+            # the commit point: readers resolving the alias from here on see the new version whole
+            if self.alias in c.list_aliases().get("aliases", []):
+                c.alter_alias(name, self.alias)
+            else:
+                c.create_alias(name, self.alias)
+            self._prune(c, keep={version, previous})
+        return version
+
+    def _create(self, c: Any, name: str, dim: int, analyzer: str) -> None:
+        from pymilvus import DataType, Function, FunctionType
+
+        s = c.create_schema(auto_id=False)
+        s.add_field("pos", DataType.INT64, is_primary=True)
+        s.add_field("chunk_id", DataType.VARCHAR, max_length=512)
+        s.add_field("doc_id", DataType.VARCHAR, max_length=256)
+        s.add_field("source", DataType.VARCHAR, max_length=4096)
+        s.add_field("department", DataType.VARCHAR, max_length=1024)
+        s.add_field("text", DataType.VARCHAR, max_length=_VARCHAR)
+        s.add_field("tokens", DataType.VARCHAR, max_length=_VARCHAR,
+                    **({"enable_analyzer": True, "analyzer_params": {"tokenizer": "standard"}}
+                       if analyzer == "tokens" else {}))
+        if analyzer == "jieba":
+            s.add_field("lex", DataType.VARCHAR, max_length=_VARCHAR, enable_analyzer=True,
+                        analyzer_params={"tokenizer": "jieba"})
+        s.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        s.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        s.add_field("meta", DataType.JSON)
+        s.add_function(Function(name="bm25", function_type=FunctionType.BM25,
+                                input_field_names=["tokens" if analyzer == "tokens" else "lex"],
+                                output_field_names=["sparse"]))
+        ip = c.prepare_index_params()
+        ip.add_index("vector", index_type="FLAT", metric_type="IP")
+        ip.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        c.create_collection(name, schema=s, index_params=ip)
+
+    def _token_cache(self, version: str, snapshot: Snapshot) -> dict[str, str]:
+        """Hashed tokens of the previous version's chunks by the key of their lexical text: unchanged chunks are
+        not re-tokenised."""
+        try:
+            titles = {d: doc.get("title") or "" for d, doc in self.read_manifest(version)["documents"].items()}
+            rows = self.rows(version, ["text", "meta", "tokens"])
+        except KnowledgeBaseUnavailable:
+            raise
+        except AssistantError:
+            return {}
+        return {_lex_key(titles.get(r["meta"].get("doc_id"), ""), r["meta"], r["text"]): r["tokens"] for r in rows}
+
+    def _insert(self, c: Any, name: str, snapshot: Snapshot, cache: dict[str, str],
+                analyzer: str) -> dict[str, Any]:
+        """Insert every chunk in index order; returns the term statistics readers use (idf, coverage, names)."""
+        df: Counter[str] = Counter()
+        users: dict[str, set[str]] = {}
+        store = snapshot.store
+        n = len(store) if store is not None else 0
+        titles = {d: doc.get("title") or "" for d, doc in snapshot.documents.items()}
+        docs = store.documents() if store is not None else []
+        for start in range(0, n, _BATCH):
+            vectors = store.index.reconstruct_n(start, min(_BATCH, n - start))
+            rows = []
+            for j, (d, v) in enumerate(zip(docs[start:start + _BATCH], vectors, strict=True)):
+                md = d.metadata
+                title = titles.get(md.get("doc_id"), "")
+                key = _lex_key(title, md, d.page_content)
+                tokens = cache.get(key)
+                if tokens is None:
+                    words = lexical.bm25_tokens(lexical.lexical_text(title, md, d.page_content))
+                    tokens = " ".join(term_key(w) for w in words[:_MAX_TOKENS])
+                for t in set(tokens.split()):
+                    df[t] += 1
+                    users.setdefault(t, set()).add(md.get("doc_id", ""))
+                row = {"pos": start + j, "chunk_id": d.id or md.get("chunk_id", ""), "doc_id": md.get("doc_id", ""),
+                       "source": md.get("source", ""), "department": (md.get("department") or "").lower(),
+                       "text": _fit(d.page_content), "tokens": tokens or "t", "vector": v.tolist(), "meta": md}
+                if analyzer == "jieba":
+                    row["lex"] = _fit(lexical.lexical_text(title, md, d.page_content).lower())
+                rows.append(row)
+            c.insert(name, rows)
+        return {"analyzer": analyzer, "chunks": n, "terms": {t: [k, len(users[t])] for t, k in df.items()}}
+
+    def _prune(self, c: Any, keep: set[str | None]) -> None:
+        for name in c.list_collections():
+            if name.startswith(self.prefix) and name[len(self.prefix):] not in keep:
+                c.drop_collection(name)
+        kept = ", ".join(_q(v) for v in keep if v)
+        c.delete(META, filter=f"kb == {_q(self.name)} and version not in [{kept}]")
+
+
+def _lex_key(title: str, md: dict[str, Any], text: str) -> str:
+    return hashlib.blake2b(f"{lexical.TOKENIZER_VERSION}\0{lexical.lexical_text(title, md, text)}".encode(),
+                           digest_size=12).hexdigest()
+
+
+def _fit(text: str) -> str:
+    """A text cut to what a VARCHAR holds (bytes, not characters)."""
+    raw = text.encode("utf-8")
+    return text if len(raw) <= _VARCHAR else raw[:_VARCHAR].decode("utf-8", errors="ignore")
+
+
+def list_milvus_knowledge_bases(settings: Settings) -> list[str]:
+    kb = MilvusKnowledgeBase(settings, settings.default_kb)
+    with kb._milvus() as c:
+        kb._ensure_meta(c)
+        rows = c.query(META, filter='kind == "manifest" and part == 0', output_fields=["kb"], limit=_LIMIT)
+    return sorted(n for n in {r["kb"] for r in rows} if MilvusKnowledgeBase(settings, n).exists())
+
+
+class MilvusIndex:
+    """One committed version for readers: chunk texts and metadata in memory (index order), dense and BM25
+    searches in Milvus with the access filter inside the search (k allowed hits whenever k exist)."""
+
+    def __init__(self, kb: MilvusKnowledgeBase, version: str) -> None:
+        self.kb = kb
+        self.name = kb.collection(version)
+        rows = kb.rows(version, ["chunk_id", "text", "meta"])
+        self.ids = [r["chunk_id"] for r in rows]
+        self.metas = [r["meta"] for r in rows]
+        self.texts = [r["text"] for r in rows]
+        with kb._milvus() as c:
+            stats = kb._read_blob(c, version, "terms") or {}
+        self.analyzer = stats.get("analyzer", "tokens")
+        self.chunks = int(stats.get("chunks", len(rows)))
+        self._terms: dict[str, list[int]] = stats.get("terms", {})
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def term(self, token: str) -> tuple[int, int] | None:
+        """(chunks using the token, documents using it), None when no chunk does."""
+        found = self._terms.get(term_key(token))
+        return (found[0], found[1]) if found else None
+
+    def dense(self, vec: np.ndarray, n: int, expr: str = "") -> list[tuple[int, float]]:
+        with self.kb._milvus() as c:
+            res = c.search(self.name, data=[np.asarray(vec, dtype=np.float32).ravel().tolist()], anns_field="vector",
+                           limit=min(n, _LIMIT), filter=expr, output_fields=["pos"],
+                           search_params={"metric_type": "IP"})
+        return [(int(h["pos"]), float(h["distance"])) for h in res[0]]
+
+    def dense_of(self, vec: np.ndarray, positions: list[int]) -> dict[int, float]:
+        """Exact cosine of each of these chunks (a filtered search over exactly them)."""
+        out: dict[int, float] = {}
+        for i in range(0, len(positions), _LIMIT):
+            part = positions[i:i + _LIMIT]
+            out.update(self.dense(vec, len(part), f"pos in {part}"))
+        return out
+
+    def query_text(self, query: str) -> str:
+        if self.analyzer == "jieba":
+            return query.lower()
+        return " ".join(term_key(t) for t in lexical.bm25_tokens(query))
+
+    def bm25(self, text: str, n: int, expr: str = "") -> list[tuple[int, float]]:
+        if not text.strip() or n <= 0:
+            return []
+        with self.kb._milvus() as c:
+            res = c.search(self.name, data=[text], anns_field="sparse", limit=min(n, _LIMIT), filter=expr,
+                           output_fields=["pos"], search_params={"metric_type": "BM25"})
+        # Milvus Lite reports BM25 as a negative distance; the score is its magnitude
+        return [(int(h["pos"]), abs(float(h["distance"]))) for h in res[0]]
+
+    def bm25_of(self, text: str, positions: list[int]) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for i in range(0, len(positions), _LIMIT):
+            part = positions[i:i + _LIMIT]
+            out.update(self.bm25(text, len(part), f"pos in {part}"))
+        return out
+
+    def hits(self, vec: np.ndarray, k: int, expr: str = "") -> list[tuple[Document, float]]:
+        return [(Document(page_content=self.texts[i], metadata=self.metas[i], id=self.ids[i]), s)
+                for i, s in self.dense(vec, k, expr)]
+
+
+def migrate(settings: Settings, kb_name: str | None = None) -> dict[str, Any]:
+    """Copy a FAISS knowledge base into Milvus as a new version (vectors reused, nothing re-embedded)."""
+    source = KnowledgeBase(settings.model_copy(update={"vector_store": "faiss"}), kb_name)
+    if not source.exists():
+        raise AssistantError(f"no FAISS knowledge base '{source.name}' under {settings.kb_root} to migrate")
+    target = MilvusKnowledgeBase(settings.model_copy(update={"vector_store": "milvus"}), source.name)
+    snapshot = source.load()
+    with target.acquire():
+        version = target.commit(Snapshot(manifest=snapshot.manifest, store=snapshot.store))
+    return {"kb": source.name, "version": version, "chunks": len(snapshot.store or []),
+            "documents": len(snapshot.documents), "uri": settings.milvus_target}
