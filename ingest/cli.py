@@ -100,12 +100,15 @@ def add(
     embedding_model: EmbOpt = None,
     chunk_size: Annotated[int | None, typer.Option(help="Max tokens per chunk.")] = None,
     chunk_overlap: Annotated[int | None, typer.Option(help="Token overlap of split clauses.")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Processes that parse and embed in parallel; one "
+                                         "commit stores their work as one version.")] = 1,
     json_out: JsonOpt = False,
 ) -> None:
     """Add or update documents; unchanged files are skipped, bad files reported."""
     s = _settings(home=home, embedding_model=embedding_model, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
     with _user_errors():
-        report = _run_with_progress(lambda **cb: pipeline.add_paths(s, paths, kb, department, **cb), "ingesting")
+        report = _run_with_progress(lambda **cb: pipeline.add_paths(s, paths, kb, department, workers=workers, **cb),
+                                    "ingesting")
     record_event(s.audit_db, "document_ingest", _cli_user(), kb=report.kb, department=access.tag(department),
                  files=[{"file": r.path.name, "status": r.status, "doc_id": r.doc_id, "reason": r.reason}
                         for r in report.results])
@@ -242,6 +245,31 @@ def rebuild(
     _summary(report)
     if report.failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def migrate(
+    to: Annotated[str, typer.Option("--to", help="Target store: milvus (ASSISTANT_MILVUS_URI).")],
+    kb: Annotated[str | None, typer.Option("--kb", help="Knowledge base name (default: every one).")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Copy FAISS knowledge bases into Milvus as new versions (vectors reused, nothing re-embedded)."""
+    if to != "milvus":
+        err.print(f"[red]--to {safe(to)}: only 'milvus' is a migration target[/red]")
+        raise typer.Exit(2)
+    s = _settings(home=home)
+    with _user_errors():
+        from ingest.milvus_store import migrate as to_milvus
+        from ingest.store import list_knowledge_bases
+
+        names = [kb] if kb else list_knowledge_bases(s.model_copy(update={"vector_store": "faiss"}))
+        if not names:
+            err.print(f"no FAISS knowledge base under {safe(s.kb_root)} to migrate")
+            raise typer.Exit(1)
+        for name in names:
+            done = to_milvus(s, name)
+            out.print(f"{safe(done['kb'])}: {done['documents']} documents, {done['chunks']} chunks -> Milvus at "
+                      f"{safe(done['uri'])} (version {done['version']}); set ASSISTANT_VECTOR_STORE=milvus to serve it")
 
 
 def main() -> None:  # pragma: no cover

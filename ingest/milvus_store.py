@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import threading
 import time
 import uuid
@@ -56,9 +55,7 @@ _MAX_TOKENS = 3_600  # hashed tokens per chunk that fit the VARCHAR (17 bytes ea
 BM25_ANALYZER = "tokens"  # "tokens": the project's own tokens; "jieba": Milvus's jieba analyzer on the text
 _LIMIT = 16_384  # Milvus's largest top-k / query page
 
-# pymilvus warns on every query iterator of Milvus Lite (no server timestamp); its errors still surface
-logging.getLogger("pymilvus").setLevel(logging.ERROR)
-
+_MAX_CLIENTS = 4
 _clients: dict[tuple[str, str | None], Any] = {}
 _clients_lock = threading.Lock()
 
@@ -125,6 +122,8 @@ def client(settings: Settings, kb: str) -> Any:
             except Exception as exc:  # pymilvus raises several types for a refused or bad URI
                 raise unavailable(settings, kb, exc) from None
             _clients[(uri, token)] = found
+            while len(_clients) > _MAX_CLIENTS:  # each Milvus Lite file runs a server process: keep a few
+                _clients.pop(next(iter(_clients))).close()
     return found
 
 
@@ -235,11 +234,10 @@ class MilvusKnowledgeBase(KnowledgeBase):
         out: list[dict[str, Any]] = []
         with self._milvus() as c:
             c.load_collection(name)
-            it = c.query_iterator(name, batch_size=_BATCH, filter="pos >= 0", output_fields=["pos", *fields])
-            while batch := it.next():
-                out.extend(batch)
-            it.close()
-        out.sort(key=lambda r: r["pos"])
+            # pages by position: `pos` is 0..n-1 without gaps, so the first empty page is the end
+            while batch := c.query(name, filter=f"pos >= {len(out)} and pos < {len(out) + _BATCH}",
+                                   output_fields=["pos", *fields], limit=_BATCH):
+                out.extend(sorted(batch, key=lambda r: r["pos"]))
         return out
 
     def open_index(self, version: str) -> MilvusIndex:

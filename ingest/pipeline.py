@@ -131,6 +131,7 @@ class Ingestor:
         self._model_lock: AbstractContextManager = nullcontext() if shared else threading.Lock()
         self.reused = 0
         self.reuse_from: Snapshot | None = None  # an older version of the same model: vectors reusable (rebuild)
+        self.precomputed: dict[str, list[float]] = {}  # vectors ingest workers embedded, by embedding-text hash
         if settings.chunk_size > self.embeddings.max_tokens - 32:
             raise AssistantError(
                 f"chunk_size {settings.chunk_size} exceeds what '{self.embeddings.name}' can embed "
@@ -269,7 +270,8 @@ class Ingestor:
                     title = _title_of(work.path)
                     for c in parsed[1]:
                         text = embedding_text(title, c)
-                        texts.setdefault(_embed_hash(text), (text, c.tokens))
+                        if _embed_hash(text) not in self.precomputed:
+                            texts.setdefault(_embed_hash(text), (text, c.tokens))
             vecs = self.embed([t for t, _ in texts.values()], [n for _, n in texts.values()])
             embedded = dict(zip(texts, vecs, strict=True))
         return [self.finish(snapshot, work, parsed, department, kb_name, embedded) for work, parsed in items]
@@ -302,6 +304,7 @@ class Ingestor:
         known = self._known_vectors(prior)
         self.reused += sum(h in known for h in hashes)
         known.update(embedded or {})
+        known.update(self.precomputed)
         todo = [i for i, h in enumerate(hashes) if h not in known]
         fresh = self.embed([texts[i] for i in todo], [chunks[i].tokens for i in todo]) if todo else []
         by_index = dict(zip(todo, fresh, strict=True))
@@ -413,8 +416,12 @@ def add_paths(
     on_file: ProgressFn | None = None,
     on_start: Callable[[int], None] | None = None,
     on_step: StepFn | None = None,
+    workers: int = 1,
 ) -> IngestReport:
-    """Ingest files and folders into a knowledge base. Bad files are reported, never fatal."""
+    """Ingest files and folders into a knowledge base. Bad files are reported, never fatal.
+
+    `workers` > 1: new and changed files are parsed and embedded by that many worker processes first
+    (`ingest.workers`); this process stores them and commits, as with one."""
     department = access.tag(department)  # access tags are case-insensitive: "HR" is "hr"
     t0 = time.perf_counter()
     kb = KnowledgeBase(settings, kb_name)
@@ -433,6 +440,15 @@ def add_paths(
     with kb.acquire(), ThreadPoolExecutor(1, thread_name_prefix="ingest-parse") as pool:
         snapshot = kb.load(ingestor.embeddings)
         report.warnings = ingestor.prepare(snapshot, kb)
+        parsed_ahead: dict[Path, Parsed] = {}
+        if workers > 1:
+            from ingest.workers import embed_in_workers
+
+            todo = [w.path for p, problem in candidates if problem is None
+                    for w in [ingestor.check(snapshot, p, department, {})] if isinstance(w, _Work)]
+            for path, (parsed, vectors) in embed_in_workers(settings, todo, workers).items():
+                parsed_ahead[path] = parsed
+                ingestor.precomputed.update(vectors)
         dirty = 0
         pending: dict[str, Path] = {}
         # each file is checked in order; parsing runs on a worker thread up to LOOKAHEAD files ahead of
@@ -449,8 +465,14 @@ def add_paths(
                 planned.append(FileResult(path=path, status="failed", reason=problem))
             else:
                 work = ingestor.check(snapshot, path, department, pending)
-                planned.append(work if isinstance(work, FileResult)
-                               else (work, pool.submit(ingestor.parse, work, worker_step)))
+                if isinstance(work, FileResult):
+                    planned.append(work)
+                elif work.path in parsed_ahead:  # a worker parsed and embedded it
+                    done: Future = Future()
+                    done.set_result(parsed_ahead.pop(work.path))
+                    planned.append((work, done))
+                else:
+                    planned.append((work, pool.submit(ingestor.parse, work, worker_step)))
             return True
 
         while True:

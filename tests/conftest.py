@@ -12,6 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # is tested where it is switched on (tests/test_answer_cache.py, tests/test_api.py)
 os.environ["ASSISTANT_CACHE"] = "false"
 CORPUS = ROOT / "corpus"
+# ASSISTANT_VECTOR_STORE=milvus runs the suite's knowledge bases on Milvus Lite (one file in each test's home)
+VECTOR_STORE = os.environ.get("ASSISTANT_VECTOR_STORE")
+pytest_plugins = ["tests.postgres"]  # a real PostgreSQL: fixtures, and the whole run on it with ASSISTANT_TEST_POSTGRES=1
 
 
 @pytest.fixture(autouse=True)
@@ -22,6 +25,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             monkeypatch.delenv(key)
     # a test asks what it asks afresh; the answer cache is tested where it is switched on (tests/test_answer_cache.py)
     monkeypatch.setenv("ASSISTANT_CACHE", "false")
+    if VECTOR_STORE:
+        monkeypatch.setenv("ASSISTANT_VECTOR_STORE", VECTOR_STORE)
     monkeypatch.chdir(tmp_path)
 
 

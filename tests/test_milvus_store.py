@@ -1,0 +1,206 @@
+"""Knowledge bases on Milvus (real Milvus Lite in each test's home, the real embedding model): ingest and
+search inside the user's access, atomic versions behind an alias, incremental re-ingest, FAISS → Milvus
+migration, parallel ingest workers, and a Milvus that cannot be reached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from assistant.backends.scripted import ScriptedChat
+from assistant.chain import Assistant
+from assistant.chain.retrieval import HybridRetriever
+from assistant.tools.demo.business_db import ensure_business_db
+from assistant.tools.demo.tools import demo_registry
+from core.audit import AuditLog
+from core.errors import KnowledgeBaseUnavailable
+from core.identity import User
+from core.settings import Settings
+from ingest import milvus_store, pipeline
+from ingest.cli import app
+from ingest.milvus_store import MilvusKnowledgeBase
+from ingest.store import KnowledgeBase
+
+DOCS = {
+    "claims.md": "# 理赔规则\n\n## 第一条 报案\n\n出险后十日内拨打 95500-88 报案，并提供保单号。\n\n"
+                 "## 第二条 审批\n\n5 万元以内由理赔专员审批，30 万元以上报理赔负责人审批。\n",
+    "codes.txt": "内部代码表\n\n产品代码 AX-7731 对应安心意外伤害保险。\n",
+}
+# many HR passages that answer the attack question far better than anything the claims staff may read
+HR = "".join(f"## {i}. Salary band {i}\n\nThe salary of grade {i} staff is {40 + i},000 per year, paid monthly; "
+             f"salary reviews for grade {i} happen every April.\n\n" for i in range(1, 13))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home", vector_store="milvus")
+
+
+@pytest.fixture
+def built(settings: Settings, docs_dir: Path) -> Settings:
+    for name, text in DOCS.items():
+        (docs_dir / name).write_text(text, encoding="utf-8")
+    (docs_dir / "salaries.md").write_text("# Salary handbook\n\n" + HR, encoding="utf-8")
+    pipeline.add_paths(settings, [docs_dir / "claims.md", docs_dir / "codes.txt"], department="claims")
+    pipeline.add_paths(settings, [docs_dir / "salaries.md"], department="hr")
+    return settings
+
+
+def test_kb_is_in_milvus_and_search_finds_the_clause(built: Settings) -> None:
+    kb = KnowledgeBase(built)
+    assert isinstance(kb, MilvusKnowledgeBase) and kb.exists()
+    assert not (built.kb_dir("default") / "versions").exists()  # no version files: all of it is in Milvus
+    assert kb.read_manifest()["documents"]
+    res = HybridRetriever(built).retrieve("谁审批30万元以上的理赔", k=3)
+    assert res.passages[0].hit.source == "claims.md" and "理赔负责人" in res.passages[0].hit.text
+    assert res.passages[0].dense is not None and res.passages[0].bm25 is not None
+    assert pipeline.list_documents(built) and pipeline.kb_stats(built)["chunks"] > 4
+
+
+def test_staff_never_get_another_departments_chunk(built: Settings) -> None:
+    """The attack: a claims user asks what only HR's chunks answer, naming HR's document; the filter is inside
+    both Milvus searches, so every passage is the claims department's and k of them still come back."""
+    retriever = HybridRetriever(built)
+    allowed = sum(d["chunks"] for d in KnowledgeBase(built).read_manifest()["documents"].values()
+                  if d["department"] == "claims")
+    for question in ["What is the salary of grade 3 staff in the Salary handbook?", "salary review April",
+                     "AX-7731 salary"]:
+        res = retriever.retrieve(question, k=3, departments=["claims"])
+        assert res.passages, question
+        assert {p.hit.metadata["department"] for p in res.passages} == {"claims"}, question
+        hits = pipeline.search(built, question, k=3, departments=["claims"])
+        assert len(hits) == min(3, allowed) and {h.metadata["department"] for h in hits} == {"claims"}
+    assert retriever.retrieve("salary of grade 3", k=3, departments=["finance"]).passages == []
+    everyone = retriever.retrieve("salary of grade 3", k=3)
+    assert everyone.passages[0].hit.metadata["department"] == "hr"
+
+
+def test_reader_during_a_commit_sees_the_old_version_whole(built: Settings, docs_dir: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    kb = KnowledgeBase(built)
+    old_version = kb.current_version()
+    old_docs = set(kb.read_manifest()["documents"])
+    seen: dict[str, object] = {}
+    write_blob = MilvusKnowledgeBase._write_blob
+
+    def mid_commit(self: MilvusKnowledgeBase, c: object, version: str, kind: str, value: object) -> None:
+        write_blob(self, c, version, kind, value)
+        if kind == "manifest":  # the new collection and its manifest are written; the alias has not moved yet
+            reader = HybridRetriever(built)
+            seen["version"] = reader.searcher.snapshot.version
+            seen["docs"] = set(reader.searcher.snapshot.documents)
+            seen["sources"] = {m["source"] for m in reader._meta}
+
+    monkeypatch.setattr(MilvusKnowledgeBase, "_write_blob", mid_commit)
+    (docs_dir / "new.md").write_text("# 新规\n\n## 第一条\n\n犹豫期为十五天。\n", encoding="utf-8")
+    pipeline.add_paths(built, [docs_dir / "new.md"], department="claims")
+    assert seen == {"version": old_version, "docs": old_docs, "sources": {"claims.md", "codes.txt", "salaries.md"}}
+    after = HybridRetriever(built)
+    assert after.searcher.snapshot.version != old_version and "new.md" in {m["source"] for m in after._meta}
+
+
+def test_a_commit_that_dies_changes_nothing_and_leaves_nothing(built: Settings, docs_dir: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    kb = KnowledgeBase(built)
+    before = kb.current_version()
+
+    def dies(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # a kill after the chunks were written, before the manifest and the alias
+
+    monkeypatch.setattr(MilvusKnowledgeBase, "_write_blob", dies)
+    (docs_dir / "new.md").write_text("# 新规\n\n犹豫期为十五天。\n", encoding="utf-8")
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.add_paths(built, [docs_dir / "new.md"])
+    monkeypatch.undo()
+    assert kb.current_version() == before and "new.md" not in {d["source"] for d in kb.read_manifest()["documents"]
+                                                              .values()}
+    client = milvus_store.client(built, kb.name)
+    assert len([c for c in client.list_collections() if c.startswith(kb.prefix)]) == 3  # 2 kept + the orphan
+    pipeline.add_paths(built, [docs_dir / "new.md"])  # the next writer drops the orphan
+    kept = [c for c in client.list_collections() if c.startswith(kb.prefix)]
+    assert len(kept) == 2 and kb.collection(kb.current_version()) in kept
+
+
+def test_reingest_embeds_only_changed_documents(built: Settings, docs_dir: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    embedded: list[str] = []
+    embed = pipeline.Ingestor.embed
+
+    def counting(self: pipeline.Ingestor, texts: list[str], tokens: list[int] | None = None) -> list[list[float]]:
+        embedded.extend(texts)
+        return embed(self, texts, tokens)
+
+    monkeypatch.setattr(pipeline.Ingestor, "embed", counting)
+    report = pipeline.add_paths(built, [docs_dir])
+    assert report.count("unchanged") == 3 and embedded == []
+    (docs_dir / "codes.txt").write_text("内部代码表\n\n产品代码 AX-7731 对应安心意外伤害保险。\n\n产品代码 BX-1 对应团体险。\n",
+                                        encoding="utf-8")
+    report = pipeline.add_paths(built, [docs_dir])
+    assert report.count("updated") == 1 and embedded and all("代码" in t or "codes" in t for t in embedded)
+    res = HybridRetriever(built).retrieve("BX-1 对应什么", k=2)
+    assert res.passages[0].hit.source == "codes.txt" and "BX-1" in res.passages[0].hit.text
+    # the salaries (unchanged) were copied from the previous version's collection with their vectors
+    assert HybridRetriever(built).retrieve("salary of grade 3", k=1).passages[0].hit.source == "salaries.md"
+
+
+def test_migrate_copies_a_faiss_kb_without_reembedding(tmp_path: Path, docs_dir: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    faiss = Settings(home=tmp_path / "home", vector_store="faiss")
+    for name, text in DOCS.items():
+        (docs_dir / name).write_text(text, encoding="utf-8")
+    pipeline.add_paths(faiss, [docs_dir], department="claims")
+    question = "30万元以上谁审批"
+    expected = [(p.hit.chunk_id, round(p.score, 4)) for p in HybridRetriever(faiss).retrieve(question, 3).passages]
+
+    def no_embedding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("migration must reuse the vectors")
+
+    monkeypatch.setattr(pipeline.Ingestor, "embed", no_embedding)
+    monkeypatch.setenv("ASSISTANT_HOME", str(tmp_path / "home"))
+    result = CliRunner().invoke(app, ["migrate", "--to", "milvus", "--kb", "default"])
+    assert result.exit_code == 0, result.output
+    assert "default" in result.output and "Milvus" in result.output
+    milvus = Settings(home=tmp_path / "home", vector_store="milvus")
+    assert KnowledgeBase(milvus).read_manifest()["documents"] == KnowledgeBase(faiss).read_manifest()["documents"]
+    got = [(p.hit.chunk_id, round(p.score, 4)) for p in HybridRetriever(milvus).retrieve(question, 3).passages]
+    assert got == expected
+    assert CliRunner().invoke(app, ["migrate", "--to", "pgvector"]).exit_code == 2
+
+
+def test_parallel_workers_fill_one_version(settings: Settings, docs_dir: Path) -> None:
+    for name, text in DOCS.items():
+        (docs_dir / name).write_text(text, encoding="utf-8")
+    (docs_dir / "salaries.md").write_text("# Salary handbook\n\n" + HR, encoding="utf-8")
+    kb = KnowledgeBase(settings)
+    report = pipeline.add_paths(settings, [docs_dir], department="claims", workers=2)
+    assert report.count("added") == 3 and not report.failed
+    assert kb.current_version() == report.version  # one commit for all the workers' files
+    one = Settings(home=settings.home.parent / "one", vector_store="milvus")
+    pipeline.add_paths(one, [docs_dir], department="claims")
+    ids = lambda s: sorted(c for d in KnowledgeBase(s).read_manifest()["documents"].values()  # noqa: E731
+                           for c in d["chunk_ids"])
+    assert ids(settings) == ids(one)
+    question = "Who reviews salaries in April?"
+    assert ([p.hit.chunk_id for p in HybridRetriever(settings).retrieve(question, 3).passages]
+            == [p.hit.chunk_id for p in HybridRetriever(one).retrieve(question, 3).passages])
+
+
+def test_unreachable_milvus_stops_ingest_and_the_chat_says_so(tmp_path: Path, docs_dir: Path) -> None:
+    down = Settings(home=tmp_path / "home", vector_store="milvus", milvus_uri="http://127.0.0.1:9")
+    (docs_dir / "claims.md").write_text(DOCS["claims.md"], encoding="utf-8")
+    with pytest.raises(KnowledgeBaseUnavailable) as caught:
+        pipeline.add_paths(down, [docs_dir])
+    message = str(caught.value)
+    assert "http://127.0.0.1:9" in message and "ASSISTANT_MILVUS_URI" in message and "Nothing was changed" in message
+    result = CliRunner().invoke(app, ["add", str(docs_dir)], env={"ASSISTANT_HOME": str(tmp_path / "home"),
+                                                                  "ASSISTANT_VECTOR_STORE": "milvus",
+                                                                  "ASSISTANT_MILVUS_URI": "http://127.0.0.1:9"})
+    assert result.exit_code == 2 and "127.0.0.1:9" in result.output and "Traceback" not in result.output
+    chain = Assistant(down, ScriptedChat(replies=["made up"], seen=[]),
+                      demo_registry(ensure_business_db(tmp_path / "business.db")), AuditLog(tmp_path / "audit.db"),
+                      "scripted")
+    ans = chain.ask("谁审批理赔?", User("ann", department="claims"))
+    assert ans.status == "error" and "unavailable" in ans.answer and "made up" not in ans.answer
+    assert not ans.passages
