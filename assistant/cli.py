@@ -356,7 +356,9 @@ app.add_typer(audit_app, name="audit")
 
 def _audit_db(home: Path | None) -> Path:
     settings = settings_or_exit(home=home)
-    if not settings.audit_db.is_file():
+    from core import db
+
+    if db.database_url(settings.audit_db) is None and not settings.audit_db.is_file():  # PostgreSQL: the schema
         err.print(f"[red]error:[/red] no audit log at {escape(str(settings.audit_db))} (check ASSISTANT_HOME / --home)")
         raise typer.Exit(2)
     return settings.audit_db

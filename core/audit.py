@@ -1,5 +1,6 @@
-"""Append-only audit log (SQLite): every turn with who asked what, what was retrieved, which model and
-adapter answered, every tool call with its arguments, result and duration, the answer, latency, errors;
+"""Append-only audit log (SQLite, or the schema `audit` on PostgreSQL): every turn with who asked what, what was
+retrieved, which model and adapter answered, every tool call with its arguments, result and duration, the answer,
+latency, errors;
 and events (`record_event`: denied and malformed tool calls, documents ingested or removed, logins ...).
 
 A turn is recorded however it ends: `status` is `complete`, `partial` (interrupted mid-stream, e.g. the
@@ -14,7 +15,6 @@ never leaves half a record.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,9 +64,11 @@ class AuditLog:
                 audit_chain.migrate(conn)  # a log from before the chain: its rows are hashed, once
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        with db.connect(self.path, SCHEMA + EVENTS_SCHEMA + GUARDS_SCHEMA, _ADDED_COLUMNS) as conn:
-            conn.execute("PRAGMA recursive_triggers=ON")  # a REPLACE's implicit delete fires the DELETE trigger
+    def _connect(self) -> Iterator[Any]:
+        with db.connect(self.path, {"sqlite": SCHEMA + EVENTS_SCHEMA + GUARDS_SCHEMA,
+                                    "postgres": SCHEMA + EVENTS_SCHEMA + PG_GUARDS_SCHEMA}, _ADDED_COLUMNS) as conn:
+            if db.dialect(conn) == "sqlite":
+                conn.execute("PRAGMA recursive_triggers=ON")  # a REPLACE's implicit delete fires the DELETE trigger
             yield conn
 
     def record(self, **fields: Any) -> int:
@@ -92,7 +94,7 @@ class AuditLog:
         return [_decode(r) for r in rows]
 
 
-def _decode(row: sqlite3.Row) -> dict[str, Any]:
+def _decode(row: Any) -> dict[str, Any]:
     d = dict(row)
     for k in ("retrieved", "tool_calls", "cited", "malformed_calls", "guard"):
         if d.get(k):
@@ -113,6 +115,7 @@ CREATE TABLE IF NOT EXISTS events (
 """
 GUARDS_SCHEMA = audit_chain.MARKER_SCHEMA + "".join(
     f"{statement};\n" for table in audit_chain.TABLES for statement in audit_chain.guard_statements(table))
+PG_GUARDS_SCHEMA = audit_chain.PG_MARKER_SCHEMA + audit_chain.pg_guard_schema()
 
 
 def record_event(log: AuditLog | Path, event: str, user: str, **detail: Any) -> int:

@@ -5,6 +5,11 @@ so an edited, replaced or deleted row, or one slipped in anywhere, breaks the ch
 the first broken link. Triggers refuse UPDATE, DELETE and an INSERT on an id that exists (a REPLACE), so the
 log cannot be changed through SQL while they stand.
 
+On PostgreSQL (`ASSISTANT_DATABASE_URL`) the same rows live in the schema `audit`: plpgsql triggers refuse UPDATE,
+DELETE and TRUNCATE (an INSERT on an existing id fails on the primary key, and PostgreSQL has no REPLACE), and an
+advisory lock per table orders concurrent appenders (any process, any node), so the chain never forks. A row
+deleted at the very end shows there only in the heads noted outside (PostgreSQL keeps no sqlite_sequence).
+
 What this cannot stop: someone who can write the file can drop the triggers, rewrite the rows and recompute
 every hash, or delete the file. The defence is a copy elsewhere: `export` writes the rows as JSON lines (each
 with its hash) for syslog or a SIEM, and the heads `verify` prints, noted outside, show whether the local chain
@@ -15,12 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core import db
 from core.clock import now_iso
 
 TABLES = ("turns", "events")
@@ -37,6 +42,31 @@ CREATE TRIGGER IF NOT EXISTS audit_chain_no_update BEFORE UPDATE ON audit_chain
 CREATE TRIGGER IF NOT EXISTS audit_chain_no_delete BEFORE DELETE ON audit_chain
     BEGIN SELECT RAISE(ABORT, '{REFUSED}'); END;
 """
+
+
+# PostgreSQL: one function refuses; a trigger per table and operation calls it (names as SQLite's, checked by verify)
+PG_GUARDS = ("no_update", "no_delete", "no_truncate")
+PG_MARKER_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_chain (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    since TEXT NOT NULL
+);
+"""
+
+
+def pg_guard_schema() -> str:
+    """The plpgsql function and triggers that keep the audit tables (and the chain's marker) append-only."""
+    fn = (f"CREATE OR REPLACE FUNCTION audit_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+          f"RAISE EXCEPTION '{REFUSED}' USING ERRCODE = 'insufficient_privilege'; END $$;\n")
+    return fn + "".join(f"{s};\n" for table in (*TABLES, "audit_chain") for s in pg_guard_statements(table))
+
+
+def pg_guard_statements(table: str) -> list[str]:
+    each = "FOR EACH ROW EXECUTE FUNCTION audit_refuse()"
+    return [f"CREATE OR REPLACE TRIGGER {table}_no_update BEFORE UPDATE ON {table} {each}",
+            f"CREATE OR REPLACE TRIGGER {table}_no_delete BEFORE DELETE ON {table} {each}",
+            f"CREATE OR REPLACE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse()"]
 
 
 def guard_statements(table: str) -> list[str]:
@@ -59,32 +89,45 @@ def row_hash(prev: str, table: str, row: dict[str, Any]) -> str:
     return hashlib.sha256(prev.encode() + body.encode()).hexdigest()
 
 
-def _stored_form(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> dict[str, Any]:
-    """`row` as SQLite stores it in `table` (column affinity: 3 in a REAL column is 3.0, NaN is NULL), read back
-    from a scratch copy of the table: the hash covers exactly what a later read returns."""
+def _stored_form(conn: Any, table: str, row: dict[str, Any]) -> dict[str, Any]:
+    """`row` as the database stores it in `table` (SQLite's column affinity: 3 in a REAL column is 3.0, NaN is
+    NULL; PostgreSQL's casts), read back from a scratch copy of the table: the hash covers exactly what a later
+    read returns."""
     scratch = f"_shape_{table}"
-    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {scratch} AS SELECT * FROM main.{table} WHERE 0")
+    sqlite = db.dialect(conn) == "sqlite"
+    if sqlite:
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {scratch} AS SELECT * FROM main.{table} WHERE 0")
+    else:  # pg_temp is searched first: the scratch table never meets the audit tables' names
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {scratch} AS SELECT * FROM {table} WHERE false")
+    where = f"temp.{scratch}" if sqlite else f"pg_temp.{scratch}"
     cols = list(row)
     names = ", ".join(cols)
-    conn.execute(f"INSERT INTO temp.{scratch} ({names}) VALUES ({', '.join('?' * len(cols))})",
-                 [row[c] for c in cols])
-    stored = dict(conn.execute(f"SELECT {names} FROM temp.{scratch}").fetchone())
-    conn.execute(f"DELETE FROM temp.{scratch}")
+    conn.execute(f"INSERT INTO {where} ({names}) VALUES ({', '.join('?' * len(cols))})", [row[c] for c in cols])
+    stored = dict(conn.execute(f"SELECT {names} FROM {where}").fetchone())
+    conn.execute(f"DELETE FROM {where}")
     return stored
 
 
-def _head(conn: sqlite3.Connection, table: str) -> tuple[int, str]:
+def _sequence(conn: Any, table: str) -> int:
+    """SQLite's highest id ever given in `table` (a row deleted at the end leaves it behind); 0 on PostgreSQL."""
+    if db.dialect(conn) != "sqlite":
+        return 0
+    seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+    return seq[0] if seq else 0
+
+
+def _head(conn: Any, table: str) -> tuple[int, str]:
     """The next id to use and the hash to chain to: ids are never reused, even of a row deleted at the end."""
     last = conn.execute(f"SELECT id, hash FROM {table} ORDER BY id DESC LIMIT 1").fetchone()
-    seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
-    top = max(last[0] if last else 0, seq[0] if seq else 0)
+    top = max(last[0] if last else 0, _sequence(conn, table))
     return top + 1, (last[1] or "") if last else ""
 
 
-def append(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> int:
-    """Insert `row` into `table` chained to the last row, in one write transaction (concurrent writers queue, so
-    each chains to the row before it); returns its id. The caller commits."""
-    conn.execute("BEGIN IMMEDIATE")
+def append(conn: Any, table: str, row: dict[str, Any]) -> int:
+    """Insert `row` into `table` chained to the last row, in one write transaction; returns its id. The caller
+    commits. Invariant: the head is read under the table's write lock, held until that commit, so concurrent
+    writers (threads, processes, nodes) queue and each chains to the row committed before it."""
+    db.begin_write(conn, table)
     new_id, prev = _head(conn, table)
     stored = _stored_form(conn, table, {"id": new_id, **row})
     stored["hash"] = row_hash(prev, table, stored)
@@ -94,13 +137,20 @@ def append(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> int:
     return new_id
 
 
-def chained(conn: sqlite3.Connection) -> bool:
+def chained(conn: Any) -> bool:
     return conn.execute("SELECT 1 FROM audit_chain").fetchone() is not None
 
 
-def _any_hashed(conn: sqlite3.Connection) -> bool:
+def _columns(conn: Any, table: str) -> set[str]:
+    if db.dialect(conn) == "sqlite":
+        return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+    return {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                                       "current_schema() AND table_name = ?", (table,))}
+
+
+def _any_hashed(conn: Any) -> bool:
     for table in TABLES:
-        if "hash" in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")} and conn.execute(
+        if "hash" in _columns(conn, table) and conn.execute(
                 f"SELECT 1 FROM {table} WHERE hash IS NOT NULL LIMIT 1").fetchone():
             return True
     return False
@@ -108,24 +158,25 @@ def _any_hashed(conn: sqlite3.Connection) -> bool:
 
 def needs_migration(path: Path) -> bool:
     """Whether the log at `path` predates the chain (read-only check)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        has_marker = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_chain'").fetchone() is not None
+    with db.connect_readonly(path) as conn:
+        if db.dialect(conn) == "sqlite":
+            has_marker = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_chain'").fetchone() is not None
+        else:
+            has_marker = conn.execute("SELECT to_regclass('audit_chain')").fetchone()[0] is not None
         return not (has_marker and chained(conn)) and not _any_hashed(conn)
-    finally:
-        conn.close()
 
 
-def migrate(conn: sqlite3.Connection) -> int:
+def migrate(conn: Any) -> int:
     """Chain a log written before hashes existed, once (the `audit_chain` marker says it was done): its rows
     are hashed in id order as they stand now. Returns the number of rows hashed. The caller commits. A log
     holding hashed rows is never re-hashed, marker or not: that would launder edits."""
-    conn.execute("BEGIN IMMEDIATE")
+    db.begin_write(conn, "migrate")
     if chained(conn):  # another process did it meanwhile
         return 0
     done = 0
-    for table in TABLES if not _any_hashed(conn) else ():
+    # PostgreSQL's audit schema was made with the chain: nothing there predates it
+    for table in TABLES if db.dialect(conn) == "sqlite" and not _any_hashed(conn) else ():
         rows = [dict(r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY id")]
         if rows:
             conn.execute(f"DROP TRIGGER IF EXISTS {table}_no_update")  # inside this transaction only
@@ -150,7 +201,7 @@ class Verdict:
         return not self.problems
 
 
-def _first_break(conn: sqlite3.Connection, table: str, verdict: Verdict) -> str | None:
+def _first_break(conn: Any, table: str, verdict: Verdict) -> str | None:
     prev, prev_id, n = "", 0, 0
     for r in conn.execute(f"SELECT * FROM {table} ORDER BY id"):
         row = dict(r)
@@ -166,39 +217,41 @@ def _first_break(conn: sqlite3.Connection, table: str, verdict: Verdict) -> str 
         prev, prev_id = row["hash"], row["id"]
     verdict.rows[table] = n
     verdict.heads[table] = (prev_id, prev)
-    seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
-    if seq and seq[0] > prev_id:
-        return f"{table} #{prev_id + 1}-#{seq[0]} missing at the end: rows were deleted"
+    if (seq := _sequence(conn, table)) > prev_id:
+        return f"{table} #{prev_id + 1}-#{seq} missing at the end: rows were deleted"
     return None
 
 
 def verify(path: Path) -> Verdict:
     """Check the triggers and every link of the chain, read-only; the first broken link of each table."""
     verdict = Verdict()
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    try:
-        triggers = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
-        missing = sorted(f"{t}_{g}" for t in TABLES for g in GUARDS if f"{t}_{g}" not in triggers)
+    with db.connect_readonly(path) as conn:
+        guards = GUARDS if db.dialect(conn) == "sqlite" else PG_GUARDS
+        triggers = _triggers(conn)
+        missing = sorted(f"{t}_{g}" for t in TABLES for g in guards if f"{t}_{g}" not in triggers)
         if missing:
-            verdict.problems.append(f"triggers dropped: {', '.join(missing)} (they refuse edits through SQL)")
+            verdict.problems.append(f"triggers dropped or disabled: {', '.join(missing)} (they refuse edits "
+                                    "through SQL)")
         for table in TABLES:
             if problem := _first_break(conn, table, verdict):
                 verdict.problems.append(problem)
-    finally:
-        conn.close()
     return verdict
+
+
+def _triggers(conn: Any) -> set[str]:
+    """The names of the guard triggers that stand (on PostgreSQL: and are enabled)."""
+    if db.dialect(conn) == "sqlite":
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    return {r[0] for r in conn.execute(
+        "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON "
+        "n.oid = c.relnamespace WHERE n.nspname = current_schema() AND NOT t.tgisinternal AND t.tgenabled <> 'D'")}
 
 
 def export(path: Path, after: dict[str, int] | None = None) -> Iterator[dict[str, Any]]:
     """Every row (after the given ids per table) as stored, hash included, oldest first, tagged with its table:
     lines to ship elsewhere, where the chain can be checked again with `row_hash`."""
     after = after or {}
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    try:
+    with db.connect_readonly(path) as conn:
         for table in TABLES:
             for r in conn.execute(f"SELECT * FROM {table} WHERE id > ? ORDER BY id", (after.get(table, 0),)):
                 yield {"table": table, **dict(r)}
-    finally:
-        conn.close()

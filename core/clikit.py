@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
+from core import db
 from core.errors import AssistantError, validation_problems
 from core.settings import Settings, load_settings
 
@@ -34,7 +35,12 @@ def safe(value: object) -> str:
 
 def settings_or_exit(**overrides: Any) -> Settings:
     try:
-        return load_settings(**overrides)
+        settings = load_settings(**overrides)
+        db.use_settings(settings)  # the stores of this home in PostgreSQL when database_url is set
+        return settings
+    except AssistantError as exc:  # a database_url that is not PostgreSQL's
+        err.print(f"[red]error:[/red] {safe(exc)}")
+        raise typer.Exit(2) from None
     except ValidationError as exc:
         problems = validation_problems(exc, "settings")
         err.print(

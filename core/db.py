@@ -1,14 +1,20 @@
-"""SQLite as every store of the project uses it: WAL, one transaction per `with`, the connection always
-closed, and the schema (with columns added after a first release) created once per process and file."""
+"""The one data-access layer of the stores: SQLite files by default, PostgreSQL when the data home is bound to
+`database_url` (`use_settings`; core/pg.py). Either way: one transaction per `with`, committed on success and
+rolled back on any error, the connection always closed (or returned to its pool), and the schema (with columns
+added after a first release) created once per process and file.
+
+SQLite: WAL. PostgreSQL: each store file becomes a schema named after it (app.db -> `app`) in the one database."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Columns", "connect"]
+__all__ = ["Columns", "begin_write", "connect", "connect_readonly", "database_url", "dialect", "use", "use_settings"]
 
 Columns = dict[str, list[tuple[str, str]]]  # table -> [(column, declaration)] added after the first schema
 
@@ -27,12 +33,77 @@ _READY: set[tuple[str, str]] = set()  # (file, schema) pairs this process has al
 _KEEP: dict[str, sqlite3.Connection] = {}
 
 
+Schema = str | Mapping[str, str]  # the DDL, or per dialect {"sqlite": ..., "postgres": ...} where they differ
+
+# data home (resolved) -> the PostgreSQL URL its stores live in; "*": every home (the test suite on PostgreSQL).
+# Bound by whoever loads the settings (the CLIs, the UI, the API); a home never bound keeps its SQLite files.
+_ROUTES: dict[str, str] = {}
+
+
+def use(home: Path | str, url: str | None) -> None:
+    """Keep the stores of data home `home` in PostgreSQL at `url` (None: SQLite files again)."""
+    key = "*" if home == "*" else str(Path(home).resolve())
+    if url:
+        from core import pg
+
+        pg.check_url(url)
+        _ROUTES[key] = url
+    else:
+        _ROUTES.pop(key, None)
+
+
+def use_settings(settings: Any) -> None:
+    """Bind `settings.home` to `settings.database_url` (a no-op for the SQLite default)."""
+    if settings.database_url or _ROUTES:
+        use(settings.home, settings.database_url)
+
+
+def database_url(path: Path) -> str | None:
+    """Where the store file `path` lives: a PostgreSQL URL, or None for the SQLite file itself."""
+    if not _ROUTES:
+        return None
+    return _ROUTES.get(str(path.parent.resolve())) or _ROUTES.get("*")
+
+
+def schema_name(path: Path) -> str:
+    """The PostgreSQL schema of a store file: its name without suffix, as an identifier (app.db -> app)."""
+    return re.sub(r"\W", "_", path.stem.lower()) or "app"
+
+
+def dialect(conn: Any) -> str:
+    """'sqlite' or 'postgres': for the few statements that differ (and are kept side by side at their use)."""
+    return getattr(conn, "dialect", "sqlite")
+
+
+def begin_write(conn: Any, *names: str) -> None:
+    """Serialize this transaction with every other writer taking the same lock, until it ends: SQLite takes the
+    file's write lock (BEGIN IMMEDIATE: it has one writer anyway); PostgreSQL an advisory lock on the store's
+    schema and `names` (e.g. a table), so a read-then-write (a chain head, a counter) is never raced."""
+    if dialect(conn) == "sqlite":
+        conn.execute("BEGIN IMMEDIATE")
+    else:
+        from core import pg
+
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (pg.lock_key(conn.schema, *names),))
+
+
+def _for(schema: Schema, name: str) -> str:
+    return schema if isinstance(schema, str) else schema.get(name, "")
+
+
 @contextmanager
-def connect(path: Path, schema: str = "", added: Columns | None = None, check_same_thread: bool = True,
-            synchronous: str | None = None) -> Iterator[sqlite3.Connection]:
+def connect(path: Path, schema: Schema = "", added: Columns | None = None, check_same_thread: bool = True,
+            synchronous: str | None = None) -> Iterator[Any]:
     """A connection in one transaction: committed on success, rolled back on any error, then closed.
     `synchronous="NORMAL"` (WAL): a commit is not flushed to disk at once; a crash of the process loses nothing and
     the file stays consistent, a power cut may lose the last commits (for stores that can afford that)."""
+    if url := database_url(path):
+        from core import pg
+
+        with pg.connect(url, schema_name(path), _for(schema, "postgres"), added) as pconn:
+            yield pconn
+        return
+    schema = _for(schema, "sqlite")
     path.parent.mkdir(parents=True, exist_ok=True)
     key = (str(path), schema)
     if not path.exists():
@@ -57,5 +128,22 @@ def connect(path: Path, schema: str = "", added: Columns | None = None, check_sa
             _KEEP[str(path)] = keeper
         with conn:
             yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def connect_readonly(path: Path) -> Iterator[Any]:
+    """A read-only look at a store that must exist (an audit check, retraining's reads): never creates it."""
+    if url := database_url(path):
+        from core import pg
+
+        with pg.connect(url, schema_name(path), read_only=True) as pconn:
+            yield pconn
+        return
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        yield conn
     finally:
         conn.close()

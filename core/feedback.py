@@ -39,6 +39,9 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 """
 _ADDED_COLUMNS: Columns = {"feedback": [("review", "TEXT"), ("reviewer", "TEXT")]}
+# the stored correction equals the new one, NULLs equal (SQLite's IS, written in SQL both databases read)
+_SAME_CORRECTION = ("(feedback.correction = excluded.correction OR (feedback.correction IS NULL AND "
+                    "excluded.correction IS NULL))")
 
 
 @contextmanager
@@ -61,8 +64,8 @@ def add_feedback(path: Path, audit_id: int, user: str, rating: int, example: dic
             "comment = excluded.comment, correction = excluded.correction, example = excluded.example, "
             "adapter = excluded.adapter, created = excluded.created, "
             # a reviewed correction stays reviewed only while its text is the one reviewed
-            "review = CASE WHEN feedback.correction IS excluded.correction THEN feedback.review END, "
-            "reviewer = CASE WHEN feedback.correction IS excluded.correction THEN feedback.reviewer END "
+            "review = CASE WHEN " + _SAME_CORRECTION + " THEN feedback.review END, "
+            "reviewer = CASE WHEN " + _SAME_CORRECTION + " THEN feedback.reviewer END "
             "RETURNING id",
             (audit_id, user, rating, comment, correction, json.dumps(example, ensure_ascii=False, default=str),
              adapter, now_iso()))

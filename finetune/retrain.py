@@ -25,14 +25,13 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core import registry
+from core import db, registry
 from core.audit import record_event
 from core.errors import AssistantError
 from core.feedback import correction_problem, list_feedback
@@ -119,12 +118,10 @@ class _Visibility:
 def _turns(settings: Settings, audit_ids: list[int]) -> dict[int, dict[str, Any]]:
     """The audited turns behind the feedback, each with the chunk ids retrieved in its conversation so far
     (the history of a follow-up holds earlier answers, and so earlier passages)."""
-    if not audit_ids or not settings.audit_db.exists():
+    if not audit_ids or (db.database_url(settings.audit_db) is None and not settings.audit_db.exists()):
         return {}
-    conn = sqlite3.connect(f"file:{settings.audit_db}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    try:
-        out: dict[int, dict[str, Any]] = {}
+    out: dict[int, dict[str, Any]] = {}
+    with db.connect_readonly(settings.audit_db) as conn:
         for audit_id in set(audit_ids):
             row = conn.execute("SELECT id, user, department, conversation_id, kb, retrieved FROM turns WHERE id = ?",
                                (audit_id,)).fetchone()
@@ -137,9 +134,7 @@ def _turns(settings: Settings, audit_ids: list[int]) -> dict[int, dict[str, Any]
             turn["chunks"] = [(r["kb"], p.get("chunk_id", "")) for r in earlier for p in json.loads(r["retrieved"])]
             turn["department"] = (row["department"] or "").strip().lower() or None
             out[audit_id] = turn
-        return out
-    finally:
-        conn.close()
+    return out
 
 
 def feedback_dataset(settings: Settings, name: str) -> FeedbackSet:

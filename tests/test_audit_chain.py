@@ -64,6 +64,7 @@ def test_an_intact_log_verifies(home: Path) -> None:
     assert code == 0 and "intact" in output and "turns: 3 rows chained, head #3" in output, output
 
 
+@pytest.mark.sqlite_only
 def test_replace_on_an_existing_id_is_refused(home: Path) -> None:
     """Before: REPLACE rewrote turn 1's question and answer (it deletes without firing the DELETE trigger)."""
     conn = _attacker(home)
@@ -80,6 +81,7 @@ def test_replace_on_an_existing_id_is_refused(home: Path) -> None:
     assert _verify(home)[0] == 0
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("attack, broken", [
     (["DROP TRIGGER turns_no_reuse", "DROP TRIGGER turns_no_delete",
       "REPLACE INTO turns (id, ts, user, question, retrieved, tool_calls) VALUES (2, 'x', 'li', '改过', '[]', '[]')"],
@@ -99,6 +101,7 @@ def test_edits_around_the_triggers_break_the_chain(home: Path, attack: list[str]
     assert code == 1 and broken in output and "triggers dropped" in output, output
 
 
+@pytest.mark.sqlite_only
 def test_recomputing_the_edited_rows_hash_breaks_the_next_link(home: Path) -> None:
     conn = _attacker(home)
     conn.row_factory = sqlite3.Row
@@ -113,6 +116,7 @@ def test_recomputing_the_edited_rows_hash_breaks_the_next_link(home: Path) -> No
     assert code == 1 and "turns #3: its content or its link to #2" in output and "triggers" not in output, output
 
 
+@pytest.mark.sqlite_only
 def test_a_log_from_before_the_chain_is_chained_once_on_open(tmp_path: Path) -> None:
     path = tmp_path / "home" / "audit.db"
     path.parent.mkdir()
@@ -137,6 +141,7 @@ def test_a_log_from_before_the_chain_is_chained_once_on_open(tmp_path: Path) -> 
                                              "VALUES (1, 'x', 'nothing', 'li', '{}')")
 
 
+@pytest.mark.sqlite_only
 def test_dropping_the_marker_does_not_get_edits_rehashed(home: Path) -> None:
     conn = _attacker(home)
     conn.executescript("DROP TRIGGER audit_chain_no_delete; DELETE FROM audit_chain; DROP TRIGGER turns_no_update;"

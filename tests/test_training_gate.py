@@ -5,7 +5,6 @@ every role. Real files, the real Qwen3 tokenizer and template, the real feedback
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from assistant.app.users import DEMO_USERS, ensure_demo_users
 from core import registry
 from core.audit import AuditLog
 from core.errors import AssistantError, DataError
-from core.feedback import add_feedback, list_feedback, review_correction
+from core.feedback import add_feedback, connect, list_feedback, review_correction
 from core.settings import Settings
 from core.testing.tiny_qwen3 import qwen3_tokenizer_dir
 from finetune.data import Conversation, load_dataset
@@ -158,11 +157,9 @@ def test_an_approved_correction_still_meets_the_gate_at_retraining(settings: Set
                                                                    correction: str, token: str) -> None:
     """A correction approved before the gate existed (or written around it) is refused when the set is built."""
     feedback_id = _home_with_a_correction(settings, tmp_path)
-    conn = sqlite3.connect(settings.app_db)
-    with conn:
+    with connect(settings.app_db) as conn:  # SQLite's file or PostgreSQL's schema, whichever the test runs on
         conn.execute("UPDATE feedback SET correction = ?, review = 'approved', reviewer = 'admin' WHERE id = ?",
                      (correction, feedback_id))
-    conn.close()
     fs = feedback_dataset(settings, "claims")
     assert fs.rows == [] and fs.corrections == 0 and fs.counts()["refused"] == 1
     assert fs.refused[0].startswith(f"feedback #{feedback_id}: the corrected answer") and token in fs.refused[0]

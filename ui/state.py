@@ -8,13 +8,16 @@ from typing import Any
 import streamlit as st
 
 from assistant.app.users import Account
+from core import db
 from core.settings import Settings, load_settings
 
 log = logging.getLogger("ui")
 
 
 def settings() -> Settings:
-    return load_settings()
+    s = load_settings()
+    db.use_settings(s)  # users, conversations, feedback and the audit in PostgreSQL when database_url is set
+    return s
 
 
 @st.cache_resource(show_spinner="Loading the model …")

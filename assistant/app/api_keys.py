@@ -21,6 +21,7 @@ from pathlib import Path
 
 from assistant.app.db import connect
 from assistant.app.users import Account, get_user
+from core import db as core_db
 from core.clock import now_iso
 from core.errors import AssistantError
 
@@ -154,6 +155,7 @@ def admit(db: Path, key: ApiKey, now: float | None = None) -> None:
     day = _day(now)
     refusal: LimitExceeded | None = None
     with connect(db) as conn:  # one transaction: the check and the count, or the refusal counted
+        core_db.begin_write(conn, "api_rate", key.id)  # concurrent requests of a key (any process) queue here
         used = conn.execute("SELECT tokens FROM api_usage WHERE key_id = ? AND day = ?", (key.id, day)).fetchone()
         rows = dict(conn.execute("SELECT minute, requests FROM api_rate WHERE key_id = ? AND minute >= ?",
                                  (key.id, minute - 1)).fetchall())

@@ -17,6 +17,7 @@ from functools import cache
 from pathlib import Path
 
 from assistant.app.db import connect
+from core import db as core_db
 from core.clock import now_iso
 from core.errors import AssistantError
 from core.identity import User
@@ -168,8 +169,11 @@ def add_user(db: Path, name: str, password: str, role: str = "staff", department
     with connect(db) as conn:
         try:
             conn.execute(
-                f"INSERT {'OR REPLACE ' if replace else ''}INTO users "
-                "(name, password_hash, role, department, created, must_change) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO users (name, password_hash, role, department, created, must_change) "
+                "VALUES (?, ?, ?, ?, ?, ?)" + (" ON CONFLICT (name) DO UPDATE SET password_hash = "
+                                               "excluded.password_hash, role = excluded.role, department = "
+                                               "excluded.department, created = excluded.created, must_change = "
+                                               "excluded.must_change" if replace else ""),
                 (name, hash_password(password), role, department, account.created, int(must_change)))
         except sqlite3.IntegrityError:
             raise AssistantError(f"user '{name}' exists; remove it first or use --replace") from None
@@ -270,7 +274,7 @@ def login(db: Path, name: str, password: str, address: str | None = None,
     now = time.time() if now is None else now
     keys = _throttle_keys(name, address)
     with connect(db) as conn:
-        conn.execute("BEGIN IMMEDIATE")  # check and count atomically across processes and threads
+        core_db.begin_write(conn, "login_throttle")  # check and count atomically across processes, threads and nodes
         wait = 0.0
         for key, _ in keys:
             row = conn.execute("SELECT locked_until FROM login_throttle WHERE key = ?", (key,)).fetchone()
@@ -282,8 +286,10 @@ def login(db: Path, name: str, password: str, address: str | None = None,
             row = conn.execute("SELECT failures, last_failure FROM login_throttle WHERE key = ?", (key,)).fetchone()
             failures = 1 if row is None or now - row["last_failure"] > FORGET_S else row["failures"] + 1
             lock = min(BACKOFF_S * 2 ** (failures - free), MAX_LOCK_S) if failures >= free else 0.0
-            conn.execute("INSERT OR REPLACE INTO login_throttle (key, failures, last_failure, locked_until) "
-                         "VALUES (?, ?, ?, ?)", (key, failures, now, now + lock))
+            conn.execute("INSERT INTO login_throttle (key, failures, last_failure, locked_until) VALUES (?, ?, ?, ?) "
+                         "ON CONFLICT (key) DO UPDATE SET failures = excluded.failures, "
+                         "last_failure = excluded.last_failure, locked_until = excluded.locked_until",
+                         (key, failures, now, now + lock))
     account = authenticate(db, name, password)
     if account is not None:
         with connect(db) as conn:  # the account's count starts afresh; the address gets its attempt back
