@@ -11,7 +11,12 @@ Timings are per query, after one warm-up query; "hybrid, all in" = the query's e
 else retrieve() does (FAISS, BM25, exact scores of every candidate, fusion, one passage per page); load is
 opening the knowledge base (docstore, FAISS, BM25).
 
+--store milvus|both: the same knowledge base (chunks, vectors) copied into Milvus Lite (a file beside it, built
+once), searched by the same retriever with dense and BM25 in Milvus; "hybrid, dept filter" is a staff user's
+query (one department of four: the filter inside both searches).
+
     .venv/bin/python bench/query_latency.py [--chunks 100000] [--queries 200] [--cache .cache/bench]
+        [--store faiss|milvus|both]
 """
 
 from __future__ import annotations
@@ -112,36 +117,36 @@ def _stats(name: str, samples: list[float]) -> dict[str, object]:
             "mean_ms": round(statistics.mean(samples), 1)}
 
 
-def main() -> None:
-    p = parser(__doc__)
-    p.add_argument("--chunks", type=int, default=100_000)
-    p.add_argument("--queries", type=int, default=200)
-    p.add_argument("--k", type=int, default=5)
-    p.add_argument("--cache", default=str(ROOT / ".cache" / "bench"), help="where the synthetic KB is kept")
-    args = p.parse_args()
-    from assistant.chain.retrieval import HybridRetriever
-    from core.settings import Settings
-    from ingest.embeddings import load_embeddings
+def milvus_copy(settings):
+    """The synthetic knowledge base in Milvus Lite (same chunks and vectors), copied once."""
+    from ingest import lexical
+    from ingest.store import KnowledgeBase, Snapshot
 
-    home = Path(args.cache) / f"latency-{args.chunks}"
-    settings = Settings(home=home, embedding_model=args.embedding_model)
-    emb = load_embeddings(args.embedding_model)
-    from ingest.store import KnowledgeBase
-
-    if not KnowledgeBase(settings).exists():
+    target = settings.model_copy(update={"vector_store": "milvus", "milvus_uri": str(settings.home / "milvus.db")})
+    kb = KnowledgeBase(target)
+    if not kb.exists():
         t0 = time.perf_counter()
-        build(settings, args.chunks, emb.dim)
-        print(f"built the synthetic knowledge base ({args.chunks} chunks) in {time.perf_counter() - t0:.0f} s")
+        snapshot = KnowledgeBase(settings).load()
+        with kb.acquire():
+            kb.commit(Snapshot(manifest=snapshot.manifest, store=snapshot.store),
+                      tokens=lexical.load_terms(KnowledgeBase(settings).version_dir()))
+        print(f"copied {len(snapshot.store)} chunks into Milvus Lite in {time.perf_counter() - t0:.0f} s")
+    return target
+
+
+def measure(settings, store: str, emb, queries: list[str], k: int) -> list[dict[str, object]]:
+    from assistant.chain.retrieval import HybridRetriever
+
     t0 = time.perf_counter()
     retriever = HybridRetriever(settings)
     load_s = time.perf_counter() - t0
     assert retriever.bm25_loaded, "the version's BM25 index should have been loaded, not rebuilt"
-    queries = _queries(args.queries)
-    n = max(20, 4 * args.k)
-    retriever.retrieve(queries[0], k=args.k)  # warm-up: jieba's dictionary, FAISS threads
-    legs: dict[str, list[float]] = {"embed query (E5)": [], "dense search (FAISS)": [],
+    n = max(20, 4 * k)
+    retriever.retrieve(queries[0], k=k)  # warm-up: jieba's dictionary, FAISS threads
+    engine = "FAISS" if store == "faiss" else "Milvus"
+    legs: dict[str, list[float]] = {"embed query (E5)": [], f"dense search ({engine})": [],
                                     "BM25 (tokens + scores)": [], "hybrid, query embedded": [],
-                                    "hybrid, all in": []}
+                                    "hybrid, all in": [], "hybrid, dept filter": []}
     for q in queries:
         t = time.perf_counter()
         vec = np.asarray([emb.embed_query(q)], dtype=np.float32)
@@ -149,19 +154,51 @@ def main() -> None:
         legs["embed query (E5)"].append(embed_ms)
         t = time.perf_counter()
         retriever._dense_by_vector(vec, n, None)
-        legs["dense search (FAISS)"].append((time.perf_counter() - t) * 1000)
+        legs[f"dense search ({engine})"].append((time.perf_counter() - t) * 1000)
         t = time.perf_counter()
         retriever._sparse(q, n, None)
         legs["BM25 (tokens + scores)"].append((time.perf_counter() - t) * 1000)
         retriever._query_vectors[q] = vec  # the retriever's own cache: the rest of retrieve() alone
         t = time.perf_counter()
-        retriever.retrieve(q, k=args.k)
+        retriever.retrieve(q, k=k)
         rest = (time.perf_counter() - t) * 1000
         legs["hybrid, query embedded"].append(rest)
         legs["hybrid, all in"].append(embed_ms + rest)
-    print(f"{len(retriever._ids)} chunks, {len(queries)} queries (zh/en alternating), k={args.k}, "
-          f"embedding {args.embedding_model}; load {load_s:.2f} s; peak RSS {peak_rss_mb():.0f} MB")
-    print_table("query latency", [_stats(k, v) for k, v in legs.items()], ["leg", "p50_ms", "p95_ms", "mean_ms"])
+        t = time.perf_counter()
+        retriever.retrieve(q, k=k, departments=["dept1", None])
+        legs["hybrid, dept filter"].append(embed_ms + (time.perf_counter() - t) * 1000)
+    print(f"{store}: {len(retriever._ids)} chunks, {len(queries)} queries (zh/en alternating), k={k}; "
+          f"load {load_s:.2f} s; peak RSS so far {peak_rss_mb():.0f} MB")
+    return [{"store": store, **_stats(name, v)} for name, v in legs.items()]
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--store", choices=["faiss", "milvus", "both"], default="both")
+    p.add_argument("--chunks", type=int, default=100_000)
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--cache", default=str(ROOT / ".cache" / "bench"), help="where the synthetic KB is kept")
+    args = p.parse_args()
+    from core.settings import Settings
+    from ingest.embeddings import load_embeddings
+    from ingest.store import KnowledgeBase
+
+    home = Path(args.cache) / f"latency-{args.chunks}"
+    settings = Settings(home=home, embedding_model=args.embedding_model, vector_store="faiss")
+    emb = load_embeddings(args.embedding_model)
+    if not KnowledgeBase(settings).exists():
+        t0 = time.perf_counter()
+        build(settings, args.chunks, emb.dim)
+        print(f"built the synthetic knowledge base ({args.chunks} chunks) in {time.perf_counter() - t0:.0f} s")
+    queries = _queries(args.queries)
+    rows = []
+    if args.store in ("faiss", "both"):
+        rows += measure(settings, "faiss", emb, queries, args.k)
+    if args.store in ("milvus", "both"):
+        rows += measure(milvus_copy(settings), "milvus", emb, queries, args.k)
+    print_table(f"query latency, {args.chunks} chunks, embedding {args.embedding_model}", rows,
+                ["store", "leg", "p50_ms", "p95_ms", "mean_ms"])
 
 
 if __name__ == "__main__":

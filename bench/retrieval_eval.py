@@ -14,14 +14,20 @@ the ingest code, so a chunking change rebuilds it):
 Rankings count units once (a PDF page, else a chunk), as the chain shows them; ms/q excludes the query
 embedding (shared by the modes).
 
+--store both: the same knowledge base also in Milvus Lite (copied from the FAISS one by `ingest migrate`'s code:
+the same chunks and vectors), once per BM25 variant of --milvus-bm25 ("tokens": the project's jieba/English
+tokens scored by Milvus's BM25; "jieba": Milvus's own jieba analyzer on the text), printed side by side.
+
     .venv/bin/python bench/retrieval_eval.py [--sets financebench,rgb-zh,...] [--fb-docs 5] [--rgb-limit 100]
         [--modes dense,bm25,rrf-chunks,rrf,weighted,calibrated-unnamed,calibrated] [--cache .cache/bench]
+        [--store faiss|milvus|both] [--milvus-bm25 tokens,jieba]
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -182,8 +188,54 @@ def evaluate(settings: Any, cases: list[Case], modes: list[str]) -> list[dict[st
     return [{k: (round(v / n, 3) if k != "mode" else v) for k, v in st.items()} for st in stats.values()]
 
 
+def milvus_copy(settings: Any, analyzer: str) -> Any:
+    """The FAISS knowledge base of `settings` copied into a fresh Milvus Lite file (vectors reused)."""
+    from ingest import lexical, milvus_store
+    from ingest.store import KnowledgeBase, Snapshot
+
+    db = settings.home / f"milvus-{analyzer}.db"
+    shutil.rmtree(db, ignore_errors=True)  # a fresh copy each run: the comparison is of this code, on these vectors
+    target = settings.model_copy(update={"vector_store": "milvus", "milvus_uri": str(db)})
+    snapshot = KnowledgeBase(settings).load()
+    t0 = time.perf_counter()
+    kb = KnowledgeBase(target)
+    with kb.acquire():
+        kb.commit(Snapshot(manifest=snapshot.manifest, store=snapshot.store), analyzer=analyzer,
+                  tokens=lexical.load_terms(KnowledgeBase(settings).version_dir()))
+    print(f"  copied into Milvus Lite ({analyzer} BM25): {len(snapshot.store or [])} chunks in "
+          f"{time.perf_counter() - t0:.1f} s")
+    assert isinstance(kb, milvus_store.MilvusKnowledgeBase)
+    return target
+
+
+def compare_stores(args, cache: Path) -> None:
+    """recall@5 per mode: FAISS beside each Milvus BM25 variant, with the difference to FAISS."""
+    modes = args.modes.split(",")
+    analyzers = args.milvus_bm25.split(",")
+    table = []
+    for name in args.sets.split(","):
+        settings, cases = SETS[name](args, cache)
+        stores = {"faiss": evaluate(settings, cases, modes)}
+        for analyzer in analyzers:
+            stores[f"milvus-{analyzer}"] = evaluate(milvus_copy(settings, analyzer), cases, modes)
+        for i, mode in enumerate(modes):
+            row = {"set": name, "n": len(cases), "mode": mode}
+            for store, rows in stores.items():
+                row[store] = rows[i]["R@5"]
+                if store != "faiss":
+                    row[f"Δ {store}"] = round(rows[i]["R@5"] - stores["faiss"][i]["R@5"], 3)
+            row["ms/q faiss"] = stores["faiss"][i]["ms/q"]
+            row["ms/q milvus"] = stores[f"milvus-{analyzers[0]}"][i]["ms/q"]
+            table.append(row)
+    cols = ["set", "n", "mode", "faiss", *(c for a in analyzers for c in (f"milvus-{a}", f"Δ milvus-{a}")),
+            "ms/q faiss", "ms/q milvus"]
+    print_table("recall@5, FAISS vs Milvus (same chunks and vectors)", table, cols)
+
+
 def main() -> None:
     p = parser(__doc__)
+    p.add_argument("--store", choices=["faiss", "milvus", "both"], default="faiss")
+    p.add_argument("--milvus-bm25", default="tokens,jieba", help="Milvus BM25 variants to compare (--store both)")
     p.add_argument("--sets", default=",".join(SETS))
     p.add_argument("--modes", default="dense,bm25,rrf-chunks,rrf,weighted,calibrated-unnamed,calibrated")
     p.add_argument("--fb-docs", type=int, default=0, help="only the N smallest filings (0 = all 10)")
@@ -192,9 +244,14 @@ def main() -> None:
     args = p.parse_args()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
+    if args.store == "both":
+        compare_stores(args, cache)
+        return
     summary = []
     for name in args.sets.split(","):
         settings, cases = SETS[name](args, cache)
+        if args.store == "milvus":
+            settings = milvus_copy(settings, args.milvus_bm25.split(",")[0])
         rows = evaluate(settings, cases, args.modes.split(","))
         print_table(f"{name}: {len(cases)} questions", rows, ["mode", "R@1", "R@5", "R@10", "MRR", "ms/q"])
         best_leg = max((r for r in rows if r["mode"] in ("dense", "bm25")), key=lambda r: r["R@5"], default=None)

@@ -263,8 +263,10 @@ class MilvusKnowledgeBase(KnowledgeBase):
                     if self._read_blob(c, name[len(self.prefix):], "manifest") is None:
                         c.drop_collection(name)
 
-    def commit(self, snapshot: Snapshot, analyzer: str | None = None) -> str:
-        """Write `snapshot` as a new collection + meta rows, then move the alias. Caller holds the lock."""
+    def commit(self, snapshot: Snapshot, analyzer: str | None = None,
+               tokens: dict[str, list[str]] | None = None) -> str:
+        """Write `snapshot` as a new collection + meta rows, then move the alias. Caller holds the lock.
+        `tokens`: BM25 tokens already made (a FAISS version's terms.json, by lexical-text key), not redone."""
         version = f"{time.strftime('%Y%m%dT%H%M%S')}_{uuid.uuid4().hex[:8]}"
         name = self.collection(version)
         analyzer = analyzer or BM25_ANALYZER
@@ -273,6 +275,7 @@ class MilvusKnowledgeBase(KnowledgeBase):
         dim = store.dim if store is not None else int((snapshot.manifest.get("embedding") or {}).get("dim") or 2)
         previous = self.current_version()
         cache = self._token_cache(previous, snapshot) if previous else {}
+        cache.update({k: " ".join(term_key(t) for t in v[:_MAX_TOKENS]) for k, v in (tokens or {}).items()})
         with self._milvus() as c:
             self._ensure_meta(c)
             self._create(c, name, dim, analyzer)
@@ -461,6 +464,7 @@ def migrate(settings: Settings, kb_name: str | None = None) -> dict[str, Any]:
     target = MilvusKnowledgeBase(settings.model_copy(update={"vector_store": "milvus"}), source.name)
     snapshot = source.load()
     with target.acquire():
-        version = target.commit(Snapshot(manifest=snapshot.manifest, store=snapshot.store))
+        version = target.commit(Snapshot(manifest=snapshot.manifest, store=snapshot.store),
+                                tokens=lexical.load_terms(source.version_dir()))
     return {"kb": source.name, "version": version, "chunks": len(snapshot.store or []),
             "documents": len(snapshot.documents), "uri": settings.milvus_target}

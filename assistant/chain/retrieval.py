@@ -309,7 +309,7 @@ class HybridRetriever:
         return [(int(i), float(scores[i])) for i in idx if scores[i] > 0]
 
     def _sparse(self, query: str, n: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
-        return self._top(self._bm25_scores(query, mask), n)
+        return self._top(self._bm25_scores(query, mask, n=n), n)
 
     def retrieve(self, query: str, k: int = 5, departments: Iterable[str | None] | None = None,
                  sources: Iterable[str] | None = None) -> RetrievalResult:
