@@ -371,10 +371,11 @@ def audit_verify(home: HomeOpt = None) -> None:
     from core.audit import AuditLog
 
     path = _audit_db(home)
-    if audit_chain.needs_migration(path):  # a log from before the chain: chain it now, as any open would
-        AuditLog(path)
-        err.print("[dim]the log predates the hash chain: its rows were chained now[/dim]")
-    verdict = audit_chain.verify(path)
+    with user_errors():  # a database that cannot be reached: said plainly
+        if audit_chain.needs_migration(path):  # a log from before the chain: chain it now, as any open would
+            AuditLog(path)
+            err.print("[dim]the log predates the hash chain: its rows were chained now[/dim]")
+        verdict = audit_chain.verify(path)
     for problem in verdict.problems:
         out.print(f"[red]BROKEN[/red] {escape(problem)}")
     for table, (last, digest) in verdict.heads.items():
@@ -409,9 +410,10 @@ def audit_export(
                       "everything again")
             raise typer.Exit(2) from None
     last = dict(after)
-    for row in audit_chain.export(path, after):
-        sys.stdout.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-        last[row["table"]] = row["id"]
+    with user_errors():
+        for row in audit_chain.export(path, after):
+            sys.stdout.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+            last[row["table"]] = row["id"]
     sys.stdout.flush()
     if state is not None:
         atomic_write_text(state, json.dumps(last) + "\n")

@@ -1,6 +1,11 @@
-"""Training and retraining jobs that outlive the page that started them: a detached process per job, its state in
-`$ASSISTANT_HOME/jobs/ID/` (job.json when started, state.json as it goes, log.txt), so any page, after a
-reload or from another browser, sees the same job, its phase and its live loss curve."""
+"""Training and retraining jobs that outlive the page that started them, so any page, after a reload, from another
+browser or from another app server, sees the same job, its phase and its live loss curve.
+
+Where a job runs (one rule, no setting): while some `finetune worker` heartbeats in the database (any node), a
+new job is queued there for the workers (finetune/queue.py, finetune/worker.py); with no worker seen, this process
+starts it as a detached local process, its state in `$ASSISTANT_HOME/jobs/ID/` (job.json when started, state.json
+as it goes, log.txt) — the one-command setup trains without running anything beside the app. `list_jobs` shows
+both kinds, newest first."""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from typing import Any
 from core.errors import AssistantError
 from core.files import atomic_write_text
 from core.settings import Settings
+from finetune import queue
 
 
 @dataclass
@@ -142,18 +148,30 @@ def _read(job_dir: Path) -> Job | None:
     return Job(meta["id"], job_dir, meta["name"], meta["pid"], meta["started"], meta["args"])
 
 
-def list_jobs(settings: Settings, name: str | None = None) -> list[Job]:
+AnyJob = Job | queue.QueuedJob
+
+
+def list_jobs(settings: Settings, name: str | None = None) -> list[AnyJob]:
+    """Local jobs and the database queue's (a worker's local files are not read: its row is the job), newest
+    first."""
     root = settings.jobs_dir
-    jobs = [j for d in sorted(root.iterdir(), reverse=True) if d.is_dir() and (j := _read(d))] if root.is_dir() else []
+    queued = queue.list_jobs(settings, name)
+    held = {j.id for j in queued}
+    local: list[AnyJob] = [j for d in sorted(root.iterdir(), reverse=True)
+                           if d.is_dir() and d.name not in held and (j := _read(d))] if root.is_dir() else []
+    jobs = sorted([*local, *queued], key=lambda j: j.id, reverse=True)
     return [j for j in jobs if name is None or j.name == name]
 
 
-def _start(settings: Settings, name: str, args: list[str]) -> Job:
-    """Run `finetune ARGS --job-dir DIR` detached; one running job per adapter name."""
+def _start(settings: Settings, name: str, args: list[str]) -> AnyJob:
+    """Queue `finetune ARGS` for a worker, or with none seen run `finetune ARGS --job-dir DIR` detached; one
+    running job per adapter name."""
     running = [j for j in list_jobs(settings, name) if j.status == "running"]
     if running:
         raise AssistantError(f"a {running[0].kind} job for '{name}' is already running (job {running[0].id})")
     job_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:4]
+    if queue.workers_seen(settings):
+        return queue.enqueue(settings, job_id, name, args)
     job_dir = settings.jobs_dir / job_id
     job_dir.mkdir(parents=True)
     args = [*args, "--job-dir", str(job_dir)]
@@ -168,14 +186,14 @@ def _start(settings: Settings, name: str, args: list[str]) -> Job:
 
 
 def start_retrain(settings: Settings, name: str, extra_args: list[str] | None = None,
-                  requested_by: str | None = None) -> Job:
+                  requested_by: str | None = None) -> AnyJob:
     """Start `finetune retrain NAME` detached. `requested_by` goes to the audit log."""
     return _start(settings, name, ["retrain", name, *(["--by", requested_by] if requested_by else []),
                                    *(extra_args or [])])
 
 
 def start_training(settings: Settings, name: str, data: list[Path], recipe: Path | None = None,
-                   extra_args: list[str] | None = None) -> Job:
+                   extra_args: list[str] | None = None) -> AnyJob:
     """Start `finetune train DATA --name NAME [--config RECIPE]` detached: the first adapter of a name (it becomes
     active when done) or a fresh version from a dataset."""
     return _start(settings, name, ["train", *(str(d) for d in data), "--name", name,
@@ -200,8 +218,13 @@ def estimate_seconds(settings: Settings, examples: int, epochs: float) -> tuple[
     return examples * epochs * per_example, "rough: the demo set takes about an hour on 2 CPU cores"
 
 
-def cancel(job: Job) -> None:
+def cancel(job: AnyJob, settings: Settings | None = None) -> None:
     if job.status != "running":
+        return
+    if isinstance(job, queue.QueuedJob):
+        if settings is None:
+            raise AssistantError("cancelling a queued job needs the settings (its database)")
+        queue.cancel(settings, job.id)
         return
     try:
         os.killpg(job.pid, signal.SIGTERM)

@@ -358,5 +358,21 @@ def retrain(
         out.print(f"[yellow]{res.candidate} kept inactive[/yellow]: {escape(res.reason)}")
 
 
+@app.command("worker")
+def worker(
+    once: Annotated[bool, typer.Option("--once", help="Stop when the queue is empty (else wait for jobs).")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Run queued training jobs (the app servers' queue in the database: ASSISTANT_DATABASE_URL on PostgreSQL, or
+    app.db): claim one, run it, record its progress, repeat. While a worker runs, the UI queues jobs for it;
+    without one, the app server starts them itself. A job whose worker dies is queued again once, then failed."""
+    from finetune.worker import serve
+
+    settings = settings_or_exit(home=home)
+    with user_errors():
+        n = serve(settings, once=once)
+    err.print(f"{n} job(s) run")
+
+
 if __name__ == "__main__":
     app()

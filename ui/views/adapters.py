@@ -82,7 +82,7 @@ def _job_panel(settings: Settings, name: str) -> None:
     if status == "failed":
         st.error(state.get("error") or "the job stopped without saying why; see its log")
     if status == "running" and st.button("Cancel the job", key=f"cancel_{job.id}"):
-        background.cancel(job)
+        background.cancel(job, settings)
         st.rerun()
     with st.expander("Job log"):
         st.code(job.log_tail() or "(empty)")
