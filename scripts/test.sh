@@ -13,6 +13,8 @@ command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need
 # OCR of scans (the default engine) with its Chinese model
 command -v tesseract >/dev/null || need+=(tesseract-ocr)
 [ -n "$(ls /usr/share/tesseract-ocr/*/tessdata/chi_sim.traineddata 2>/dev/null)" ] || need+=(tesseract-ocr-chi-sim)
+# App state on PostgreSQL is tested on a throwaway server the tests start (initdb + pg_ctl, tests/postgres.py)
+command -v initdb >/dev/null || [ -n "$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null)" ] || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && sudo_cmd="sudo"
