@@ -26,11 +26,25 @@ def _template_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def serve(runtime: ModelRuntime, base_model_name: str,
-          seen: list[dict[str, Any]] | None = None) -> tuple[ThreadingHTTPServer, str]:
+def serve(runtime: ModelRuntime, base_model_name: str, seen: list[dict[str, Any]] | None = None,
+          models: list[str] | None = None, port: int = 0) -> tuple[ThreadingHTTPServer, str]:
+    """`models`: the names GET /v1/models lists besides the base (the adapters the engine says it serves)."""
+
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:  # quiet
             pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path.rstrip("/") != "/v1/models":
+                self.send_error(404)
+                return
+            data = json.dumps({"object": "list", "data": [{"id": m, "object": "model"}
+                                                          for m in [base_model_name, *(models or [])]]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -73,6 +87,7 @@ def serve(runtime: ModelRuntime, base_model_name: str,
             send({}, "stop")
             self.wfile.write(b"data: [DONE]\n\n")
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ThreadingHTTPServer.allow_reuse_address = True  # an engine restarted on its port (a health check brings it back)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/v1"

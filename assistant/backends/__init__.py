@@ -40,7 +40,16 @@ def make_backend(settings: Settings, runtime: Any = None) -> ChatBackend:
         from assistant.backends.openai import OpenAICompatibleBackend, openai_chat
 
         forced = settings.adapter if settings.adapter != "none" else None
-        return OpenAICompatibleBackend(openai_chat(settings, forced, settings.thinking), settings)
+        urls = list(dict.fromkeys(settings.openai_base_urls))
+        if len(urls) <= 1:
+            one = settings.model_copy(update={"openai_base_url": urls[0]}) if urls else settings
+            return OpenAICompatibleBackend(openai_chat(one, forced, settings.thinking), one)
+        from assistant.backends.engines import EnginePool
+
+        pool = EnginePool(urls, settings.openai_api_key, settings.engine_health_interval_s)
+        chats = {e.url: openai_chat(settings.model_copy(update={"openai_base_url": e.url}), forced, settings.thinking)
+                 for e in pool.engines}
+        return OpenAICompatibleBackend(chats[pool.engines[0].url], settings, pool=pool, chats=chats)
     if runtime is None and local_engine(settings) == "llamacpp":
         from assistant.backends.llamacpp import LlamaCppBackend
 

@@ -14,6 +14,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 
 from assistant.backends.base import ModelTurn, TurnStats, parsed_message, structured_message
+from assistant.backends.engines import EnginePool
 from core.errors import AssistantError
 from core.settings import Settings
 
@@ -68,16 +69,21 @@ def message_from_openai(msg: AIMessage) -> AIMessage:
 
 
 class OpenAICompatibleBackend:
-    def __init__(self, chat: BaseChatModel, settings: Settings, name: str | None = None) -> None:
+    """One server (`chat`), or several (`pool` + one chat model per URL in `chats`): a request then goes to a healthy
+    engine, and one that fails before any text came back is marked down and the request goes to the next."""
+
+    def __init__(self, chat: BaseChatModel, settings: Settings, name: str | None = None,
+                 pool: EnginePool | None = None, chats: dict[str, BaseChatModel] | None = None) -> None:
         self.chat = chat
         self.settings = settings
-        self.name = name or f"openai:{settings.openai_base_url}"
+        self.pool, self.chats = pool, chats or {}
+        urls = ",".join(e.url for e in pool.engines) if pool is not None else settings.openai_base_url
+        self.name = name or f"openai:{urls}"
 
     def turn(self, messages: list[BaseMessage], tools: list[dict[str, Any]], *, think: bool,
              adapter: str | None, on_text: Callable[[str], None], schema: dict[str, Any] | None = None) -> ModelTurn:
         stats = TurnStats()
         t0 = time.perf_counter()
-        acc: AIMessageChunk | None = None
         extra: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": think}}
         fmt = self.settings.openai_response_format
         if schema is not None and fmt == "json_schema":  # guided decoding: OpenAI's form (vLLM, llama-server)
@@ -89,23 +95,10 @@ class OpenAICompatibleBackend:
                    "extra_body": extra}
         if tools:  # not `tools=None`: langchain-openai fails on it (a user without tools, ASSISTANT_TOOLS=[])
             request["tools"] = tools
-        import httpx
-        import openai
-
-        try:
-            for chunk in self.chat.stream(messages, **request):
-                acc = chunk if acc is None else acc + chunk
-                if isinstance(chunk.content, str) and chunk.content:
-                    if not stats.prefill_s:
-                        stats.prefill_s = time.perf_counter() - t0
-                    on_text(chunk.content)
-        except (openai.APIError, httpx.HTTPError) as exc:  # refused, timed out, or died mid-answer
-            raise AssistantError(f"the model server at {self.settings.openai_base_url} stopped answering "
-                                 f"({type(exc).__name__}: {exc}); check that it is running") from exc
-        # a complete reply ends with a finish reason; a body that just stops is a server that died mid-answer
-        if acc is None or not (acc.response_metadata or {}).get("finish_reason"):
-            raise AssistantError(f"the model server at {self.settings.openai_base_url} stopped answering "
-                                 "(the reply ended without a finish reason); check that it is running")
+        if self.pool is None:
+            acc = self._stream(self.chat, self.settings.openai_base_url, messages, request, on_text, stats, t0)
+        else:
+            acc = self._routed(messages, request, on_text, stats, t0)
         stats.total_s = time.perf_counter() - t0
         usage = getattr(acc, "usage_metadata", None) or {}
         stats.prompt_tokens, stats.new_tokens = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
@@ -118,3 +111,60 @@ class OpenAICompatibleBackend:
                 out.additional_kwargs["reasoning_content"] = msg.additional_kwargs["reasoning_content"]
             return ModelTurn(out, stats)
         return ModelTurn(message_from_openai(msg), stats)
+
+    def _routed(self, messages: list[BaseMessage], request: dict[str, Any], on_text: Callable[[str], None],
+                stats: TurnStats, t0: float) -> AIMessageChunk:
+        """The request on a healthy engine; an engine that fails before any text was shown is marked down and the
+        next one takes the request (a failure after text was shown ends the turn: the words cannot be taken back)."""
+        assert self.pool is not None
+        tried: set[str] = set()
+        model = request["model"]
+        while True:
+            with self.pool.use(model, exclude=tried) as engine:
+                if model and model not in engine.models and engine.models:
+                    self._offer_adapter(engine, model)
+                shown = [False]
+
+                def show(text: str, shown: list[bool] = shown) -> None:
+                    shown[0] = True
+                    on_text(text)
+
+                try:
+                    return self._stream(self.chats[engine.url], engine.url, messages, request, show, stats, t0)
+                except AssistantError as exc:
+                    if shown[0]:
+                        raise
+                    self.pool.mark_down(engine, str(exc.__cause__ or exc))
+                    tried.add(engine.url)
+
+    def _offer_adapter(self, engine: Any, ref: str) -> None:
+        """An adapter no engine lists yet: engines that load adapters at run time get it from the shared folder."""
+        from core import registry
+
+        try:
+            av = registry.get(self.settings, ref)
+        except AssistantError:
+            return
+        self.pool.load_adapter(engine, ref, str(av.path))  # type: ignore[union-attr]
+
+    def _stream(self, chat: BaseChatModel, url: str, messages: list[BaseMessage], request: dict[str, Any],
+                on_text: Callable[[str], None], stats: TurnStats, t0: float) -> AIMessageChunk:
+        import httpx
+        import openai
+
+        acc: AIMessageChunk | None = None
+        try:
+            for chunk in chat.stream(messages, **request):
+                acc = chunk if acc is None else acc + chunk
+                if isinstance(chunk.content, str) and chunk.content:
+                    if not stats.prefill_s:
+                        stats.prefill_s = time.perf_counter() - t0
+                    on_text(chunk.content)
+        except (openai.APIError, httpx.HTTPError) as exc:  # refused, timed out, or died mid-answer
+            raise AssistantError(f"the model server at {url} stopped answering "
+                                 f"({type(exc).__name__}: {exc}); check that it is running") from exc
+        # a complete reply ends with a finish reason; a body that just stops is a server that died mid-answer
+        if acc is None or not (acc.response_metadata or {}).get("finish_reason"):
+            raise AssistantError(f"the model server at {url} stopped answering "
+                                 "(the reply ended without a finish reason); check that it is running")
+        return acc
