@@ -244,14 +244,14 @@ class MilvusKnowledgeBase(KnowledgeBase):
         return MilvusIndex(self, version)
 
     # ---- writing ------------------------------------------------------------------------------
-    def acquire(self) -> Any:
+    def acquire(self) -> _Held:
         lock = super().acquire()
         try:
             self._drop_unfinished()
         except BaseException:
-            lock.release()
+            lock.release(force=True)
             raise
-        return lock
+        return _Held(lock)
 
     def _drop_unfinished(self) -> None:
         """Collections of a writer that crashed before writing the version's manifest."""
@@ -369,6 +369,22 @@ class MilvusKnowledgeBase(KnowledgeBase):
                 c.drop_collection(name)
         kept = ", ".join(_q(v) for v in keep if v)
         c.delete(META, filter=f"kb == {_q(self.name)} and version not in [{kept}]")
+
+
+class _Held:
+    """The writer's lock, released whole when its `with` block ends (not left to garbage collection)."""
+
+    def __init__(self, lock: Any) -> None:
+        self.lock = lock
+
+    def __enter__(self) -> Any:
+        return self.lock
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        self.lock.release(force=True)
 
 
 def _lex_key(title: str, md: dict[str, Any], text: str) -> str:
