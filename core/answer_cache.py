@@ -101,8 +101,10 @@ class AnswerCache:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        # disposable: a commit lost to a power cut costs one answer's recomputation, never consistency (WAL)
-        with db.connect(self.path, SCHEMA, synchronous="NORMAL") as conn:
+        # disposable: a commit lost to a power cut costs one answer's recomputation, never consistency (WAL);
+        # per node also with app state on PostgreSQL (entries are keyed by knowledge-base and adapter versions, so a
+        # node's cache never serves an answer of a version another node replaced)
+        with db.connect(self.path, SCHEMA, synchronous="NORMAL", local=True) as conn:
             yield conn
 
     def get(self, scope: CacheScope, question: str, current_texts: Callable[[list[str]], dict[str, str]],

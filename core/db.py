@@ -93,11 +93,12 @@ def _for(schema: Schema, name: str) -> str:
 
 @contextmanager
 def connect(path: Path, schema: Schema = "", added: Columns | None = None, check_same_thread: bool = True,
-            synchronous: str | None = None) -> Iterator[Any]:
+            synchronous: str | None = None, local: bool = False) -> Iterator[Any]:
     """A connection in one transaction: committed on success, rolled back on any error, then closed.
+    `local`: a per-node SQLite file whatever the data home is bound to (a disposable cache, a demo system).
     `synchronous="NORMAL"` (WAL): a commit is not flushed to disk at once; a crash of the process loses nothing and
     the file stays consistent, a power cut may lose the last commits (for stores that can afford that)."""
-    if url := database_url(path):
+    if not local and (url := database_url(path)):
         from core import pg
 
         with pg.connect(url, schema_name(path), _for(schema, "postgres"), added) as pconn:

@@ -31,6 +31,7 @@ from core.errors import AssistantError
 __all__ = ["Connection", "Row", "check_url", "connect", "lock_key", "translate"]
 
 SETTING = "ASSISTANT_DATABASE_URL"
+POOL_SIZE = 16  # connections per process and URL; a caller waits (up to 30 s) for a free one beyond that
 # quoted literals, quoted identifiers and comments: copied as they are (comments dropped), never translated
 _OPAQUE = re.compile(r"('(?:[^']|'')*'|\"[^\"]*\"|--[^\n]*)")
 _WORDS = [(re.compile(r"\buser\b", re.I), '"user"'), (re.compile(r"\browid\b", re.I), "ctid")]
@@ -168,8 +169,8 @@ def _pool(url: str) -> ConnectionPool:
                 psycopg.connect(url, connect_timeout=5).close()
             except psycopg.Error as exc:
                 raise _unreachable(url, exc) from None
-            pool = ConnectionPool(url, min_size=1, max_size=int(os.environ.get("ASSISTANT_DB_POOL", "8")),
-                                  timeout=30, kwargs={"autocommit": False}, open=True, name="assistant")
+            pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, timeout=30, kwargs={"autocommit": False},
+                                  check=ConnectionPool.check_connection, open=True, name="assistant")
             _POOLS[key] = pool
         return pool
 

@@ -34,6 +34,7 @@ from assistant.chain.generation import to_langchain
 from assistant.chain.retrieval import HybridRetriever, RetrievalResult
 from assistant.chain.state import Answer, Emit, Source, Unit
 from assistant.tools.registry import ToolContext, ToolRegistry, ToolResult
+from core import db
 from core.access import AccessPolicy
 from core.answer_cache import AnswerCache, CacheScope
 from core.audit import AuditLog, record_event
@@ -398,6 +399,7 @@ def build_assistant(settings: Settings, runtime: Any = None, chat: ChatBackend |
     from assistant.backends import make_backend
     from assistant.tools.plugins import load_tools
 
+    db.use_settings(settings)  # every server process builds its chain here: its stores follow database_url
     backend = as_backend(chat, settings) if chat is not None else make_backend(settings, runtime)
     if kb_access is None:
         kb_access = {kb: set(depts) for kb, depts in settings.kb_access.items()}

@@ -28,7 +28,7 @@ CREATE TABLE outbox (draft_id INTEGER PRIMARY KEY AUTOINCREMENT, created TEXT NO
 
 def connect(path: Path) -> AbstractContextManager[sqlite3.Connection]:
     """A connection in one transaction, closed afterwards (tools run on worker threads)."""
-    return db.connect(path, check_same_thread=False)
+    return db.connect(path, check_same_thread=False, local=True)  # the company's own system: never app state
 
 
 def _insert(conn: sqlite3.Connection, table: str, rows: list[dict]) -> None:
