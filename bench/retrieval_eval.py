@@ -212,7 +212,9 @@ def compare_stores(args, cache: Path) -> None:
     """recall@5 per mode: FAISS beside each Milvus BM25 variant, with the difference to FAISS."""
     modes = args.modes.split(",")
     analyzers = args.milvus_bm25.split(",")
-    table = []
+    cols = ["set", "n", "mode", "faiss", *(c for a in analyzers for c in (f"milvus-{a}", f"Δ milvus-{a}")),
+            "ms/q faiss", "ms/q milvus"]
+    table: list[dict[str, Any]] = []
     for name in args.sets.split(","):
         settings, cases = SETS[name](args, cache)
         stores = {"faiss": evaluate(settings, cases, modes)}
@@ -227,8 +229,7 @@ def compare_stores(args, cache: Path) -> None:
             row["ms/q faiss"] = stores["faiss"][i]["ms/q"]
             row["ms/q milvus"] = stores[f"milvus-{analyzers[0]}"][i]["ms/q"]
             table.append(row)
-    cols = ["set", "n", "mode", "faiss", *(c for a in analyzers for c in (f"milvus-{a}", f"Δ milvus-{a}")),
-            "ms/q faiss", "ms/q milvus"]
+        print_table(f"{name}: recall@5, FAISS vs Milvus", [r for r in table if r["set"] == name], cols)
     print_table("recall@5, FAISS vs Milvus (same chunks and vectors)", table, cols)
 
 
