@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,14 +35,22 @@ _KEEP: dict[str, sqlite3.Connection] = {}
 
 Schema = str | Mapping[str, str]  # the DDL, or per dialect {"sqlite": ..., "postgres": ...} where they differ
 
-# data home (resolved) -> the PostgreSQL URL its stores live in; "*": every home (the test suite on PostgreSQL).
-# Bound by whoever loads the settings (the CLIs, the UI, the API); a home never bound keeps its SQLite files.
+# data home (resolved) -> the PostgreSQL URL its stores live in. Bound by whoever loads the settings (the CLIs,
+# the UI, every server process building its chain); a home never bound keeps its SQLite files, unless a route for
+# unbound homes is set (the test suite on PostgreSQL: a database per data home).
 _ROUTES: dict[str, str] = {}
+_UNBOUND: Callable[[Path], str] | None = None
+
+
+def route_unbound(route: Callable[[Path], str] | None) -> None:
+    """Where the stores of a data home nobody bound live (None: their SQLite files)."""
+    global _UNBOUND
+    _UNBOUND = route
 
 
 def use(home: Path | str, url: str | None) -> None:
     """Keep the stores of data home `home` in PostgreSQL at `url` (None: SQLite files again)."""
-    key = "*" if home == "*" else str(Path(home).resolve())
+    key = str(Path(home).resolve())
     if url:
         from core import pg
 
@@ -54,15 +62,21 @@ def use(home: Path | str, url: str | None) -> None:
 
 def use_settings(settings: Any) -> None:
     """Bind `settings.home` to `settings.database_url` (a no-op for the SQLite default)."""
-    if settings.database_url or _ROUTES:
+    if settings.database_url:
         use(settings.home, settings.database_url)
+    elif _ROUTES and _UNBOUND is None:
+        use(settings.home, None)
 
 
 def database_url(path: Path) -> str | None:
     """Where the store file `path` lives: a PostgreSQL URL, or None for the SQLite file itself."""
-    if not _ROUTES:
+    if not _ROUTES and _UNBOUND is None:
         return None
-    return _ROUTES.get(str(path.parent.resolve())) or _ROUTES.get("*")
+    home = str(path.parent.resolve())
+    url = _ROUTES.get(home)
+    if url is None and _UNBOUND is not None:
+        url = _ROUTES[home] = _UNBOUND(Path(home))
+    return url
 
 
 def schema_name(path: Path) -> str:

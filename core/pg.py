@@ -225,14 +225,22 @@ def connect(url: str, schema: str, ddl: str = "", added: dict[str, list[tuple[st
 
 def _create(raw: psycopg.Connection[Any], schema: str, ddl: str, added: dict[str, list[tuple[str, str]]]) -> None:
     """The schema, its tables and any columns added since, in one committed transaction; processes starting
-    together queue on an advisory lock instead of colliding in the catalog."""
+    together queue on an advisory lock instead of colliding in the catalog. DDL already applied (its digest is
+    recorded in the schema's `_ddl`) is not run again: re-creating triggers or adding columns takes table locks
+    that would deadlock with live writers."""
+    digest = hashlib.sha256(repr((ddl, sorted(added.items()))).encode()).hexdigest()
     raw.execute("SELECT pg_advisory_xact_lock(%s)", [lock_key("schema", schema)])
     raw.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'.encode())  # type: ignore[arg-type]
     raw.execute("SELECT set_config('search_path', %s, true)", [f'"{schema}"'])
+    raw.execute(b"CREATE TABLE IF NOT EXISTS _ddl (digest TEXT PRIMARY KEY, applied TIMESTAMPTZ DEFAULT now())")
+    if raw.execute("SELECT 1 FROM _ddl WHERE digest = %s", [digest]).fetchone():
+        raw.commit()
+        return
     if ddl:
         raw.execute(translate(ddl, params=False, ddl=True).encode())  # type: ignore[arg-type]
     for table, columns in added.items():
         for name, decl in columns:  # a database from before: add, never rewrite
             column = translate(f"{name} {decl}", params=False, ddl=True)
             raw.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column}".encode())  # type: ignore[arg-type]
+    raw.execute("INSERT INTO _ddl (digest) VALUES (%s)", [digest])
     raw.commit()

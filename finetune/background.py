@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core import db
 from core.errors import AssistantError
 from core.files import atomic_write_text
 from core.settings import Settings
@@ -176,6 +177,8 @@ def _start(settings: Settings, name: str, args: list[str]) -> AnyJob:
     job_dir.mkdir(parents=True)
     args = [*args, "--job-dir", str(job_dir)]
     env = dict(os.environ, ASSISTANT_HOME=str(settings.home), ASSISTANT_MODEL=settings.model)
+    if url := db.database_url(settings.app_db):  # the job reads and writes the database this process uses
+        env["ASSISTANT_DATABASE_URL"] = url
     with open(job_dir / "log.txt", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "finetune.cli", *args], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)

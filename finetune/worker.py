@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core import db
 from core.settings import Settings
 from finetune import queue
 from finetune.background import Job
@@ -67,8 +68,8 @@ class Worker:
         job_dir = self.settings.jobs_dir / job.id
         job_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, ASSISTANT_HOME=str(self.settings.home), ASSISTANT_MODEL=self.settings.model)
-        if self.settings.database_url:
-            env["ASSISTANT_DATABASE_URL"] = self.settings.database_url
+        if url := db.database_url(self.settings.app_db):  # the job uses the database this worker's queue is in
+            env["ASSISTANT_DATABASE_URL"] = url
         with open(job_dir / "log.txt", "wb") as log:
             proc = subprocess.Popen(self.command([*job.args, "--job-dir", str(job_dir)]), stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,

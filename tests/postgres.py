@@ -2,15 +2,18 @@
 
 `postgres_server` (session): a throwaway server (core/pg_server.py; skipped where PostgreSQL is not installed).
 `postgres_url`: a fresh empty database of it for one test.
-With ASSISTANT_TEST_POSTGRES=1 every test keeps its app state (users, conversations, feedback, keys, jobs, audit)
-in a fresh PostgreSQL database, whatever data home it uses: `ASSISTANT_TEST_POSTGRES=1 pytest tests/test_users.py`.
+With ASSISTANT_TEST_POSTGRES=1 every data home the tests use keeps its app state (users, conversations, feedback,
+keys, jobs, audit) in a PostgreSQL database of its own: `ASSISTANT_TEST_POSTGRES=1 pytest tests/test_users.py`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -43,20 +46,38 @@ def postgres_url(postgres_server: pg_server.Server) -> Iterator[str]:
     pg.close_pools()  # each test's database has its own pool: give its connections back
 
 
-@pytest.fixture(autouse=True)
-def _app_state_on_postgres(request: pytest.FixtureRequest, _isolated_env: None) -> Iterator[None]:
-    """ASSISTANT_TEST_POSTGRES=1: every data home of the test (and its subprocesses) on one fresh database."""
-    if not ON_POSTGRES or request.node.get_closest_marker("sqlite_only"):
+@pytest.fixture(scope="session", autouse=True)
+def _app_state_on_postgres(request: pytest.FixtureRequest) -> Iterator[None]:
+    """ASSISTANT_TEST_POSTGRES=1: the stores of every data home the tests use (session and module fixtures' too)
+    in a database of their own on one server; jobs started by the tests are handed its URL by the app itself."""
+    if not ON_POSTGRES:
         yield
         return
-    url = request.getfixturevalue("postgres_url")
-    db.use("*", url)
-    mp = request.getfixturevalue("monkeypatch")
-    mp.setenv("ASSISTANT_DATABASE_URL", url)
+    server: pg_server.Server = request.getfixturevalue("postgres_server")
+    made: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def database_for(home: Path) -> str:
+        name = "h" + hashlib.sha256(str(home).encode()).hexdigest()[:24]
+        with lock:
+            if name not in made:
+                made[name] = server.create_database(name)
+            return made[name]
+
+    db.route_unbound(database_for)
     try:
         yield
     finally:
-        db.use("*", None)
+        db.route_unbound(None)
+
+
+@pytest.fixture(autouse=True)
+def _close_pools_after_each_test() -> Iterator[None]:
+    yield
+    if ON_POSTGRES:  # each data home has its own database and pool: give the connections back (reopened on use)
+        from core import pg
+
+        pg.close_pools()
 
 
 def pytest_configure(config: pytest.Config) -> None:
