@@ -218,7 +218,10 @@ def connect(url: str, schema: str, ddl: str = "", added: dict[str, list[tuple[st
             if ok:
                 raw.commit()
             else:
-                raw.rollback()
+                try:
+                    raw.rollback()
+                except psycopg.Error:  # a connection that broke: the pool discards it; the first error is the one
+                    pass
         finally:
             ctx.__exit__(None, None, None)
 
