@@ -120,7 +120,10 @@ def serve(settings: Settings, once: bool = False) -> int:
     def stop(*_: Any) -> None:
         worker.stopping = True
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    before = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     print(json.dumps({"worker": worker.id, "home": str(Path(settings.home))}), flush=True)
-    return worker.run(once=once)
+    try:
+        return worker.run(once=once)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)

@@ -250,3 +250,14 @@ def test_a_running_job_is_cancelled_through_the_queue(any_home: Settings) -> Non
     t0 = time.monotonic()
     assert worker.run_job(job) == "cancelled" and time.monotonic() - t0 < 8
     assert queue.get(any_home, job_id).status == "cancelled"
+
+
+def test_the_worker_command_drains_the_queue_and_says_so(any_home: Settings) -> None:
+    from typer.testing import CliRunner
+
+    from finetune.cli import app
+
+    env = {"ASSISTANT_DATABASE_URL": any_home.database_url} if any_home.database_url else {}
+    r = CliRunner().invoke(app, ["worker", "--once", "--home", str(any_home.home)], env=env)
+    assert r.exit_code == 0 and "0 job(s) run" in r.output, r.output
+    assert queue.workers_seen(any_home) == 0
