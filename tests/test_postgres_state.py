@@ -261,3 +261,25 @@ def test_the_worker_command_drains_the_queue_and_says_so(any_home: Settings) -> 
     r = CliRunner().invoke(app, ["worker", "--once", "--home", str(any_home.home)], env=env)
     assert r.exit_code == 0 and "0 job(s) run" in r.output, r.output
     assert queue.workers_seen(any_home) == 0
+
+
+def test_concurrent_requests_never_pass_a_keys_rate_limit(any_home: Settings) -> None:
+    from assistant.app import api_keys
+    from assistant.app.users import add_user
+
+    add_user(any_home.app_db, "li", "claims-pass-1", "claims", "claims")
+    key, _ = api_keys.create_key(any_home.app_db, "li", rpm=10)
+    now = (time.time() // 60) * 60 + 1  # early in a minute: the previous minute weighs nothing
+
+    def attempt(_: int) -> bool:
+        try:
+            api_keys.admit(any_home.app_db, key, now=now)
+            return True
+        except api_keys.LimitExceeded:
+            return False
+
+    with ThreadPoolExecutor(8) as pool:
+        admitted = list(pool.map(attempt, range(30)))
+    assert sum(admitted) == 10
+    [row] = api_keys.usage(any_home.app_db, 1)
+    assert (row["requests"], row["refused"]) == (10, 20)
