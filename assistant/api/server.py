@@ -157,6 +157,9 @@ class Api:
 
 def create_app(settings: Settings, assistant: Any | None = None) -> FastAPI:
     """The API app over `assistant` (default: built from the settings when the server starts)."""
+    from core import db
+
+    db.use_settings(settings)  # keys, usage and the audit in PostgreSQL when database_url is set
     api = Api(settings, assistant)
 
     @asynccontextmanager

@@ -171,13 +171,13 @@ def admit(db: Path, key: ApiKey, now: float | None = None) -> None:
             refusal = LimitExceeded(f"API key {key.id} is limited to {key.rpm} requests per minute", min(wait, 60.0))
         if refusal is not None:
             conn.execute("INSERT INTO api_usage (key_id, day, refused) VALUES (?, ?, 1) ON CONFLICT(key_id, day) "
-                         "DO UPDATE SET refused = refused + 1", (key.id, day))
+                         "DO UPDATE SET refused = api_usage.refused + 1", (key.id, day))
         else:
             conn.execute("INSERT INTO api_rate (key_id, minute, requests) VALUES (?, ?, 1) "
-                         "ON CONFLICT(key_id, minute) DO UPDATE SET requests = requests + 1", (key.id, minute))
+                         "ON CONFLICT(key_id, minute) DO UPDATE SET requests = api_rate.requests + 1", (key.id, minute))
             conn.execute("DELETE FROM api_rate WHERE key_id = ? AND minute < ?", (key.id, minute - 1))
             conn.execute("INSERT INTO api_usage (key_id, day, requests) VALUES (?, ?, 1) "
-                         "ON CONFLICT(key_id, day) DO UPDATE SET requests = requests + 1", (key.id, day))
+                         "ON CONFLICT(key_id, day) DO UPDATE SET requests = api_usage.requests + 1", (key.id, day))
             conn.execute("UPDATE api_keys SET last_used = ? WHERE id = ?", (now, key.id))
     if refusal is not None:
         raise refusal
@@ -188,8 +188,8 @@ def record_tokens(db: Path, key: ApiKey, tokens: int, cached: bool = False, now:
     day = _day(time.time() if now is None else now)
     with connect(db) as conn:
         conn.execute("INSERT INTO api_usage (key_id, day, tokens, cached) VALUES (?, ?, ?, ?) "
-                     "ON CONFLICT(key_id, day) DO UPDATE SET tokens = tokens + excluded.tokens, "
-                     "cached = cached + excluded.cached", (key.id, day, int(tokens), int(cached)))
+                     "ON CONFLICT(key_id, day) DO UPDATE SET tokens = api_usage.tokens + excluded.tokens, "
+                     "cached = api_usage.cached + excluded.cached", (key.id, day, int(tokens), int(cached)))
 
 
 def usage(db: Path, days: int = 7) -> list[dict]:

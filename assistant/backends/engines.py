@@ -58,9 +58,12 @@ class EnginePool:
         try:
             with urllib.request.urlopen(req, timeout=self.probe_timeout) as r:
                 names = {m.get("id", "") for m in json.loads(r.read()).get("data", [])}
-        except (OSError, ValueError, urllib.error.URLError) as exc:
+        except (OSError, ValueError) as exc:
             with self._lock:
-                engine.up, engine.checked, engine.error = False, time.monotonic(), f"{type(exc).__name__}: {exc}"
+                engine.checked = time.monotonic()
+                if isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError):
+                    return engine.up  # slow to answer (a server that answers one request at a time): not gone
+                engine.up, engine.error = False, f"{type(exc).__name__}: {exc}"
             return False
         with self._lock:
             engine.up, engine.checked, engine.models, engine.error = True, time.monotonic(), names, ""
