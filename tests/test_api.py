@@ -23,6 +23,7 @@ from assistant.api.server import create_app
 from assistant.app import api_keys
 from assistant.app.users import add_user
 from assistant.chain import build_assistant
+from core import db as core_db
 from core.audit import list_events
 from core.settings import Settings
 from ingest import pipeline
@@ -365,6 +366,8 @@ def test_several_workers_share_one_engine_server(chain_env: dict, tmp_path: Path
             "ASSISTANT_HOME": str(home), "ASSISTANT_BACKEND": "openai", "ASSISTANT_OPENAI_BASE_URL": engine_url,
             "ASSISTANT_OPENAI_MODEL": "base", "ASSISTANT_MAX_NEW_TOKENS": "48", "ASSISTANT_RETRIEVAL_K": "2",
             "ASSISTANT_MIN_COVERAGE": "0", "ASSISTANT_RESOLVE_FOLLOWUPS": "false", "ASSISTANT_CACHE": "false"}
+        if db_url := core_db.database_url(settings.app_db):  # the suite on PostgreSQL: the workers share this database
+            env["ASSISTANT_DATABASE_URL"] = db_url
         proc = subprocess.Popen([str(Path(sys.executable).parent / "assistant"), "serve", "--workers", "2", "--port",
                                  str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         url = f"http://127.0.0.1:{port}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 from assistant.app import conversations
 from assistant.app.users import DEMO_USERS, ensure_demo_users
 from assistant.backends.scripted import ScriptedChat
-from core.feedback import list_feedback
+from core.feedback import connect, list_feedback
 from core.settings import Settings, load_settings
 from finetune.data import load_datasets
 from ingest import pipeline
@@ -129,7 +128,7 @@ def test_login_checks_the_hashed_password(ui_env: dict) -> None:
     at.text_input(key="login_password").input(PASSWORDS["wang.staff"])
     at.button(key="login").click().run()
     assert at.session_state["account"].name == "wang.staff"
-    with sqlite3.connect(ui_env["db"]) as conn:
+    with connect(ui_env["db"]) as conn:  # SQLite's file or PostgreSQL's schema, whichever the test runs on
         stored = conn.execute("SELECT password_hash FROM users WHERE name = 'wang.staff'").fetchone()[0]
     assert stored.startswith("scrypt$") and PASSWORDS["wang.staff"] not in stored
 
