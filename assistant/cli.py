@@ -465,6 +465,28 @@ def serve(
                 timeout_keep_alive=KEEP_ALIVE_S)
 
 
+@app.command()
+def engine(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (127.0.0.1: this machine only).")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port.")] = 8000,
+    name: Annotated[str, typer.Option("--name", help="The model name the base model is served under "
+                                      "(ASSISTANT_OPENAI_MODEL of the app servers).")] = "base",
+    home: HomeOpt = None, model: ModelOpt = None,
+) -> None:
+    """The model alone as an OpenAI-compatible engine server (llama.cpp, several requests at once, adapters by
+    version per request as `NAME@vN`), for app servers with ASSISTANT_BACKEND=openai: start one per engine machine
+    and list them in ASSISTANT_OPENAI_BASE_URLS."""
+    import uvicorn
+
+    from assistant.api.engine_server import create_engine_app
+
+    settings = settings_or_exit(home=home, model=model)
+    err.print(f"engine on http://{host}:{port}/v1 (model name '{name}'; adapters as NAME@vN)")
+    uvicorn.run(create_engine_app(settings, base_name=name), host=host, port=port, log_level="warning",
+                timeout_graceful_shutdown=5, timeout_keep_alive=KEEP_ALIVE_S)
+
+
 keys_app = typer.Typer(help="API keys: each acts as its user (role, department), stored hashed, shown once.",
                        no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
