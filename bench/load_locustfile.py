@@ -50,6 +50,7 @@ class Staff(HttpUser):
         t0 = time.perf_counter()
         first = None
         cached = None
+        audit_id = None
         name = f"chat/{kind}" + ("/stream" if stream else "")
         with self.client.post("/v1/chat/completions", json=body, headers=headers, stream=stream, name=name,
                               catch_response=True, timeout=300) as resp:
@@ -68,9 +69,10 @@ class Staff(HttpUser):
                         first = time.perf_counter() - t0
                     if "cached" in event:
                         cached = event["cached"]
+                        audit_id = event.get("audit_id")
             elif status == 200:
                 data = resp.json()
-                cached = data.get("cached")
+                cached, audit_id = data.get("cached"), data.get("audit_id")
                 first = time.perf_counter() - t0
             latency = time.perf_counter() - t0
             if status in (429, 503):
@@ -80,6 +82,6 @@ class Staff(HttpUser):
             else:
                 resp.success()
             _record(kind=kind, stream=stream, status=status, error=error, latency=latency, first=first,
-                    cached=cached, t=time.time())
+                    cached=cached, audit_id=audit_id, t=time.time())
             if status in (429, 503):
                 time.sleep(min(MAX_BACKOFF, float(resp.headers.get("Retry-After", "1"))))
