@@ -34,6 +34,14 @@ echo "== ruff"
 .venv/bin/ruff check .
 echo "== pytest"
 .venv/bin/pytest -q "$@"
+if [ $# -eq 0 ]; then
+  # past one machine: the store tests again with app state in PostgreSQL (a throwaway server) and knowledge bases in
+  # Milvus Lite (test_postgres_state.py and test_milvus_store.py ran on them above)
+  echo "== pytest: app state on PostgreSQL, knowledge bases on Milvus Lite"
+  ASSISTANT_TEST_POSTGRES=1 ASSISTANT_VECTOR_STORE=milvus .venv/bin/pytest -q tests/test_users.py \
+    tests/test_audit_chain.py tests/test_cli_audit.py tests/test_training_gate.py tests/test_login_hardening.py \
+    tests/test_retrieval.py tests/test_knowledge_base.py tests/test_fusion.py tests/test_api.py
+fi
 # issue 29's attacks (hostile files, training data, logins, the audit file), about a minute; the full check adds
 # the chain's attacks and the browser's: .venv/bin/python bench/security_check.py
 echo "== security check (quick)"
