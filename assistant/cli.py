@@ -446,6 +446,11 @@ def serve(
                   "vLLM) and set ASSISTANT_BACKEND=openai and ASSISTANT_OPENAI_BASE_URL, or serve with --workers 1 "
                   "(the model in this process)")
         raise typer.Exit(2)
+    if settings.api_workers > 1 and settings.vector_store == "milvus" and "://" not in settings.milvus_target:
+        err.print("[red]error:[/red] Milvus Lite's file serves one process: run a Milvus server (or `milvus-lite "
+                  "server --data-dir DIR --port 19530`) and set ASSISTANT_MILVUS_URI=http://HOST:19530, or serve with "
+                  "--workers 1")
+        raise typer.Exit(2)
     if settings.api_host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/yellow] listening on {escape(settings.api_host)}: put the API behind HTTPS "
                   "(keys travel in the Authorization header)")

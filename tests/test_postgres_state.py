@@ -268,7 +268,7 @@ def test_concurrent_requests_never_pass_a_keys_rate_limit(any_home: Settings) ->
     from assistant.app.users import add_user
 
     add_user(any_home.app_db, "li", "claims-pass-1", "claims", "claims")
-    key, _ = api_keys.create_key(any_home.app_db, "li", rpm=10)
+    key, token = api_keys.create_key(any_home.app_db, "li", rpm=10)
     now = (time.time() // 60) * 60 + 1  # early in a minute: the previous minute weighs nothing
 
     def attempt(_: int) -> bool:
@@ -283,3 +283,9 @@ def test_concurrent_requests_never_pass_a_keys_rate_limit(any_home: Settings) ->
     assert sum(admitted) == 10
     [row] = api_keys.usage(any_home.app_db, 1)
     assert (row["requests"], row["refused"]) == (10, 20)
+    # the tokens of answered requests add up the same way, from threads at once (cached answers counted apart)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: api_keys.record_tokens(any_home.app_db, key, 100, cached=i % 2 == 0), range(10)))
+    [row] = api_keys.usage(any_home.app_db, 1)
+    assert (row["tokens"], row["cached"]) == (1000, 5)
+    assert api_keys.authenticate(any_home.app_db, token, "chat")[0].id == key.id
