@@ -177,16 +177,28 @@ def _audit_ids(records: Path) -> list[int]:
     return [r["audit_id"] for r in rows if r["status"] == 200 and not r["error"] and r.get("audit_id")]
 
 
+def _feedback_ids(records: Path) -> list[int]:
+    rows = [json.loads(line) for line in records.read_text(encoding="utf-8").splitlines()] if records.exists() else []
+    return [r["feedback_id"] for r in rows if r["kind"] == "feedback" and r["status"] == 200]
+
+
 def check_losses(settings, records: list[Path]) -> dict:
-    """Every answer a client received has its audit turn; the audit chain verifies; usage rows exist per key."""
-    from core.audit import AuditLog
+    """Every answer a client received has its audit turn, every rating acknowledged its feedback row (and its
+    `api_feedback` audit event); the audit chain verifies."""
+    from core.audit import AuditLog, list_events
     from core.audit_chain import verify
+    from core.feedback import list_feedback
 
     audit = AuditLog(settings.audit_db)
     ids = sorted({i for r in records for i in _audit_ids(r)})
     missing = [i for i in ids if audit.get(i) is None]
+    rated = sorted({i for r in records for i in _feedback_ids(r)})
+    stored = {f["id"] for f in list_feedback(settings.app_db)}
+    events = {e["detail"].get("feedback_id") for e in list_events(settings.audit_db, "api_feedback", 10**6)}
     verdict = verify(settings.audit_db)
     return {"answers_acknowledged": len(ids), "turns_missing": len(missing), "missing_ids": missing[:20],
+            "feedback_acknowledged": len(rated), "feedback_missing": len([i for i in rated if i not in stored]),
+            "feedback_events_missing": len([i for i in rated if i not in events]),
             "audit_chain": "intact" if verdict.intact else "; ".join(verdict.problems), "audit_rows": verdict.rows}
 
 
@@ -265,7 +277,7 @@ def main() -> None:
             if kinds is None:
                 cache.clear()  # each mixed phase earns its own hits
             print(f"== {name}", flush=True)
-            rec = _phase(url, keys, args.clients, args.seconds, True, out, name, kinds)
+            rec = _phase(url, keys, args.clients, args.seconds, True, out, name, kinds, feedback=0.25)
             records.append(rec)
             summary["phases"][name] = summarise(rec, args.seconds)
         cache.clear()
@@ -281,7 +293,7 @@ def main() -> None:
             summary["killed_engine"] = {"url": urls[0], "at_s": round(args.seconds / 2)}
 
         threading.Thread(target=faults, daemon=True).start()
-        rec = _phase(url, keys, args.clients, args.seconds, True, out, name)
+        rec = _phase(url, keys, args.clients, args.seconds, True, out, name, feedback=1.0)
         records.append(rec)
         summary["phases"][name] = summarise(rec, args.seconds)
         summary["losses"] = check_losses(settings, records)
@@ -306,7 +318,9 @@ def main() -> None:
               f"{s['errors']} | {s['rate_503']:.1%} | {s['hit_rate']:.0%} |")
     loss = summary["losses"]
     print(f"\nanswers acknowledged: {loss['answers_acknowledged']}; their audit turns missing: "
-          f"{loss['turns_missing']}; audit chain: {loss['audit_chain']}")
+          f"{loss['turns_missing']}; ratings acknowledged: {loss['feedback_acknowledged']}; their feedback rows "
+          f"missing: {loss['feedback_missing']}, their audit events missing: {loss['feedback_events_missing']}; "
+          f"audit chain: {loss['audit_chain']}")
     for kind in ("cached", "mix"):
         one, three = (summary["phases"][f"{kind}-{n}"]["qps"] for n in ("one-app", "three-apps"))
         print(f"{kind}: three app processes x{three / one:.2f} the QPS of one" if one else f"{kind}: no answers")

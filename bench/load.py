@@ -133,11 +133,11 @@ def _serve(home: Path, port: int, log: Path) -> subprocess.Popen:
 
 
 def _phase(url: str, keys: list[str], users: int, seconds: int, cache: bool, out: Path, name: str,
-           kinds: dict | None = None, pacing: float = 0.0) -> Path:
+           kinds: dict | None = None, pacing: float = 0.0, feedback: float = 0.0) -> Path:
     records = out / f"records-{name}.jsonl"
     records.unlink(missing_ok=True)
     env = dict(os.environ, LOAD_KEYS=",".join(keys), LOAD_CACHE="on" if cache else "off", LOAD_RECORDS=str(records),
-               LOAD_PACING_S=str(pacing))
+               LOAD_PACING_S=str(pacing), LOAD_FEEDBACK_SHARE=str(feedback))
     if kinds:
         env["LOAD_WEIGHTS"] = json.dumps(kinds)
     (out / f"start-{name}").write_text(str(time.time()))
@@ -155,7 +155,9 @@ def _pct(values: list[float], q: float) -> float | None:
 def summarise(records: Path, seconds: float) -> dict:
     """QPS counts the answers finished within the phase (after it, the users only finish what they had asked);
     latencies, errors and rates count every request of the phase."""
-    rows = [json.loads(line) for line in records.read_text(encoding="utf-8").splitlines()] if records.exists() else []
+    every = [json.loads(line) for line in records.read_text(encoding="utf-8").splitlines()] if records.exists() else []
+    rows = [r for r in every if r["kind"] != "feedback"]  # answers; the ratings clients sent are counted apart
+    rated = [r for r in every if r["kind"] == "feedback"]
     start_file = records.parent / f"start-{records.stem.removeprefix('records-')}"
     start = float(start_file.read_text()) if start_file.exists() else min((r["t"] for r in rows), default=0.0)
     ok = [r for r in rows if r["status"] == 200 and not r["error"]]
@@ -177,6 +179,7 @@ def summarise(records: Path, seconds: float) -> dict:
         "cached_p50": _pct([r["latency"] for r in cached], 50), "cached_p95": _pct([r["latency"] for r in cached], 95),
         "fresh_qps": sum(id(r) in inside for r in fresh) / seconds,
         "fresh_p95": _pct([r["latency"] for r in fresh], 95),
+        "feedback_sent": len(rated), "feedback_ok": sum(r["status"] == 200 for r in rated),
     }
 
 

@@ -30,6 +30,7 @@ def _record(**row: object) -> None:
 
 
 PACING = float(os.environ.get("LOAD_PACING_S") or 0)  # seconds between a user's requests (0: none, back to back)
+FEEDBACK = float(os.environ.get("LOAD_FEEDBACK_SHARE") or 0)  # share of answers the client then rates
 
 
 class Staff(HttpUser):
@@ -85,3 +86,16 @@ class Staff(HttpUser):
                     cached=cached, audit_id=audit_id, t=time.time())
             if status in (429, 503):
                 time.sleep(min(MAX_BACKOFF, float(resp.headers.get("Retry-After", "1"))))
+        if status == 200 and not error and audit_id and self.rng.random() < FEEDBACK:
+            self.rate(audit_id, headers)
+
+    def rate(self, audit_id: int, headers: dict[str, str]) -> None:
+        body = {"audit_id": audit_id, "rating": self.rng.choice((1, -1)), "comment": "bench/load_locustfile.py"}
+        t0 = time.perf_counter()
+        with self.client.post("/v1/feedback", json=body, headers=headers, name="feedback", catch_response=True,
+                              timeout=60) as resp:
+            ok = resp.status_code == 200
+            (resp.success if ok else resp.failure)(*(() if ok else (resp.text[:200],)))
+            _record(kind="feedback", stream=False, status=resp.status_code, error=None if ok else resp.text[:200],
+                    latency=time.perf_counter() - t0, first=None, cached=None, audit_id=audit_id,
+                    feedback_id=resp.json().get("id") if ok else None, t=time.time())

@@ -13,6 +13,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,15 @@ CREATE TABLE IF NOT EXISTS feedback (
     reviewer TEXT,
     UNIQUE (audit_id, user)
 );
+-- API turns as training conversations, kept so that a client can rate them later from any app server
+CREATE TABLE IF NOT EXISTS turn_examples (
+    audit_id INTEGER PRIMARY KEY,
+    user TEXT NOT NULL,
+    example TEXT NOT NULL,           -- JSON, as feedback.example
+    adapter TEXT,
+    created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS turn_examples_created ON turn_examples(created);
 """
 _ADDED_COLUMNS: Columns = {"feedback": [("review", "TEXT"), ("reviewer", "TEXT")]}
 # the stored correction equals the new one, NULLs equal (SQLite's IS, written in SQL both databases read)
@@ -70,6 +80,31 @@ def add_feedback(path: Path, audit_id: int, user: str, rating: int, example: dic
             (audit_id, user, rating, comment, correction, json.dumps(example, ensure_ascii=False, default=str),
              adapter, now_iso()))
         return int(cur.fetchone()[0])
+
+
+def keep_turn(path: Path, audit_id: int, user: str, example: dict[str, Any], adapter: str | None,
+              keep_days: int) -> None:
+    """Keep an answered turn's training conversation so its user can rate it later (`feedback_on_kept_turn`);
+    turns older than `keep_days` are dropped on the way (feedback already given keeps its own copy)."""
+    cutoff = (datetime.now(UTC) - timedelta(days=keep_days)).isoformat(timespec="seconds")
+    with connect(path) as conn:
+        conn.execute("INSERT INTO turn_examples (audit_id, user, example, adapter, created) VALUES (?, ?, ?, ?, ?) "
+                     "ON CONFLICT (audit_id) DO NOTHING",
+                     (audit_id, user, json.dumps(example, ensure_ascii=False, default=str), adapter, now_iso()))
+        conn.execute("DELETE FROM turn_examples WHERE created < ?", (cutoff,))
+
+
+def feedback_on_kept_turn(path: Path, audit_id: int, user: str, rating: int, comment: str | None = None,
+                          correction: str | None = None) -> int:
+    """Feedback on a kept turn (`keep_turn`) by the user it answered; another user's turn, or one not kept (not an
+    answer, or older than the keep period), is refused as unknown: turn ids say nothing about other users."""
+    with connect(path) as conn:
+        row = conn.execute("SELECT example, adapter FROM turn_examples WHERE audit_id = ? AND user = ?",
+                           (audit_id, user)).fetchone()
+    if row is None:
+        raise AssistantError(f"no answered turn {audit_id} of user '{user}' can be rated: give the audit_id of one of "
+                             "this user's answers (turns are kept for feedback for a limited time)")
+    return add_feedback(path, audit_id, user, rating, json.loads(row["example"]), comment, correction, row["adapter"])
 
 
 def list_feedback(path: Path, user: str | None = None) -> list[dict[str, Any]]:

@@ -207,6 +207,9 @@ class Settings(BaseSettings):
     api_history_turns: int = Field(default=6, ge=0, description="Earlier messages handed to the chain.")
     api_rpm: int = Field(default=60, ge=1, description="Default requests per minute of a new API key.")
     api_daily_tokens: int = Field(default=200_000, ge=1, description="Default daily token quota of a new API key.")
+    api_feedback_days: int = Field(
+        default=30, ge=1, description="Days an API answer can be rated (POST /v1/feedback): its training "
+        "conversation is kept that long.")
 
     @field_validator("kb_access")
     @classmethod

@@ -289,3 +289,24 @@ def test_concurrent_requests_never_pass_a_keys_rate_limit(any_home: Settings) ->
     [row] = api_keys.usage(any_home.app_db, 1)
     assert (row["tokens"], row["cached"]) == (1000, 5)
     assert api_keys.authenticate(any_home.app_db, token, "chat")[0].id == key.id
+
+
+def test_a_kept_api_turn_is_rated_by_its_user_only_and_expires(any_home: Settings) -> None:
+    from core import feedback
+
+    example = {"messages": [{"role": "user", "content": "出险后几天内报案？"},
+                            {"role": "assistant", "content": "十日内报案。"}]}
+    feedback.keep_turn(any_home.app_db, 41, "li", example, "claims@v1", keep_days=30)
+    feedback.keep_turn(any_home.app_db, 41, "li", {"messages": []}, None, keep_days=30)  # kept once: first wins
+    with pytest.raises(AssistantError, match="no answered turn 41 of user 'wang'"):
+        feedback.feedback_on_kept_turn(any_home.app_db, 41, "wang", -1, "not mine")
+    fid = feedback.feedback_on_kept_turn(any_home.app_db, 41, "li", -1, "号码错了", "十日内拨打 95500-88 报案。")
+    again = feedback.feedback_on_kept_turn(any_home.app_db, 41, "li", 1)  # the latest word of a user counts
+    rows = feedback.list_feedback(any_home.app_db, "li")
+    assert again == fid and len(rows) == 1 and rows[0]["rating"] == 1 and rows[0]["example"] == example
+    assert rows[0]["adapter"] == "claims@v1" and rows[0]["correction"] is None
+    with feedback.connect(any_home.app_db) as conn:  # a turn past the keep period is dropped by the next write
+        conn.execute("UPDATE turn_examples SET created = ? WHERE audit_id = ?", ("2020-01-01T00:00:00+00:00", 41))
+    feedback.keep_turn(any_home.app_db, 42, "li", example, None, keep_days=30)
+    with pytest.raises(AssistantError, match="no answered turn 41"):
+        feedback.feedback_on_kept_turn(any_home.app_db, 41, "li", 1)

@@ -44,6 +44,17 @@ class RetrieveRequest(BaseModel):
     k: int = Field(default=5, ge=1, le=50)
 
 
+class FeedbackRequest(BaseModel):
+    """Feedback on an answer this key's user received (extension): the `audit_id` of the response, a rating,
+    optionally a comment and the answer it should have been (trained on only after an admin approves it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    audit_id: int = Field(ge=1)
+    rating: Literal[1, -1]
+    comment: str | None = Field(default=None, max_length=2_000)
+    correction: str | None = Field(default=None, max_length=8_000)
+
+
 def text_of(m: Message, i: int) -> str:
     """A message's text: a string, or the text parts of a content list (other parts are refused)."""
     if m.content is None:

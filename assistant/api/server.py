@@ -30,11 +30,14 @@ from pydantic import ValidationError
 
 from assistant.api import metrics
 from assistant.api.admission import EngineBusy, EngineGate
-from assistant.api.requests import BadRequest, ChatRequest, RetrieveRequest, conversation
+from assistant.api.requests import BadRequest, ChatRequest, FeedbackRequest, RetrieveRequest, conversation
 from assistant.app import api_keys
 from assistant.app.api_keys import ApiKey, KeyRejected, LimitExceeded
+from assistant.app.feedback import turn_example
+from core import feedback as feedback_store
 from core.access import AccessDenied
 from core.audit import AuditLog, record_event
+from core.errors import AssistantError
 from core.identity import User
 from core.settings import Settings
 
@@ -285,6 +288,29 @@ def create_app(settings: Settings, assistant: Any | None = None) -> FastAPI:
         metrics.RESPONSES.labels("/v1/retrieve", "200").inc()
         return {"object": "list", "model": req.model or kb, "relevant": res.relevant, "data": hits}
 
+    @app.post("/v1/feedback")
+    async def feedback(request: Request) -> Any:
+        """A rating (and optionally a comment and a corrected answer) of one of this user's answers, by its
+        `audit_id`: the same feedback store as the chat page's thumbs, so retraining sees both."""
+        user, key_id = "-", None
+        try:
+            key, who = await caller(request, "chat")
+            user, key_id = who.name, key.id
+            req = await read_json(request, FeedbackRequest)
+            if req.correction and (problem := feedback_store.correction_problem(req.correction)):
+                raise BadRequest(f"correction: {problem}", "correction", 400, "control_token")
+            try:
+                fid = await api.call(feedback_store.feedback_on_kept_turn, settings.app_db, req.audit_id, who.name,
+                                     req.rating, req.comment, req.correction)
+            except AssistantError as exc:
+                raise BadRequest(str(exc), "audit_id", 404, "not_found") from None
+        except (KeyRejected, LimitExceeded, BadRequest) as exc:
+            return await refuse(request, exc, user, key_id)
+        await api.call(record_event, api.audit, "api_feedback", user, key_id=key_id, audit_id=req.audit_id,
+                       rating=req.rating, feedback_id=fid, correction=bool(req.correction))
+        metrics.RESPONSES.labels("/v1/feedback", "200").inc()
+        return {"object": "feedback", "id": fid, "audit_id": req.audit_id, "rating": req.rating}
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
         if (resp := not_ready()) is not None:
@@ -335,6 +361,7 @@ class _Turn:
         self.loop = asyncio.get_running_loop()
         self.events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.live = not api.settings.verify  # the model's words stream only when they stand as written
+        self.sent = False  # answer text went out (live streaming only)
         self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         self.future: asyncio.Future[Any] | None = None
 
@@ -347,7 +374,10 @@ class _Turn:
         if kind == "status" and payload == "cached":
             self._put("admitted", None)
         elif kind == "token" and self.live:
+            self.sent = self.sent or bool(payload)
             self._put("token", payload)
+        elif kind == "status" and payload == "retracted" and self.sent:  # a stream cannot take text back
+            raise AssistantError("the model server stopped after part of the answer was streamed; ask again")
 
     @contextmanager
     def _gate(self) -> Any:
@@ -406,6 +436,15 @@ class _Turn:
         metrics.REQUEST_S.labels("/v1/chat/completions", str(cached).lower()).observe(time.perf_counter() - t0)
         metrics.RESPONSES.labels("/v1/chat/completions", str(status)).inc()
         await self.api.call(api_keys.record_tokens, self.api.settings.app_db, self.key, usage["total_tokens"], cached)
+        if status == 200 and ans.audit_id:
+            await self.api.call(self._keep, ans)
+
+    def _keep(self, ans: Any) -> None:
+        """The answered turn as a training conversation, kept for POST /v1/feedback (any app server may get it)."""
+        payload = ans.to_dict()
+        example = turn_example(self.question, self.history, payload, payload.get("tools") or [])
+        feedback_store.keep_turn(self.api.settings.app_db, ans.audit_id, self.user.name, example, ans.adapter,
+                                 self.api.settings.api_feedback_days)
 
     async def plain(self, t0: float) -> Any:
         try:
