@@ -139,6 +139,12 @@ class _StreamPrinter:
             self.text += payload
             sys.stdout.write(payload)
             sys.stdout.flush()
+        elif kind == "status" and payload == "retracted":  # what streamed is void: the answer starts again
+            self.close()
+            if self.text:
+                sys.stdout.write("\n")
+                err.print("[yellow]the model server stopped mid-answer; another one answers afresh:[/yellow]")
+            self.text = ""
         elif kind == "status" and payload in self.STATUS and not self.text:
             self.close()
             err.print(f"[dim]{self.STATUS[payload]} …[/dim]")

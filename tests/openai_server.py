@@ -27,8 +27,10 @@ def _template_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def serve(runtime: ModelRuntime, base_model_name: str, seen: list[dict[str, Any]] | None = None,
-          models: list[str] | None = None, port: int = 0) -> tuple[ThreadingHTTPServer, str]:
-    """`models`: the names GET /v1/models lists besides the base (the adapters the engine says it serves)."""
+          models: list[str] | None = None, port: int = 0,
+          die_after: str | None = None) -> tuple[ThreadingHTTPServer, str]:
+    """`models`: the names GET /v1/models lists besides the base (the adapters the engine says it serves).
+    `die_after`: a streamed reply stops once it has sent this text, without a finish reason (an engine that died)."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:  # quiet
@@ -82,8 +84,12 @@ def serve(runtime: ModelRuntime, base_model_name: str, seen: list[dict[str, Any]
                 self.wfile.flush()
 
             send({"role": "assistant", "content": ""})
+            sent = ""
             for piece in pieces:
                 send({"content": piece})
+                sent += piece
+                if die_after is not None and die_after in sent:
+                    return  # the connection closes mid-answer
             send({}, "stop")
             self.wfile.write(b"data: [DONE]\n\n")
 

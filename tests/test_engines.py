@@ -84,3 +84,24 @@ def test_every_engine_down_is_a_clear_error(chain_env: dict) -> None:
     assert ans.status == "error" and "no model engine is answering" in ans.error
     assert url_a in ans.error and url_b in ans.error
     assert "Traceback" not in ans.error
+
+
+def test_engine_dying_mid_answer_is_answered_afresh_by_another(chain_env: dict) -> None:
+    seen_a: list[dict[str, Any]] = []
+    seen_b: list[dict[str, Any]] = []
+    a, url_a = serve(chain_env["runtime"], "base", seen_a, die_after=f'"answer":"{A_RAG[0]}')  # dies mid-answer
+    b, url_b = serve(chain_env["runtime"], "base", seen_b)
+    try:
+        assistant = _assistant(chain_env, [url_a, url_b])
+        events: list[tuple[str, Any]] = []
+        ans = assistant.ask(Q_RAG, STAFF, on_event=lambda kind, payload: events.append((kind, payload)))
+        assert seen_a and seen_b  # engine A took the request first and died in it
+        assert ans.error is None and ans.status == "complete" and ans.model_answer == A_RAG
+        kinds = [k for k, p in events]
+        cut = max(i for i, (k, p) in enumerate(events) if (k, p) == ("status", "retracted"))
+        assert "token" in kinds[:cut]  # part of the answer had reached the reader before engine A died
+        assert "".join(p for k, p in events[cut:] if k == "token") == A_RAG  # what stands after the retraction
+        assert [e["up"] for e in assistant.backend.pool.status()] == [False, True]  # type: ignore[attr-defined]
+    finally:
+        a.shutdown()
+        b.shutdown()

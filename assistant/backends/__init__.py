@@ -6,10 +6,10 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
-from assistant.backends.base import ChatBackend, ModelTurn, TurnStats
+from assistant.backends.base import ChatBackend, EngineLost, ModelTurn, TurnStats
 from core.settings import Settings
 
-__all__ = ["ChatBackend", "ModelTurn", "TurnStats", "as_backend", "local_engine", "make_backend"]
+__all__ = ["ChatBackend", "EngineLost", "ModelTurn", "TurnStats", "as_backend", "local_engine", "make_backend"]
 
 
 def local_engine(settings: Settings) -> str:

@@ -10,6 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
+from core.errors import AssistantError
 from core.toolcalls import parse_output, split_thinking
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
@@ -38,6 +39,15 @@ class ModelTurn:
 
     message: AIMessage
     stats: TurnStats = field(default_factory=TurnStats)
+
+
+class EngineLost(AssistantError):
+    """An engine died after part of its reply had streamed. `resume(on_text)` runs the same request afresh on
+    another engine (the text streamed so far is void: the caller takes it back before resuming)."""
+
+    def __init__(self, message: str, resume: Callable[[Callable[[str], None]], ModelTurn]) -> None:
+        super().__init__(message)
+        self.resume = resume
 
 
 @runtime_checkable

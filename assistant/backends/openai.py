@@ -13,7 +13,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 
-from assistant.backends.base import ModelTurn, TurnStats, parsed_message, structured_message
+from assistant.backends.base import EngineLost, ModelTurn, TurnStats, parsed_message, structured_message
 from assistant.backends.engines import EnginePool
 from core.errors import AssistantError
 from core.settings import Settings
@@ -68,6 +68,10 @@ def message_from_openai(msg: AIMessage) -> AIMessage:
     return parsed
 
 
+class _Lost(AssistantError):
+    """An engine failed after text was shown (inside `_routed`; the caller gets `EngineLost`)."""
+
+
 class OpenAICompatibleBackend:
     """One server (`chat`), or several (`pool` + one chat model per URL in `chats`): a request then goes to a healthy
     engine, and one that fails before any text came back is marked down and the request goes to the next."""
@@ -82,6 +86,10 @@ class OpenAICompatibleBackend:
 
     def turn(self, messages: list[BaseMessage], tools: list[dict[str, Any]], *, think: bool,
              adapter: str | None, on_text: Callable[[str], None], schema: dict[str, Any] | None = None) -> ModelTurn:
+        return self._turn(messages, tools, think, adapter, on_text, schema, set())
+
+    def _turn(self, messages: list[BaseMessage], tools: list[dict[str, Any]], think: bool, adapter: str | None,
+              on_text: Callable[[str], None], schema: dict[str, Any] | None, tried: set[str]) -> ModelTurn:
         stats = TurnStats()
         t0 = time.perf_counter()
         extra: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": think}}
@@ -98,7 +106,11 @@ class OpenAICompatibleBackend:
         if self.pool is None:
             acc = self._stream(self.chat, self.settings.openai_base_url, messages, request, on_text, stats, t0)
         else:
-            acc = self._routed(messages, request, on_text, stats, t0)
+            try:
+                acc = self._routed(messages, request, on_text, stats, t0, tried)
+            except _Lost as lost:  # the caller may take back what streamed and resume on the next engine
+                raise EngineLost(str(lost), lambda again: self._turn(messages, tools, think, adapter, again, schema,
+                                                                     tried)) from lost.__cause__
         stats.total_s = time.perf_counter() - t0
         usage = getattr(acc, "usage_metadata", None) or {}
         stats.prompt_tokens, stats.new_tokens = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
@@ -113,11 +125,11 @@ class OpenAICompatibleBackend:
         return ModelTurn(message_from_openai(msg), stats)
 
     def _routed(self, messages: list[BaseMessage], request: dict[str, Any], on_text: Callable[[str], None],
-                stats: TurnStats, t0: float) -> AIMessageChunk:
-        """The request on a healthy engine; an engine that fails before any text was shown is marked down and the
-        next one takes the request (a failure after text was shown ends the turn: the words cannot be taken back)."""
+                stats: TurnStats, t0: float, tried: set[str]) -> AIMessageChunk:
+        """The request on a healthy engine not in `tried`; an engine that fails is marked down. Before any text was
+        shown, the next engine takes the request; after, the caller decides (`EngineLost`): the words it was shown
+        are only void if it can take them back."""
         assert self.pool is not None
-        tried: set[str] = set()
         model = request["model"]
         while True:
             with self.pool.use(model, exclude=tried) as engine:
@@ -132,10 +144,10 @@ class OpenAICompatibleBackend:
                 try:
                     return self._stream(self.chats[engine.url], engine.url, messages, request, show, stats, t0)
                 except AssistantError as exc:
-                    if shown[0]:
-                        raise
                     self.pool.mark_down(engine, str(exc.__cause__ or exc))
                     tried.add(engine.url)
+                    if shown[0]:
+                        raise _Lost(str(exc)) from exc.__cause__
 
     def _offer_adapter(self, engine: Any, ref: str) -> None:
         """An adapter no engine lists yet: engines that load adapters at run time get it from the shared folder."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from assistant.backends import ChatBackend, ModelTurn
+from assistant.backends import ChatBackend, EngineLost, ModelTurn
 from assistant.chain.state import Answer, Emit
 from core.control_tokens import neutralise
 from core.prompts import answer_fields, answer_messages, answer_reply, answer_schema, parse_reply
@@ -153,12 +153,27 @@ def generate(ans: Answer, backend: ChatBackend, tools: Sequence[dict[str, Any]],
             ans.first_token_s = time.perf_counter() - ans.started
         emit("token", text)
 
-    # only a backend that frees its engine when its stream is abandoned may be cut short (llama.cpp, servers)
-    stream = FieldStream("answer", streamed, stop_looping=getattr(backend, "stops_early", False))
-    split = ThinkingSplit(lambda text: emit("thinking", text) if text else None, stream.feed, think)
+    def fresh() -> tuple[FieldStream, ThinkingSplit]:
+        # only a backend that frees its engine when its stream is abandoned may be cut short (llama.cpp, servers)
+        stream = FieldStream("answer", streamed, stop_looping=getattr(backend, "stops_early", False))
+        return stream, ThinkingSplit(lambda text: emit("thinking", text) if text else None, stream.feed, think)
+
+    stream, split = fresh()
     try:
-        turn = structured(backend, messages, answer_schema(shown), think=think, adapter=ans.adapter,
-                          on_text=split.feed)
+        try:
+            turn = structured(backend, messages, answer_schema(shown), think=think, adapter=ans.adapter,
+                              on_text=split.feed)
+        except EngineLost as lost:
+            # consumers drop what streamed (one that cannot raises AssistantError: the turn ends as an error);
+            # the request starts afresh on another engine, once per engine the backend still has
+            while True:
+                emit("status", "retracted")
+                stream, split = fresh()
+                try:
+                    turn = lost.resume(split.feed)
+                    break
+                except EngineLost as again:
+                    lost = again
     except Looping:
         cut = stream.shown[:loop_start(stream.shown) or 0]
         ans.reply, ans.model_answer, ans.reply_problem = stream.buf, cut, "the answer fell into repeating itself"

@@ -119,6 +119,10 @@ def _ask(settings: Settings, acc: Account, conv_id: str, question: str, msgs: li
                                else ":material/search: no relevant passage found")
             elif kind == "tool":
                 status.caption(f":material/build: {md.text(payload.name)} → {payload.status}")
+            elif kind == "status" and payload == "retracted":  # the engine died mid-answer: another starts afresh
+                buf["answer"] = buf["thinking"] = ""
+                answer_box.empty()
+                thinking_box.empty()
             elif kind == "status":
                 if str(payload).startswith("outcome_") and payload != "outcome_answer":
                     answer_box.empty()  # the streamed words are not what stands: gone at once
