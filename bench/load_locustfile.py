@@ -14,6 +14,7 @@ import random
 import time
 from pathlib import Path
 
+import requests
 from locust import HttpUser, constant, constant_pacing, task
 
 MIX = json.loads((Path(__file__).parent / "data" / "load_mix.json").read_text(encoding="utf-8"))
@@ -58,19 +59,22 @@ class Staff(HttpUser):
             status = resp.status_code
             error = None
             if status == 200 and stream:
-                for line in resp.iter_lines():
-                    if not line or not line.startswith(b"data: ") or line == b"data: [DONE]":
-                        continue
-                    event = json.loads(line[6:])
-                    if "error" in event:
-                        error = event["error"].get("message")
-                        break
-                    delta = (event.get("choices") or [{}])[0].get("delta") or {}
-                    if delta.get("content") and first is None:
-                        first = time.perf_counter() - t0
-                    if "cached" in event:
-                        cached = event["cached"]
-                        audit_id = event.get("audit_id")
+                try:
+                    for line in resp.iter_lines():
+                        if not line or not line.startswith(b"data: ") or line == b"data: [DONE]":
+                            continue
+                        event = json.loads(line[6:])
+                        if "error" in event:
+                            error = event["error"].get("message")
+                            break
+                        delta = (event.get("choices") or [{}])[0].get("delta") or {}
+                        if delta.get("content") and first is None:
+                            first = time.perf_counter() - t0
+                        if "cached" in event:
+                            cached = event["cached"]
+                            audit_id = event.get("audit_id")
+                except requests.RequestException as exc:  # the server went away mid-stream: an error, recorded
+                    error, cached, audit_id = f"stream broken: {type(exc).__name__}", None, None
             elif status == 200:
                 data = resp.json()
                 cached, audit_id = data.get("cached"), data.get("audit_id")
