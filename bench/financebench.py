@@ -4,8 +4,7 @@ Ours: `ingest` (layout-aware PDF parsing on a worker thread ahead of the embedde
 chunks, heading context, token-budget embedding batches), searched by the chain's own `HybridRetriever`
 (default fusion, one passage per page); the time split (parse / chunk / embed / write) is printed.
 Baseline, same embedding model, same run: PyPDFLoader pages -> RecursiveCharacterTextSplitter
-(1000 chars, 200 overlap) -> LangChain FAISS, the model called plainly (one engine call per batch of 32 on all
-cores; ours splits each batch into one single-threaded call per core).
+(1000 chars, 200 overlap) -> LangChain FAISS.
 A query hits when a returned chunk comes from the question's filing at an evidence page.
 
     .venv/bin/python bench/financebench.py [--docs N] [--shared ../shared]
@@ -73,7 +72,7 @@ def run_ours(pdfs: list[str], questions: list[dict], model: str) -> dict[str, An
 def run_baseline(pdfs: list[str], questions: list[dict], model: str) -> dict[str, Any]:
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-    from ingest.embeddings import E5_NAME, E5Embeddings, canonical_name, load_embeddings
+    from ingest.embeddings import load_embeddings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -81,8 +80,7 @@ def run_baseline(pdfs: list[str], questions: list[dict], model: str) -> dict[str
         from langchain_community.vectorstores import FAISS
         from langchain_community.vectorstores.utils import DistanceStrategy
 
-    # the model called as a plain LangChain user would: one engine call per batch, on all cores
-    emb = E5Embeddings(data_parallel=False) if canonical_name(model) == E5_NAME else load_embeddings(model)
+    emb = load_embeddings(model)
     t0 = time.perf_counter()
     pages = []
     for p in pdfs:

