@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import threading
 import time
 import uuid
@@ -38,10 +40,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 from langchain_core.documents import Document
 
 from core.clock import now_iso
 from core.errors import AssistantError, KnowledgeBaseUnavailable
+from core.files import atomic_write_text
 from core.settings import Settings
 from ingest import lexical
 from ingest.store import KnowledgeBase, Snapshot
@@ -56,7 +60,8 @@ BM25_ANALYZER = "tokens"  # "tokens": the project's own tokens; "jieba": Milvus'
 _LIMIT = 16_384  # Milvus's largest top-k / query page
 
 _MAX_CLIENTS = 4
-_clients: dict[tuple[str, str | None], Any] = {}
+# (uri, token) -> (client, pid and port of the process serving a Milvus Lite file or None, the file)
+_clients: dict[tuple[str, str | None], tuple[Any, int | None, int | None, str]] = {}
 _clients_lock = threading.Lock()
 
 
@@ -107,24 +112,97 @@ def unavailable(settings: Settings, kb: str, exc: BaseException) -> KnowledgeBas
         f"was changed.")
 
 
+def _serving(path: str) -> Path:
+    return Path(path + ".serving")
+
+
+def _answers(pid: int, port: int) -> bool:
+    """That process lives and something listens on its port."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _lite(path: str) -> tuple[int, int]:
+    """(pid, port) of the process of this machine that serves the Milvus Lite file `path`.
+
+    Milvus Lite opens its file in one process only: the first process to need it serves it on 127.0.0.1 and
+    writes `<file>.serving`; the others connect there, and the next one to need it takes over when that process
+    is gone (its port no longer answers). The choice is made under `<file>.serving.lock`, so two servers never
+    race for the file."""
+    from milvus_lite.server_manager import server_manager_instance
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(path + ".serving.lock", timeout=60):
+        try:
+            seen = json.loads(_serving(path).read_text(encoding="utf-8"))
+            pid, port = int(seen["pid"]), int(seen["port"])
+            if pid != os.getpid() and _answers(pid, port):
+                return pid, port
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        uri = server_manager_instance.start_and_get_uri(path)  # this process's own server (reused if running)
+        if uri is None:
+            raise OSError(f"Milvus Lite could not open {path}: another program holds it, or it is not Milvus Lite's")
+        port = int(uri.rsplit(":", 1)[1])
+        atomic_write_text(_serving(path), json.dumps({"pid": os.getpid(), "port": port}))
+        return os.getpid(), port
+
+
+def _release(path: str) -> None:
+    """Stop serving a Milvus Lite file this process serves (others take over on their next request)."""
+    from milvus_lite.server_manager import server_manager_instance
+
+    with FileLock(path + ".serving.lock", timeout=60):
+        _serving(path).unlink(missing_ok=True)
+        server_manager_instance.release_server(path)
+
+
+def _create_indexed(c: Any, name: str, schema: Any, index_params: Any) -> None:
+    """An empty collection with its indexes, loaded. The indexes are not waited for (empty: nothing to build),
+    since the wait asks for a timestamp that Milvus Lite's server does not implement."""
+    c.create_collection(name, schema=schema)
+    c.create_index(name, index_params, sync=False)
+    c.load_collection(name)
+
+
 def client(settings: Settings, kb: str) -> Any:
-    """One client per URI per process (Milvus Lite opens its file in one process only)."""
+    """One client per URI per process; a Milvus Lite file (a path) is shared by this machine's processes through
+    the one that serves it (`_lite`)."""
     from pymilvus import MilvusClient
 
     uri, token = settings.milvus_target, settings.milvus_token
     with _clients_lock:
         found = _clients.get((uri, token))
+        if found is not None and found[1] not in (None, os.getpid()) and not _answers(found[1], found[2]):
+            _clients.pop((uri, token))[0].close()  # the serving process is gone: resolve afresh
+            found = None
         if found is None:
             try:
+                pid = port = None
+                target = uri
                 if "://" not in uri:
-                    Path(uri).parent.mkdir(parents=True, exist_ok=True)
-                found = MilvusClient(uri=uri, token=token or "", timeout=10)
+                    uri = str(Path(uri).absolute())
+                    pid, port = _lite(uri)
+                    target = f"http://127.0.0.1:{port}"
+                found = (MilvusClient(uri=target, token=token or "", timeout=10), pid, port, uri)
             except Exception as exc:  # pymilvus raises several types for a refused or bad URI
                 raise unavailable(settings, kb, exc) from None
-            _clients[(uri, token)] = found
-            while len(_clients) > _MAX_CLIENTS:  # each Milvus Lite file runs a server process: keep a few
-                _clients.pop(next(iter(_clients))).close()
-    return found
+            _clients[(settings.milvus_target, token)] = found
+            while len(_clients) > _MAX_CLIENTS:  # a Milvus Lite file served here holds its server: keep a few
+                c, pid, _, path = _clients.pop(next(iter(_clients)))
+                c.close()
+                if pid == os.getpid():
+                    _release(path)
+    return found[0]
 
 
 def forget_client(settings: Settings) -> None:
@@ -167,7 +245,7 @@ class MilvusKnowledgeBase(KnowledgeBase):
             s.add_field("vec", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector field; unused
             ip = c.prepare_index_params()
             ip.add_index("vec", index_type="FLAT", metric_type="L2")
-            c.create_collection(META, schema=s, index_params=ip)
+            _create_indexed(c, META, s, ip)
         c.load_collection(META)
 
     def _read_blob(self, c: Any, version: str, kind: str) -> Any:
@@ -317,7 +395,7 @@ class MilvusKnowledgeBase(KnowledgeBase):
         ip = c.prepare_index_params()
         ip.add_index("vector", index_type="FLAT", metric_type="IP")
         ip.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-        c.create_collection(name, schema=s, index_params=ip)
+        _create_indexed(c, name, s, ip)
 
     def _token_cache(self, version: str, snapshot: Snapshot) -> dict[str, str]:
         """Hashed tokens of the previous version's chunks by the key of their lexical text: unchanged chunks are

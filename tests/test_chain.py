@@ -111,6 +111,7 @@ def test_nothing_relevant_means_no_invented_answer(env: dict) -> None:
     assert not ans.relevant and ans.sources == [] and ans.answer == NO_ANSWER_EN
 
 
+@pytest.mark.sqlite_only  # on PostgreSQL: tests/test_postgres_state.py::test_tampering_through_sql_is_refused
 def test_audit_log_is_append_only(env: dict) -> None:
     path = env["settings"].audit_db
     conn = sqlite3.connect(str(path))

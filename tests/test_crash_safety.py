@@ -21,18 +21,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
-    env.update({"ASSISTANT_HOME": str(settings.home), "PYTHONPATH": str(ROOT)}, **extra)
+    env.update({"ASSISTANT_HOME": str(settings.home), "ASSISTANT_VECTOR_STORE": settings.vector_store,
+                "PYTHONPATH": str(ROOT)}, **extra)
     return env
 
 
 def _assert_consistent(settings: Settings) -> KnowledgeBase:
-    """The live version loads, and manifest and FAISS agree chunk for chunk."""
+    """The live version loads, and manifest and vectors (FAISS, or the version's Milvus collection) agree chunk for
+    chunk."""
     kb = KnowledgeBase(settings)
     snap = kb.load()
     expected = {cid for d in snap.documents.values() for cid in d["chunk_ids"]}
     assert snap.store is not None
     assert snap.store.index.ntotal == len(expected)
     assert set(snap.store.index_to_docstore_id.values()) == expected
+    if hasattr(kb, "rows"):
+        ids = [r["chunk_id"] for r in kb.rows(snap.version, ["chunk_id"])]
+        assert len(ids) == len(expected) and set(ids) == expected
     return kb
 
 
@@ -68,6 +73,9 @@ CRASH_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.skipif(os.environ.get("ASSISTANT_VECTOR_STORE", "faiss") == "milvus",
+                    reason="dies at the FAISS store's own file writes (Milvus: tests/test_milvus_store.py::"
+                           "test_a_commit_that_dies_changes_nothing_and_leaves_nothing)")
 @pytest.mark.parametrize("stage", ["manifest.json", "CURRENT"])
 def test_crash_mid_commit_keeps_previous_version(settings: Settings, tmp_path: Path, stage: str) -> None:
     first = tmp_path / "first"

@@ -204,3 +204,36 @@ def test_unreachable_milvus_stops_ingest_and_the_chat_says_so(tmp_path: Path, do
     ans = chain.ask("谁审批理赔?", User("ann", department="claims"))
     assert ans.status == "error" and "unavailable" in ans.answer and "made up" not in ans.answer
     assert not ans.passages
+
+
+def test_processes_of_one_machine_share_a_milvus_lite_file(built: Settings, docs_dir: Path, tmp_path: Path) -> None:
+    """Milvus Lite opens its file in one process: the UI, an ingest and a training job of one machine share it
+    through the process that serves it, and the next one takes over when that process is gone."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")} | {
+        "ASSISTANT_HOME": str(built.home), "ASSISTANT_VECTOR_STORE": "milvus", "PYTHONPATH": str(root)}
+    (docs_dir / "more").mkdir()
+    (docs_dir / "more" / "leave.md").write_text("# 休假\n\n年假为每年十五天，须提前一周申请。\n", encoding="utf-8")
+    assert milvus_store.client(built, "default")  # this process serves the file
+    ingest = subprocess.run([sys.executable, "-m", "ingest", "add", str(docs_dir / "more")], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert ingest.returncode == 0, ingest.stderr  # another process wrote through this one's server
+    assert {d["source"] for d in pipeline.list_documents(built)} >= {"claims.md", "leave.md"}
+    assert "年假" in HybridRetriever(built).retrieve("年假有几天", k=1).passages[0].hit.text
+
+    # this process lets the file go (as when it exits): a reader process takes over and serves it itself
+    path = str(Path(built.milvus_target).absolute())
+    milvus_store.forget_client(built)
+    milvus_store._release(path)
+    reader = ("from core.settings import Settings; from ingest import pipeline; "
+              "print(sorted(d['source'] for d in pipeline.list_documents(Settings())))")
+    listed = subprocess.run([sys.executable, "-c", reader], env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert listed.returncode == 0, listed.stderr
+    assert "leave.md" in listed.stdout and "claims.md" in listed.stdout
+    # and this process comes back through whoever serves it now
+    assert "leave.md" in {d["source"] for d in pipeline.list_documents(built)}

@@ -21,6 +21,10 @@ from ingest.embeddings import load_embeddings
 from ingest.store import KnowledgeBase
 from ingest.vectorstore import LocalVectorStore
 
+# the FAISS store's own files (CURRENT, the BM25 file, a legacy pickle): not there when the suite runs on Milvus
+faiss_files = pytest.mark.skipif(os.environ.get("ASSISTANT_VECTOR_STORE", "faiss") == "milvus",
+                                 reason="reads the FAISS store's own files")
+
 DOCS = {
     "claims.md": "# 理赔规则\n\n## 第一条 报案\n\n出险后十日内拨打 95500-88 报案，并提供保单号。\n\n"
                  "## 第二条 审批\n\n5 万元以内由理赔专员审批，30 万元以上报理赔负责人审批。\n",
@@ -69,6 +73,7 @@ def test_store_is_a_langchain_vectorstore(tmp_path: Path) -> None:
     assert docs[0].id == "claim" and docs[0].metadata == {"n": 2}
 
 
+@faiss_files
 def test_version_carries_its_bm25_index_and_readers_load_it(settings: Settings, docs_dir: Path) -> None:
     for name, text in DOCS.items():
         (docs_dir / name).write_text(text, encoding="utf-8")
@@ -120,6 +125,7 @@ def _write_legacy_version(kb: KnowledgeBase) -> str:
     return version
 
 
+@faiss_files
 def test_legacy_knowledge_base_is_migrated_on_first_open(settings: Settings, docs_dir: Path) -> None:
     for name, text in DOCS.items():
         (docs_dir / name).write_text(text, encoding="utf-8")
@@ -155,6 +161,7 @@ class _Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
+@faiss_files
 def test_tampered_legacy_pickle_is_refused_not_executed(settings: Settings, docs_dir: Path, tmp_path: Path) -> None:
     (docs_dir / "hr.md").write_text(DOCS["hr.md"], encoding="utf-8")
     pipeline.add_paths(settings, [docs_dir])

@@ -31,6 +31,7 @@ from typing import Any
 from assistant.app import conversations
 from assistant.app.users import add_user
 from assistant.backends.scripted import ScriptedChat
+from core import db
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "Quiet-Harbour-Lantern-2026"
@@ -212,8 +213,13 @@ def app_server(home: Path, log: Path, extra_env: dict[str, str] | None = None,
     """`streamlit run ui/app.py` on 127.0.0.1 with this data home; yields its URL once healthy. With `scripted`
     (`scripted_reply` specs), the app's model writes those replies, `delay_s` per piece."""
     port = free_port()
+    # the app reads the caller's stores: its knowledge bases' store and the database its app state is in
+    stores = {k: os.environ[k] for k in ("ASSISTANT_VECTOR_STORE", "ASSISTANT_MILVUS_URI", "ASSISTANT_MILVUS_TOKEN")
+              if k in os.environ}
+    if url := db.database_url(home / "app.db"):
+        stores["ASSISTANT_DATABASE_URL"] = url
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")} | {
-        "ASSISTANT_HOME": str(home), **(extra_env or {})}
+        "ASSISTANT_HOME": str(home), **stores, **(extra_env or {})}
     script = ROOT / "ui" / "app.py"
     if scripted is not None:
         script = log.parent / "scripted_app.py"
