@@ -5,7 +5,11 @@ choose no tool, and to think before answering."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import uuid
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ from assistant.chain.calls import result_texts
 from assistant.tools.demo.business_db import ensure_business_db
 from assistant.tools.demo.tools import demo_tools
 from assistant.tools.registry import ToolRegistry
+from core import registry
 from core.identity import User
 from core.models import load_model
 from core.prompts import PromptUnit, answer_messages, answer_reply, tool_reply
@@ -24,6 +29,10 @@ from finetune import jobs
 from finetune.recipe import Recipe
 from ingest import pipeline
 
+ROOT = Path(__file__).resolve().parent.parent
+# trained adapters by what determines them (data, recipe, base weights, trainer code, library versions): one
+# training per change, shared by the suite's passes and later runs
+ADAPTER_CACHE = ROOT / ".cache" / "test-chain-adapter"
 STAFF = User("wang", "staff", "sales")
 Q_TOOL = "查一下保单 POL-2024-0001 的状态"
 Q_RAG = "出险后几天内报案？"
@@ -85,9 +94,37 @@ def build_chain_env(root: Path) -> dict[str, Any]:
                                           "reasoning_content": THOUGHT}]})
     data = root / "chain.jsonl"
     data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    recipe = Recipe(base=str(tiny), rank=16, alpha=32, dropout=0.0, lr=1e-2, max_steps=48, batch_size=len(rows),
+    recipe = Recipe(base=str(tiny), rank=16, alpha=32, dropout=0.0, lr=1e-2, max_steps=24, batch_size=len(rows),
                     grad_accum=1, eval_ratio=0.0, eval_steps=60, warmup_ratio=0.0, scheduler="constant",
                     max_length=2048)
-    av = jobs.train_adapter("claims", [data], recipe, settings)  # its own copy of the base; the runtime's stays clean
+    av = _trained("claims", data, recipe, tiny, settings)
     return {"settings": settings, "assistant": assistant, "runtime": runtime, "tiny": tiny, "data": data,
             "adapter": av, "db": db}
+
+
+def _training_key(data: Path, recipe: Recipe, tiny: Path) -> str:
+    h = hashlib.sha256(data.read_bytes())
+    h.update(json.dumps(recipe.model_dump(mode="json", exclude={"base"}), sort_keys=True).encode())
+    for f in sorted(tiny.glob("*.json")) + sorted(tiny.glob("*.safetensors")):
+        h.update(f.name.encode() + f.read_bytes())
+    for f in sorted((ROOT / "finetune").glob("*.py")) + [ROOT / "core" / "registry.py"]:
+        h.update(f.read_bytes())
+    h.update(" ".join(version(p) for p in ("torch", "transformers", "peft")).encode())
+    return h.hexdigest()[:32]
+
+
+def _trained(name: str, data: Path, recipe: Recipe, tiny: Path, settings: Settings) -> registry.AdapterVersion:
+    """`jobs.train_adapter`, or the same adapter trained earlier from the same inputs (registered afresh)."""
+    cached = ADAPTER_CACHE / _training_key(data, recipe, tiny)
+    if (cached / "meta.json").exists():
+        meta = json.loads((cached / "meta.json").read_text(encoding="utf-8"))
+        meta.update(base=str(tiny), data=[dict(d, path=str(data)) for d in meta["data"]])
+        return registry.register(settings, name, cached, meta)
+    av = jobs.train_adapter(name, [data], recipe, settings)  # its own copy of the base; the runtime's stays clean
+    tmp = ADAPTER_CACHE / f".tmp-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(av.path, tmp)
+    try:
+        tmp.rename(cached)  # whole or not at all; a concurrent run that got there first wins
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return av
