@@ -153,8 +153,22 @@ def _lite(path: str) -> tuple[int, int]:
         if uri is None:
             raise OSError(f"Milvus Lite could not open {path}: another program holds it, or it is not Milvus Lite's")
         port = int(uri.rsplit(":", 1)[1])
+        _load_all(uri)
         atomic_write_text(_serving(path), json.dumps({"pid": os.getpid(), "port": port}))
         return os.getpid(), port
+
+
+def _load_all(uri: str) -> None:
+    """Every collection of a Milvus Lite server just started loaded: a server starts with them released, and
+    readers that opened a version before a takeover search it by name."""
+    from pymilvus import MilvusClient
+
+    c = MilvusClient(uri=uri, timeout=10)
+    try:
+        for name in c.list_collections():
+            c.load_collection(name)
+    finally:
+        c.close()
 
 
 def _release(path: str) -> None:

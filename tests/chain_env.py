@@ -118,8 +118,13 @@ def _trained(name: str, data: Path, recipe: Recipe, tiny: Path, settings: Settin
     cached = ADAPTER_CACHE / _training_key(data, recipe, tiny)
     if (cached / "meta.json").exists():
         meta = json.loads((cached / "meta.json").read_text(encoding="utf-8"))
-        meta.update(base=str(tiny), data=[dict(d, path=str(data)) for d in meta["data"]])
-        return registry.register(settings, name, cached, meta)
+        meta.update(base=str(tiny), recipe=dict(meta["recipe"], base=str(tiny)),
+                    data=[dict(d, path=str(data)) for d in meta["data"]])
+        av = registry.register(settings, name, cached, meta)
+        config = av.path / "adapter_config.json"  # names the base it was trained on: this session's copy
+        config.write_text(json.dumps(dict(json.loads(config.read_text(encoding="utf-8")),
+                                          base_model_name_or_path=str(tiny)), indent=2), encoding="utf-8")
+        return av
     av = jobs.train_adapter(name, [data], recipe, settings)  # its own copy of the base; the runtime's stays clean
     tmp = ADAPTER_CACHE / f".tmp-{uuid.uuid4().hex[:8]}"
     shutil.copytree(av.path, tmp)

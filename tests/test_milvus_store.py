@@ -226,6 +226,8 @@ def test_processes_of_one_machine_share_a_milvus_lite_file(built: Settings, docs
     assert "年假" in HybridRetriever(built).retrieve("年假有几天", k=1).passages[0].hit.text
 
     # this process lets the file go (as when it exits): a reader process takes over and serves it itself
+    opened = HybridRetriever(built)
+    assert opened.retrieve("年假有几天", k=1).passages
     path = str(Path(built.milvus_target).absolute())
     milvus_store.forget_client(built)
     milvus_store._release(path)
@@ -235,5 +237,6 @@ def test_processes_of_one_machine_share_a_milvus_lite_file(built: Settings, docs
                             timeout=300)
     assert listed.returncode == 0, listed.stderr
     assert "leave.md" in listed.stdout and "claims.md" in listed.stdout
-    # and this process comes back through whoever serves it now
+    # and this process comes back through whoever serves it now, its open version searchable (loaded again)
     assert "leave.md" in {d["source"] for d in pipeline.list_documents(built)}
+    assert "年假" in opened.retrieve("年假有几天", k=1).passages[0].hit.text
