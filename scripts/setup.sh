@@ -67,8 +67,10 @@ if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
   echo "== building llama.cpp for the CPU engine (several minutes, once)"
   # -v only to follow the compiler: print its [n/total] progress on one line, keep errors in a log
   log=$(mktemp)
-  # no LLaVA/mtmd library: the engine serves text models only (a fifth less to compile)
-  if CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) CMAKE_ARGS="-DLLAVA_BUILD=OFF ${CMAKE_ARGS:-}" \
+  # text models only: neither the LLaVA/mtmd library nor llama.cpp's common library (the bindings load libllama and
+  # ggml), about half the compile
+  text_only="-DLLAVA_BUILD=OFF '-DCMAKE_PROJECT_llama.cpp_INCLUDE=$PWD/scripts/llama_cpp_text_only.cmake'"
+  if CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) CMAKE_ARGS="$text_only ${CMAKE_ARGS:-}" \
        .venv/bin/pip install -v --disable-pip-version-check \
        "$(sed -n 's/^llamacpp = \["\(llama-cpp-python[^"]*\)".*/\1/p' pyproject.toml)" 2>&1 | tee "$log" \
        | { grep --line-buffered -oE '^ *\[[0-9]+/[0-9]+\]' || true; } | while read -r step; do printf '\r   compiling %s ' "$step"; done

@@ -33,15 +33,37 @@ def make_xlsx(path: Path, sheets: dict[str, list[list[object]]], merges: dict[st
 
 
 def million_row_xlsx(path: Path, rows: int = 1_048_576) -> Path:
-    """The largest sheet Excel allows (1,048,576 rows of one number), written streaming by openpyxl's write-only
-    mode: 8 MB on disk, 180 MB of XML once unpacked."""
+    """The largest sheet Excel allows (1,048,576 rows of one number): 8 MB on disk, 180 MB of XML once unpacked.
+    openpyxl writes the package with one row; the sheet's rows are then streamed into it as openpyxl writes them
+    (the same bytes, a tenth of the time)."""
+    import re
+    import zipfile
+
     import openpyxl
 
+    one = path.with_suffix(".one.xlsx")
     wb = openpyxl.Workbook(write_only=True)
-    ws = wb.create_sheet("claims")
-    for i in range(rows):
-        ws.append([i])
-    wb.save(str(path))
+    wb.create_sheet("claims").append([0])
+    wb.save(str(one))
+    with zipfile.ZipFile(one) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if not info.filename.startswith("xl/worksheets/sheet"):
+                out.writestr(info, data)
+                continue
+            xml = data.decode()
+            xml = re.sub(r'<dimension ref="[^"]*"', f'<dimension ref="A1:A{rows}"', xml)
+            head, rest = xml.split("<sheetData>", 1)
+            tail = rest.split("</sheetData>", 1)[1]
+            row_xml = re.search(r"<row .*?</row>", rest).group(0)  # the one row openpyxl wrote, as the pattern
+            with out.open(info.filename, "w") as f:
+                f.write(f"{head}<sheetData>".encode())
+                for start in range(0, rows, 10_000):
+                    f.write("".join(row_xml.replace('"1"', f'"{i + 1}"').replace("A1", f"A{i + 1}")
+                                    .replace("<v>0</v>", f"<v>{i}</v>")
+                                    for i in range(start, min(rows, start + 10_000))).encode())
+                f.write(f"</sheetData>{tail}".encode())
+    one.unlink()
     return path
 
 
