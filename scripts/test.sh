@@ -36,15 +36,13 @@ echo "== pytest"
 .venv/bin/pytest -q "$@"
 if [ $# -eq 0 ]; then
   # past one machine: the store and access tests again with app state in PostgreSQL (a throwaway server) and knowledge
-  # bases in Milvus Lite: users, audit, training gate, logins, retrieval and fusion, knowledge bases, every access path
-  # (filters inside Milvus's searches), the API (keys, quotas, usage) and the UI (test_postgres_state.py and
-  # test_milvus_store.py ran on them above). The whole suite passes that way too (README); both whole runs take longer
-  # than CI allows on 2 cores.
+  # bases in Milvus Lite: users, audit, training gate, logins, retrieval and fusion, knowledge bases and every access
+  # path (filters inside Milvus's searches); test_postgres_state.py and test_milvus_store.py ran on them above. The
+  # whole suite passes that way too (README); both whole runs take longer than CI allows on 2 cores.
   echo "== pytest: app state on PostgreSQL, knowledge bases on Milvus Lite"
   ASSISTANT_TEST_POSTGRES=1 ASSISTANT_VECTOR_STORE=milvus .venv/bin/pytest -q tests/test_users.py \
     tests/test_audit_chain.py tests/test_cli_audit.py tests/test_training_gate.py tests/test_login_hardening.py \
-    tests/test_retrieval.py tests/test_knowledge_base.py tests/test_fusion.py tests/test_access_paths.py \
-    tests/test_api.py tests/test_ui.py
+    tests/test_retrieval.py tests/test_knowledge_base.py tests/test_fusion.py tests/test_access_paths.py
 fi
 # each of issue 29's attacks is a test above (tests/test_hostile_pages.py, test_training_gate.py,
 # test_login_hardening.py, test_audit_chain.py); bench/security_check.py reports all attacks end to end, by hand
