@@ -340,6 +340,21 @@ def test_a_rewrite_that_drops_what_the_user_just_said_is_not_used(corpus_setting
     assert any("leaves out 1,500,000" in m for m in ans.malformed)
 
 
+@pytest.mark.parametrize(("question", "rewrite", "kept"), [
+    ("其中发票必须是原件吗？", "理赔材料中的发票必须是原件吗？", True),
+    ("那如果医疗费是2600元呢，能赔多少？", "意外医疗费是2600元时能赔多少？", True),
+    ("它的等待期多长？", "重疾险的等待期多长？", True),
+    ("And above CNY 1,000,000?", "Who must approve a claim above CNY 1,000,000?", True),
+    # a new request sharing one word with an earlier question is that earlier question, not a completion of it
+    ("给客户写一封邮件，告知他的理赔已受理", "理赔需要提交哪些材料？", False),
+    ("How long does the review of a claim take?", "Which documents does a claim need?", False),
+])
+def test_a_rewrite_keeps_most_of_the_words_of_what_is_asked(question: str, rewrite: str, kept: bool) -> None:
+    from assistant.chain.standalone import dropped
+
+    assert (dropped(question, rewrite) is None) is kept, dropped(question, rewrite)
+
+
 def test_a_record_named_only_in_an_earlier_turn_is_not_looked_up_again(corpus_settings: Settings,
                                                                       tmp_path: Path) -> None:
     """A new question that does not refer back to the record may not reach it: a look-up takes its id from this

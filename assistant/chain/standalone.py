@@ -6,8 +6,9 @@ gets the answer it gets when asked first, whatever came before) or leaves out wh
 it writes the question out in full. Only the user's own earlier questions are shown to it.
 
 A rewrite only adds what an earlier question said: it must keep every figure, record id and e-mail address of the
-question and at least one of its words, or the question is used as the user wrote it (the rejected rewrite is
-recorded). A small model otherwise answers an earlier question instead of the one asked.
+question and at least half of its words, or the question is used as the user wrote it (the rejected rewrite is
+recorded). A small model otherwise answers an earlier question instead of the one asked (and the answer cache, keyed
+by the standalone question, would serve that earlier answer again).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ _ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
 
 def dropped(question: str, rewritten: str) -> str | None:
-    """What of `question` its rewrite leaves out (figures, ids, addresses, or all its words); None if it keeps it."""
+    """What of `question` its rewrite leaves out (figures, ids, addresses, or most of its words); None if it keeps
+    it. Words a follow-up leans on ("that one", "其中") may go; the words of what it asks stay."""
     kept = keys_of([rewritten])
     lost = [f.raw for f in figures(question) if not f.values & kept]
     lost += [a for a in _ADDRESS.findall(question) if a.lower() not in rewritten.lower()]
@@ -35,7 +37,7 @@ def dropped(question: str, rewritten: str) -> str | None:
         return ", ".join(dict.fromkeys(lost))
     words = set(query_terms(question))
     missing = words - set(query_terms(rewritten)) - {w for w in words if w in rewritten.lower()}
-    if words and missing == words:  # a rewrite sharing no word with the question is another question
+    if words and 2 * len(missing) > len(words):  # a rewrite that keeps less than half of them is another question
         return "the words " + ", ".join(sorted(missing))
     return None
 
