@@ -76,10 +76,10 @@ _STANDALONE_EN = (
     "{\"complete\":true}; if not (it leaves out a subject, object or condition said before), rewrite it as a "
     "complete question: {\"complete\":false,\"question\":\"the rewritten question\"}. Only add words from the "
     "conversation; do not answer.\n\n"
-    "Example. Conversation:\nUser: Is parking at the office free for staff?\nLatest question: And for visitors?\n"
-    "Reply: {\"complete\":false,\"question\":\"Is parking at the office free for visitors?\"}\n"
-    "Example. Conversation:\nUser: Is parking at the office free for staff?\nLatest question: Who signs expense "
-    "reports?\nReply: {\"complete\":true}"
+    "Example. Conversation:\nUser: How many days of annual leave do we get?\nLatest question: And sick leave?\n"
+    "Reply: {\"complete\":false,\"question\":\"How many days of sick leave do we get?\"}\n"
+    "Example. Conversation:\nUser: How many days of annual leave do we get?\nLatest question: How is overtime paid?\n"
+    "Reply: {\"complete\":true}"
 )
 
 
