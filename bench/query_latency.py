@@ -9,7 +9,9 @@ version) and cached under --cache (built once; delete the folder to rebuild).
   are embedded by the real model, so the dense figure includes the query embedding.
 Timings are per query, after one warm-up query; "hybrid, all in" = the query's embedding + everything
 else retrieve() does (FAISS, BM25, exact scores of every candidate, fusion, one passage per page); load is
-opening the knowledge base (docstore, FAISS, BM25).
+opening the knowledge base (docstore, FAISS, BM25). Each store is measured in its own process: "reader MB" is
+what opening the knowledge base adds to an app process's RSS (FAISS: the whole version; Milvus: per-chunk codes
+and term statistics, texts fetched per query), "server MB" the Milvus Lite server process this one started.
 
 --store milvus|both: the same knowledge base (chunks, vectors) copied into Milvus Lite (a file beside it, built
 once), searched by the same retriever with dense and BM25 in Milvus; "hybrid, dept filter" is a staff user's
@@ -28,7 +30,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, parser, peak_rss_mb, print_table
+from common import ROOT, parser, print_table, run_isolated
 
 
 def _zh_vocab() -> tuple[list[str], np.ndarray]:
@@ -134,12 +136,46 @@ def milvus_copy(settings):
     return target
 
 
-def measure(settings, store: str, emb, queries: list[str], k: int) -> list[dict[str, object]]:
-    from assistant.chain.retrieval import HybridRetriever
+def _rss_mb(pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
+
+def _server_mb(settings) -> float:
+    """RSS of the Milvus Lite server process(es) serving the knowledge base's file (children of the process
+    named in its `.serving` file); 0 for FAISS."""
+    import json
+
+    try:
+        parent = json.loads(Path(str(settings.milvus_target) + ".serving").read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return 0.0
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                total += _rss_mb(stat.parent.name)
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def measure(settings, store: str, embedding_model: str, queries: list[str], k: int) -> dict[str, object]:
+    """One store's figures, in a process of its own (run_isolated)."""
+    import pymilvus  # noqa: F401  (the client library is not the knowledge base's cost: loaded for both stores)
+
+    from assistant.chain.retrieval import HybridRetriever
+    from ingest.embeddings import load_embeddings
+
+    emb = load_embeddings(embedding_model)
+    emb.embed_query("warm-up")
+    before = _rss_mb()
     t0 = time.perf_counter()
     retriever = HybridRetriever(settings)
     load_s = time.perf_counter() - t0
+    reader_mb = _rss_mb() - before
     assert retriever.bm25_loaded, "the version's BM25 index should have been loaded, not rebuilt"
     n = max(20, 4 * k)
     retriever.retrieve(queries[0], k=k)  # warm-up: jieba's dictionary, FAISS threads
@@ -167,9 +203,10 @@ def measure(settings, store: str, emb, queries: list[str], k: int) -> list[dict[
         t = time.perf_counter()
         retriever.retrieve(q, k=k, departments=["dept1", None])
         legs["hybrid, dept filter"].append(embed_ms + (time.perf_counter() - t) * 1000)
-    print(f"{store}: {len(retriever._ids)} chunks, {len(queries)} queries (zh/en alternating), k={k}; "
-          f"load {load_s:.2f} s; peak RSS so far {peak_rss_mb():.0f} MB")
-    return [{"store": store, **_stats(name, v)} for name, v in legs.items()]
+    return {"rows": [{"store": store, **_stats(name, v)} for name, v in legs.items()],
+            "memory": {"store": store, "chunks": retriever._n, "load_s": round(load_s, 2),
+                       "reader_mb": round(reader_mb), "process_mb": round(_rss_mb()),
+                       "server_mb": round(_server_mb(settings)) if store == "milvus" else 0}}
 
 
 def main() -> None:
@@ -186,19 +223,22 @@ def main() -> None:
 
     home = Path(args.cache) / f"latency-{args.chunks}"
     settings = Settings(home=home, embedding_model=args.embedding_model, vector_store="faiss")
-    emb = load_embeddings(args.embedding_model)
     if not KnowledgeBase(settings).exists():
+        emb = load_embeddings(args.embedding_model)
         t0 = time.perf_counter()
         build(settings, args.chunks, emb.dim)
         print(f"built the synthetic knowledge base ({args.chunks} chunks) in {time.perf_counter() - t0:.0f} s")
     queries = _queries(args.queries)
-    rows = []
+    results = []
     if args.store in ("faiss", "both"):
-        rows += measure(settings, "faiss", emb, queries, args.k)
+        results.append(run_isolated(measure, settings, "faiss", args.embedding_model, queries, args.k))
     if args.store in ("milvus", "both"):
-        rows += measure(milvus_copy(settings), "milvus", emb, queries, args.k)
-    print_table(f"query latency, {args.chunks} chunks, embedding {args.embedding_model}", rows,
-                ["store", "leg", "p50_ms", "p95_ms", "mean_ms"])
+        results.append(run_isolated(measure, milvus_copy(settings), "milvus", args.embedding_model, queries, args.k))
+    print_table(f"query latency, {args.chunks} chunks, embedding {args.embedding_model}",
+                [r for res in results for r in res["rows"]], ["store", "leg", "p50_ms", "p95_ms", "mean_ms"])
+    print_table("opening the knowledge base (one app process)",
+                [{**res["memory"], "peak_rss_mb": res["peak_rss_mb"]} for res in results],
+                ["store", "chunks", "load_s", "reader_mb", "process_mb", "peak_rss_mb", "server_mb"])
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,11 +86,11 @@ def _q(value: str) -> str:
 
 def filter_expr(departments: Iterable[str | None] | None = None, sources: Iterable[str] | None = None,
                 doc_ids: Iterable[str] | None = None) -> str:
-    """A Milvus scalar filter: department in the allowed set (None/"" = untagged), the document named by source
-    or id, within `doc_ids`; "" = everything."""
+    """A Milvus scalar filter: department in the allowed set (None/"" = untagged; compared lowercased, as stored),
+    the document named by source or id, within `doc_ids`; "" = everything."""
     parts = []
     if departments is not None:
-        parts.append(f"department in [{', '.join(_q(d or '') for d in set(departments))}]")
+        parts.append(f"department in [{', '.join(_q((d or '').lower()) for d in set(departments))}]")
     if sources is not None:
         wanted = ", ".join(_q(s) for s in set(sources))
         parts.append(f"(source in [{wanted}] or doc_id in [{wanted}])")
@@ -393,6 +393,7 @@ class MilvusKnowledgeBase(KnowledgeBase):
         s.add_field("doc_id", DataType.VARCHAR, max_length=256)
         s.add_field("source", DataType.VARCHAR, max_length=4096)
         s.add_field("department", DataType.VARCHAR, max_length=1024)
+        s.add_field("page", DataType.INT64)  # -1: none
         s.add_field("text", DataType.VARCHAR, max_length=_VARCHAR)
         s.add_field("tokens", DataType.VARCHAR, max_length=_VARCHAR,
                     **({"enable_analyzer": True, "analyzer_params": {"tokenizer": "standard"}}
@@ -448,7 +449,8 @@ class MilvusKnowledgeBase(KnowledgeBase):
                     users.setdefault(t, set()).add(md.get("doc_id", ""))
                 row = {"pos": start + j, "chunk_id": d.id or md.get("chunk_id", ""), "doc_id": md.get("doc_id", ""),
                        "source": md.get("source", ""), "department": (md.get("department") or "").lower(),
-                       "text": _fit(d.page_content), "tokens": tokens or "t", "vector": v.tolist(), "meta": md}
+                       "page": -1 if md.get("page") is None else int(md["page"]), "text": _fit(d.page_content),
+                       "tokens": tokens or "t", "vector": v.tolist(), "meta": md}
                 if analyzer == "jieba":
                     row["lex"] = _fit(lexical.lexical_text(title, md, d.page_content).lower())
                 rows.append(row)
@@ -499,29 +501,119 @@ def list_milvus_knowledge_bases(settings: Settings) -> list[str]:
 
 
 class MilvusIndex:
-    """One committed version for readers: chunk texts and metadata in memory (index order), dense and BM25
-    searches in Milvus with the access filter inside the search (k allowed hits whenever k exist)."""
+    """One committed version for readers, at a cost in memory that stays small per chunk: each chunk's document,
+    department and page as integer columns (what access masks and page grouping need) and the version's term
+    statistics as sorted arrays. Texts and metadata are fetched by position for the chunks a query returns (a
+    bounded cache keeps recent ones); dense and BM25 searches run in Milvus with the access filter inside the
+    search (k allowed hits whenever k exist)."""
 
-    def __init__(self, kb: MilvusKnowledgeBase, version: str) -> None:
+    def __init__(self, kb: MilvusKnowledgeBase, version: str, cache_rows: int = 20_000) -> None:
         self.kb = kb
         self.name = kb.collection(version)
-        rows = kb.rows(version, ["chunk_id", "text", "meta"])
-        self.ids = [r["chunk_id"] for r in rows]
-        self.metas = [r["meta"] for r in rows]
-        self.texts = [r["text"] for r in rows]
+        self._cache: OrderedDict[int, tuple[str, str, dict[str, Any]]] = OrderedDict()
+        self._cache_rows = cache_rows
+        self._lock = threading.Lock()
+        self._columns()
         with kb._milvus() as c:
             stats = kb._read_blob(c, version, "terms") or {}
         self.analyzer = stats.get("analyzer", "tokens")
-        self.chunks = int(stats.get("chunks", len(rows)))
-        self._terms: dict[str, list[int]] = stats.get("terms", {})
+        self.chunks = int(stats.get("chunks", self.n))
+        terms: dict[str, list[int]] = stats.get("terms", {})
+        keys = np.fromiter((int(t[1:], 16) for t in terms), dtype=np.uint64, count=len(terms))
+        order = np.argsort(keys)
+        self._term_keys = keys[order]
+        self._term_stats = np.asarray(list(terms.values()), dtype=np.int64).reshape(len(terms), 2)[order]
+
+    def _columns(self) -> None:
+        """Per chunk, in index order: document code (into `doc_ids`), department code (into `departments`, ""
+        untagged) and page (-1: none); each document's source."""
+        doc_code: dict[str, int] = {}
+        dept_code: dict[str, int] = {}
+        self.sources: list[str] = []
+        docs, depts, pages = [], [], []
+        with self.kb._milvus() as c:
+            c.load_collection(self.name)
+            fields = {f["name"] for f in c.describe_collection(self.name)["fields"]}
+            wanted = ["pos", "doc_id", "source", "department", "page" if "page" in fields else "meta"]
+            done = 0
+            # pages by position: `pos` is 0..n-1 without gaps, so the first empty page is the end
+            while batch := c.query(self.name, filter=f"pos >= {done} and pos < {done + _BATCH}",
+                                   output_fields=wanted, limit=_BATCH):
+                for r in sorted(batch, key=lambda r: r["pos"]):
+                    if r["doc_id"] not in doc_code:
+                        doc_code[r["doc_id"]] = len(doc_code)
+                        self.sources.append(r["source"])
+                    docs.append(doc_code[r["doc_id"]])
+                    depts.append(dept_code.setdefault(r["department"], len(dept_code)))
+                    page = r["page"] if "page" in r else r["meta"].get("page")
+                    pages.append(-1 if page is None else int(page))
+                done += len(batch)
+        self.n = done
+        self.doc_ids = list(doc_code)
+        self.departments = list(dept_code)
+        self.doc_code = np.asarray(docs, dtype=np.int32)
+        self.dept_code = np.asarray(depts, dtype=np.int32)
+        self.page = np.asarray(pages, dtype=np.int32)
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return self.n
+
+    def mask(self, departments: Iterable[str | None] | None, sources: Iterable[str] | None) -> np.ndarray:
+        """Chunks within the departments (None/"" = untagged) and of the documents named by source or id."""
+        keep = np.ones(self.n, dtype=bool)
+        if departments is not None:
+            allowed = {(d or "").lower() for d in departments}
+            keep &= np.isin(self.dept_code, [i for i, d in enumerate(self.departments) if d in allowed])
+        if sources is not None:
+            wanted = set(sources)
+            keep &= np.isin(self.doc_code, [i for i, (d, s) in enumerate(zip(self.doc_ids, self.sources,
+                                                                             strict=True))
+                                            if d in wanted or s in wanted])
+        return keep
+
+    def rows(self, positions: Iterable[int]) -> dict[int, tuple[str, str, dict[str, Any]]]:
+        """(chunk id, text, metadata) of these chunks, fetched from Milvus unless recently fetched."""
+        wanted = list(dict.fromkeys(int(i) for i in positions))
+        out: dict[int, tuple[str, str, dict[str, Any]]] = {}
+        with self._lock:
+            for i in wanted:
+                if i in self._cache:
+                    out[i] = self._cache[i]
+                    self._cache.move_to_end(i)
+        missing = [i for i in wanted if i not in out]
+        if missing:
+            with self.kb._milvus() as c:
+                for s in range(0, len(missing), _LIMIT):
+                    part = missing[s:s + _LIMIT]
+                    for r in c.query(self.name, filter=f"pos in {part}", output_fields=["pos", "chunk_id", "text",
+                                                                                        "meta"], limit=len(part)):
+                        out[int(r["pos"])] = (r["chunk_id"], r["text"], r["meta"])
+            with self._lock:
+                for i in missing:
+                    if i in out:
+                        self._cache[i] = out[i]
+                while len(self._cache) > self._cache_rows:
+                    self._cache.popitem(last=False)
+        return out
+
+    def texts_of(self, chunk_ids: list[str]) -> dict[str, str]:
+        """The text each of these chunks holds in this version (absent: not in it)."""
+        out: dict[str, str] = {}
+        with self.kb._milvus() as c:
+            for s in range(0, len(chunk_ids), _LIMIT):
+                part = chunk_ids[s:s + _LIMIT]
+                for r in c.query(self.name, filter=f"chunk_id in [{', '.join(_q(i) for i in part)}]",
+                                 output_fields=["chunk_id", "text"], limit=len(part)):
+                    out[r["chunk_id"]] = r["text"]
+        return out
 
     def term(self, token: str) -> tuple[int, int] | None:
         """(chunks using the token, documents using it), None when no chunk does."""
-        found = self._terms.get(term_key(token))
-        return (found[0], found[1]) if found else None
+        key = np.uint64(int(term_key(token)[1:], 16))
+        i = int(np.searchsorted(self._term_keys, key))
+        if i < len(self._term_keys) and self._term_keys[i] == key:
+            return int(self._term_stats[i, 0]), int(self._term_stats[i, 1])
+        return None
 
     def dense(self, vec: np.ndarray, n: int, expr: str = "") -> list[tuple[int, float]]:
         with self.kb._milvus() as c:
@@ -560,8 +652,12 @@ class MilvusIndex:
         return out
 
     def hits(self, vec: np.ndarray, k: int, expr: str = "") -> list[tuple[Document, float]]:
-        return [(Document(page_content=self.texts[i], metadata=self.metas[i], id=self.ids[i]), s)
-                for i, s in self.dense(vec, k, expr)]
+        with self.kb._milvus() as c:
+            res = c.search(self.name, data=[np.asarray(vec, dtype=np.float32).ravel().tolist()], anns_field="vector",
+                           limit=min(k, _LIMIT), filter=expr, output_fields=["chunk_id", "text", "meta"],
+                           search_params={"metric_type": "IP"})
+        return [(Document(page_content=h["entity"]["text"], metadata=h["entity"]["meta"], id=h["entity"]["chunk_id"]),
+                 float(h["distance"])) for h in res[0]]
 
 
 def migrate(settings: Settings, kb_name: str | None = None) -> dict[str, Any]:

@@ -113,8 +113,9 @@ def test_a_pages_second_candidate_chunk_supports_the_page(settings: Settings, do
     make_pdf(docs_dir / "claims.pdf", PAGES)
     pipeline.add_paths(settings, [docs_dir])
     retriever = HybridRetriever(settings)
-    ids = np.arange(len(retriever._ids))
-    pages = [retriever._meta[i]["page"] for i in ids]
+    ids = np.arange(retriever._n)
+    rows = retriever._rows(ids.tolist())  # FAISS holds them; Milvus fetches them by position
+    pages = [rows[int(i)][2]["page"] for i in ids]
     score = np.linspace(1.0, -1.0, len(ids))
     second = retriever._second_on_page(ids, score)
     for i in ids:

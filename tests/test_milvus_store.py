@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -59,6 +60,43 @@ def test_kb_is_in_milvus_and_search_finds_the_clause(built: Settings) -> None:
     assert pipeline.list_documents(built) and pipeline.kb_stats(built)["chunks"] > 4
 
 
+def test_a_reader_holds_codes_and_fetches_the_passages_it_returns(built: Settings,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader keeps per chunk only integer codes (document, department, page); the texts and metadata of the
+    chunks a query returns come from Milvus by position, through a bounded cache, and equal what was stored."""
+    kb = KnowledgeBase(built)
+    version = kb.current_version()
+    stored = {r["pos"]: r for r in kb.rows(version, ["chunk_id", "text", "meta"])}
+    index = kb.open_index(version)
+    assert len(index) == len(stored) and not hasattr(index, "texts")
+    assert {index.doc_code.dtype, index.dept_code.dtype, index.page.dtype} == {np.dtype(np.int32)}
+    index._cache_rows = 2
+    got = index.rows(list(stored))
+    assert got == {i: (r["chunk_id"], r["text"], r["meta"]) for i, r in stored.items()}
+    assert len(index._cache) == 2
+    hr = index.mask(["HR"], None)  # departments compare lowercased, as the Milvus filter does
+    assert hr.sum() == sum(r["meta"]["department"] == "hr" for r in stored.values()) > 0
+    assert index.mask(None, ["codes.txt"]).sum() == sum(r["meta"]["source"] == "codes.txt" for r in stored.values())
+    assert index.texts_of([stored[0]["chunk_id"], "gone"]) == {stored[0]["chunk_id"]: stored[0]["text"]}
+
+    # a version written before pages were a column: the reader takes pages from the metadata
+    real = milvus_store.client(built, kb.name)
+
+    class Older:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        def describe_collection(self, name: str) -> dict[str, object]:
+            found = real.describe_collection(name)
+            return {**found, "fields": [f for f in found["fields"] if f["name"] != "page"]}
+
+    monkeypatch.setattr(milvus_store, "client", lambda *a: Older())
+    older = kb.open_index(version)
+    assert older.page.tolist() == index.page.tolist()
+    assert older.page.tolist() == [-1 if stored[i]["meta"].get("page") is None else stored[i]["meta"]["page"]
+                                   for i in range(len(stored))]
+
+
 def test_staff_never_get_another_departments_chunk(built: Settings) -> None:
     """The attack: a claims user asks what only HR's chunks answer, naming HR's document; the filter is inside
     both Milvus searches, so every passage is the claims department's and k of them still come back."""
@@ -91,14 +129,14 @@ def test_reader_during_a_commit_sees_the_old_version_whole(built: Settings, docs
             reader = HybridRetriever(built)
             seen["version"] = reader.searcher.snapshot.version
             seen["docs"] = set(reader.searcher.snapshot.documents)
-            seen["sources"] = {m["source"] for m in reader._meta}
+            seen["sources"] = set(reader.searcher.index.sources)
 
     monkeypatch.setattr(MilvusKnowledgeBase, "_write_blob", mid_commit)
     (docs_dir / "new.md").write_text("# 新规\n\n## 第一条\n\n犹豫期为十五天。\n", encoding="utf-8")
     pipeline.add_paths(built, [docs_dir / "new.md"], department="claims")
     assert seen == {"version": old_version, "docs": old_docs, "sources": {"claims.md", "codes.txt", "salaries.md"}}
     after = HybridRetriever(built)
-    assert after.searcher.snapshot.version != old_version and "new.md" in {m["source"] for m in after._meta}
+    assert after.searcher.snapshot.version != old_version and "new.md" in after.searcher.index.sources
 
 
 def test_a_commit_that_dies_changes_nothing_and_leaves_nothing(built: Settings, docs_dir: Path,

@@ -164,33 +164,43 @@ class HybridRetriever:
         self.fusion = fusion or settings.fusion
         snapshot = self.searcher.snapshot
         store = snapshot.store
-        self._ids: list[str] = []
+        self._n = 0  # chunks in the version
+        self._ids: list[str] = []  # FAISS: chunk ids, metadata and texts in index order (Milvus: fetched by hit)
         self._meta: list[dict[str, Any]] = []
+        self._texts: list[str] = []
+        self._doc_ids: list[str] = []  # per chunk: document (code into _doc_ids) and page (-1: none)
+        self._doc_code = np.array([], dtype=np.int32)
+        self._page = np.array([], dtype=np.int32)
         self._bm25 = None
         self._query_vectors: dict[str, np.ndarray] = {}
         self._unit_vectors: dict[str, np.ndarray] = {}
-        self._doc_of = np.array([], dtype=str)
         self._names: dict[str, set[str]] = {}
         self.named_documents = True  # False only to measure retrieval without the named-document step
         self.one_per_page = True  # False only to measure the chunk-level ranking of earlier releases
         self.bm25_loaded = False  # True: the version's saved BM25 index was read, nothing re-tokenised
-        # Milvus: dense and BM25 searches run in Milvus, filters inside them; texts and metadata held here
+        # Milvus: dense and BM25 searches run in Milvus, filters inside them; only per-chunk codes held here
         self._milvus = self.searcher.index
         if self._milvus is not None and len(self._milvus):
-            self._ids, self._meta, self._texts = self._milvus.ids, self._milvus.metas, self._milvus.texts
+            self._n = len(self._milvus)
             self.bm25_loaded = True
-            self._doc_of = np.array([m.get("doc_id", "") for m in self._meta])
+            self._doc_ids, self._doc_code, self._page = self._milvus.doc_ids, self._milvus.doc_code, self._milvus.page
             self._names = _name_keys({d: [Path(doc.get("source") or "").stem, doc.get("title") or ""]
                                       for d, doc in snapshot.documents.items()})
         elif store is not None and len(store):
             self._ids = list(store.ids)
+            self._n = len(self._ids)
             docs = store.documents()
             self._meta = [d.metadata for d in docs]
             self._texts = [d.page_content for d in docs]
             folder = self.searcher.kb.version_dir(snapshot.version)
             self._bm25 = lexical.load_bm25(folder, self._ids) if folder is not None else None
             self.bm25_loaded = self._bm25 is not None
-            self._doc_of = np.array([m.get("doc_id", "") for m in self._meta])
+            codes: dict[str, int] = {}
+            self._doc_code = np.fromiter((codes.setdefault(m.get("doc_id", ""), len(codes)) for m in self._meta),
+                                         dtype=np.int32, count=self._n)
+            self._doc_ids = list(codes)
+            self._page = np.fromiter((-1 if m.get("page") is None else int(m["page"]) for m in self._meta),
+                                     dtype=np.int32, count=self._n)
             self._names = _name_keys({d: [Path(doc.get("source") or "").stem, doc.get("title") or ""]
                                       for d, doc in snapshot.documents.items()})
             if self._bm25 is None:  # a version without its BM25 files (written by hand, or damaged)
@@ -202,6 +212,8 @@ class HybridRetriever:
     def _mask(self, departments: Iterable[str | None] | None, sources: Iterable[str] | None) -> np.ndarray | None:
         if departments is None and sources is None:
             return None
+        if self._milvus is not None:
+            return self._milvus.mask(departments, sources)
         allowed = set(departments) if departments is not None else None
         wanted = set(sources) if sources is not None else None
         keep = [
@@ -244,7 +256,8 @@ class HybridRetriever:
         if term is None:  # no chunk has it as a word ("bestbuy", a Chinese title): nothing else is called so
             return True
         ptr = self._bm25.scores["indptr"]
-        users = set(np.unique(self._doc_of[self._bm25.scores["indices"][ptr[term]:ptr[term + 1]]]).tolist())
+        chunks = self._bm25.scores["indices"][ptr[term]:ptr[term + 1]]
+        users = {self._doc_ids[c] for c in np.unique(self._doc_code[chunks])}
         return len(users - {doc_id}) <= max(1, len(self._names) // 5)
 
     def _dense(self, query: str, n: int, mask: np.ndarray | None) -> list[tuple[int, float]]:
@@ -282,7 +295,7 @@ class HybridRetriever:
             text = self._milvus.query_text(query)
             if not text:
                 return None
-            scores = np.zeros(len(self._ids), dtype=np.float32)
+            scores = np.zeros(self._n, dtype=np.float32)
             top = self._milvus.bm25(text, n, expr)
             for i, s in top:
                 scores[i] = s
@@ -295,7 +308,7 @@ class HybridRetriever:
         vocab = self._bm25.vocab_dict
         known = [t for t in tokens if t in vocab]
         if not known:
-            return np.zeros(len(self._ids), dtype=np.float32)
+            return np.zeros(self._n, dtype=np.float32)
         scores = np.asarray(self._bm25.get_scores(known), dtype=np.float32)
         return scores * mask if mask is not None else scores
 
@@ -313,10 +326,10 @@ class HybridRetriever:
 
     def retrieve(self, query: str, k: int = 5, departments: Iterable[str | None] | None = None,
                  sources: Iterable[str] | None = None) -> RetrievalResult:
-        if not self._ids or not query.strip():
+        if not self._n or not query.strip():
             return RetrievalResult([], False, None)
         mask = self._mask(departments, sources)
-        allowed = int(mask.sum()) if mask is not None else len(self._ids)
+        allowed = int(mask.sum()) if mask is not None else self._n
         if allowed == 0:
             return RetrievalResult([], False, None)
         # more candidates than k: chunks of one page collapse into one passage below
@@ -336,7 +349,7 @@ class HybridRetriever:
         dense = self._dense_by_vector(vec, n, mask, expr)
         sparse = self._top(bm25_all, n)
         named = self.named(query) if self.named_documents and self.fusion == "calibrated" else set()
-        in_named = np.isin(self._doc_of, list(named)) if named else None
+        in_named = np.isin(self._doc_code, [i for i, d in enumerate(self._doc_ids) if d in named]) if named else None
         if in_named is not None:  # the named documents' best chunks join the candidates, within the user's access
             inside = in_named & mask if mask is not None else in_named
             inside_expr = self._expr(departments, sources, named)
@@ -349,10 +362,11 @@ class HybridRetriever:
         else:
             dense_pool = dense
         fused: dict[int, Retrieved] = {}
+        rows = self._rows([i for i, _ in dense_pool] + [i for i, _ in sparse])
 
         def entry(i: int) -> Retrieved:
             if i not in fused:
-                fused[i] = Retrieved(self._hit(i), 0.0)
+                fused[i] = Retrieved(self._hit(i, rows), 0.0)
             return fused[i]
 
         for name, results in (("dense", dense_pool), ("bm25", sparse)):
@@ -465,6 +479,8 @@ class HybridRetriever:
 
     def chunk_texts(self, ids: list[str]) -> dict[str, str]:
         """The text each of these chunks holds in this version (absent: no longer in the knowledge base)."""
+        if self._milvus is not None:
+            return self._milvus.texts_of(ids)
         if getattr(self, "_text_of", None) is None:
             self._text_of = dict(zip(self._ids, self._texts, strict=True))
         return {i: self._text_of[i] for i in ids if i in self._text_of}
@@ -512,19 +528,24 @@ class HybridRetriever:
     def _second_on_page(self, ids: np.ndarray, score: np.ndarray) -> np.ndarray:
         """For each candidate, the positive score of the second-best candidate chunk on its PDF page (0 when
         the page has one candidate chunk or the chunk has no page)."""
-        best: dict[tuple[str, int], list[float]] = {}
+        best: dict[tuple[int, int], list[float]] = {}
         keys = []
         for i, s in zip(ids, score, strict=True):
-            md = self._meta[int(i)]
-            key = (md.get("doc_id", ""), md["page"]) if md.get("page") is not None else None
+            page = int(self._page[int(i)])
+            key = (int(self._doc_code[int(i)]), page) if page >= 0 else None
             keys.append(key)
             if key is not None:
                 best.setdefault(key, []).append(float(s))
         second = {k: max(0.0, sorted(v, reverse=True)[1]) for k, v in best.items() if len(v) > 1}
         return np.array([second.get(k, 0.0) if k is not None else 0.0 for k in keys], dtype=np.float64)
 
-    def _hit(self, i: int) -> SearchHit:
-        md = self._meta[i]
+    def _rows(self, positions: list[int]) -> dict[int, tuple[str, str, dict[str, Any]]]:
+        """(chunk id, text, metadata) of these chunks: FAISS holds them, Milvus fetches them in one query."""
+        if self._milvus is not None:
+            return self._milvus.rows(positions)
+        return {i: (self._ids[i], self._texts[i], self._meta[i]) for i in positions}
+
+    def _hit(self, i: int, rows: dict[int, tuple[str, str, dict[str, Any]]] | None = None) -> SearchHit:
+        chunk_id, text, md = rows[i] if rows is not None and i in rows else self._rows([i])[i]
         return SearchHit(source=md.get("source", ""), page=md.get("page"), clause=md.get("clause", ""),
-                         text=self._texts[i], score=0.0, chunk_id=self._ids[i], doc_id=md.get("doc_id", ""),
-                         metadata=md)
+                         text=text, score=0.0, chunk_id=chunk_id, doc_id=md.get("doc_id", ""), metadata=md)
