@@ -26,6 +26,7 @@ hashed into ASCII words that Milvus's standard analyzer keeps whole, so Milvus s
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -371,8 +372,9 @@ class MilvusKnowledgeBase(KnowledgeBase):
         with self._milvus() as c:
             self._ensure_meta(c)
             self._create(c, name, dim, analyzer)
-            stats = self._insert(c, name, snapshot, cache, analyzer)
+            stats, columns = self._insert(c, name, snapshot, cache, analyzer)
             c.flush(name)
+            self._write_blob(c, version, "columns", columns)
             self._write_blob(c, version, "terms", stats)
             self._write_blob(c, version, "manifest", snapshot.manifest)
             c.flush(META)
@@ -393,7 +395,6 @@ class MilvusKnowledgeBase(KnowledgeBase):
         s.add_field("doc_id", DataType.VARCHAR, max_length=256)
         s.add_field("source", DataType.VARCHAR, max_length=4096)
         s.add_field("department", DataType.VARCHAR, max_length=1024)
-        s.add_field("page", DataType.INT64)  # -1: none
         s.add_field("text", DataType.VARCHAR, max_length=_VARCHAR)
         s.add_field("tokens", DataType.VARCHAR, max_length=_VARCHAR,
                     **({"enable_analyzer": True, "analyzer_params": {"tokenizer": "standard"}}
@@ -425,8 +426,10 @@ class MilvusKnowledgeBase(KnowledgeBase):
         return {_lex_key(titles.get(r["meta"].get("doc_id"), ""), r["meta"], r["text"]): r["tokens"] for r in rows}
 
     def _insert(self, c: Any, name: str, snapshot: Snapshot, cache: dict[str, str],
-                analyzer: str) -> dict[str, Any]:
-        """Insert every chunk in index order; returns the term statistics readers use (idf, coverage, names)."""
+                analyzer: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Insert every chunk in index order; returns the term statistics readers use (idf, coverage, names) and
+        the per-chunk columns they hold (`Columns`)."""
+        columns = Columns()
         df: Counter[str] = Counter()
         users: dict[str, set[str]] = {}
         store = snapshot.store
@@ -447,15 +450,16 @@ class MilvusKnowledgeBase(KnowledgeBase):
                 for t in set(tokens.split()):
                     df[t] += 1
                     users.setdefault(t, set()).add(md.get("doc_id", ""))
+                columns.add(md.get("doc_id", ""), md.get("source", ""), md.get("department"), md.get("page"))
                 row = {"pos": start + j, "chunk_id": d.id or md.get("chunk_id", ""), "doc_id": md.get("doc_id", ""),
                        "source": md.get("source", ""), "department": (md.get("department") or "").lower(),
-                       "page": -1 if md.get("page") is None else int(md["page"]), "text": _fit(d.page_content),
-                       "tokens": tokens or "t", "vector": v.tolist(), "meta": md}
+                       "text": _fit(d.page_content), "tokens": tokens or "t", "vector": v.tolist(), "meta": md}
                 if analyzer == "jieba":
                     row["lex"] = _fit(lexical.lexical_text(title, md, d.page_content).lower())
                 rows.append(row)
             c.insert(name, rows)
-        return {"analyzer": analyzer, "chunks": n, "terms": {t: [k, len(users[t])] for t, k in df.items()}}
+        return ({"analyzer": analyzer, "chunks": n, "terms": {t: [k, len(users[t])] for t, k in df.items()}},
+                columns.to_json())
 
     def _prune(self, c: Any, keep: set[str | None]) -> None:
         for name in c.list_collections():
@@ -500,6 +504,40 @@ def list_milvus_knowledge_bases(settings: Settings) -> list[str]:
     return sorted(n for n in {r["kb"] for r in rows} if MilvusKnowledgeBase(settings, n).exists())
 
 
+class Columns:
+    """Per chunk, in index order: document code (into `doc_ids`), department code (into `departments`, lowercased,
+    "" untagged) and page (-1: none); each document's source. Written with a version (a meta blob) so a reader
+    loads them in one read, not row by row."""
+
+    def __init__(self) -> None:
+        self.doc_ids: list[str] = []
+        self.sources: list[str] = []
+        self.departments: list[str] = []
+        self._docs: dict[str, int] = {}
+        self._depts: dict[str, int] = {}
+        self._rows: list[tuple[int, int, int]] = []
+
+    def add(self, doc_id: str, source: str, department: str | None, page: int | None) -> None:
+        if doc_id not in self._docs:
+            self._docs[doc_id] = len(self.doc_ids)
+            self.doc_ids.append(doc_id)
+            self.sources.append(source)
+        dept = (department or "").lower()
+        if dept not in self._depts:
+            self._depts[dept] = len(self.departments)
+            self.departments.append(dept)
+        self._rows.append((self._docs[doc_id], self._depts[dept], -1 if page is None else int(page)))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        table = np.asarray(self._rows, dtype=np.int32).reshape(len(self._rows), 3)
+        return table[:, 0].copy(), table[:, 1].copy(), table[:, 2].copy()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"doc_ids": self.doc_ids, "sources": self.sources, "departments": self.departments,
+                **{k: base64.b64encode(a.astype("<i4").tobytes()).decode("ascii")
+                   for k, a in zip(("doc_code", "dept_code", "page"), self.arrays(), strict=True)}}
+
+
 class MilvusIndex:
     """One committed version for readers, at a cost in memory that stays small per chunk: each chunk's document,
     department and page as integer columns (what access masks and page grouping need) and the version's term
@@ -507,13 +545,13 @@ class MilvusIndex:
     bounded cache keeps recent ones); dense and BM25 searches run in Milvus with the access filter inside the
     search (k allowed hits whenever k exist)."""
 
-    def __init__(self, kb: MilvusKnowledgeBase, version: str, cache_rows: int = 20_000) -> None:
+    def __init__(self, kb: MilvusKnowledgeBase, version: str, cache_rows: int = 10_000) -> None:
         self.kb = kb
         self.name = kb.collection(version)
-        self._cache: OrderedDict[int, tuple[str, str, dict[str, Any]]] = OrderedDict()
+        self._cache: OrderedDict[int, tuple[str, str, dict[str, Any], np.ndarray]] = OrderedDict()
         self._cache_rows = cache_rows
         self._lock = threading.Lock()
-        self._columns()
+        self._columns(version)
         with kb._milvus() as c:
             stats = kb._read_blob(c, version, "terms") or {}
         self.analyzer = stats.get("analyzer", "tokens")
@@ -524,36 +562,25 @@ class MilvusIndex:
         self._term_keys = keys[order]
         self._term_stats = np.asarray(list(terms.values()), dtype=np.int64).reshape(len(terms), 2)[order]
 
-    def _columns(self) -> None:
-        """Per chunk, in index order: document code (into `doc_ids`), department code (into `departments`, ""
-        untagged) and page (-1: none); each document's source."""
-        doc_code: dict[str, int] = {}
-        dept_code: dict[str, int] = {}
-        self.sources: list[str] = []
-        docs, depts, pages = [], [], []
+    def _columns(self, version: str) -> None:
+        """The version's `Columns`: its blob, or (a version written without one) read from its rows."""
         with self.kb._milvus() as c:
             c.load_collection(self.name)
-            fields = {f["name"] for f in c.describe_collection(self.name)["fields"]}
-            wanted = ["pos", "doc_id", "source", "department", "page" if "page" in fields else "meta"]
-            done = 0
-            # pages by position: `pos` is 0..n-1 without gaps, so the first empty page is the end
-            while batch := c.query(self.name, filter=f"pos >= {done} and pos < {done + _BATCH}",
-                                   output_fields=wanted, limit=_BATCH):
-                for r in sorted(batch, key=lambda r: r["pos"]):
-                    if r["doc_id"] not in doc_code:
-                        doc_code[r["doc_id"]] = len(doc_code)
-                        self.sources.append(r["source"])
-                    docs.append(doc_code[r["doc_id"]])
-                    depts.append(dept_code.setdefault(r["department"], len(dept_code)))
-                    page = r["page"] if "page" in r else r["meta"].get("page")
-                    pages.append(-1 if page is None else int(page))
-                done += len(batch)
-        self.n = done
-        self.doc_ids = list(doc_code)
-        self.departments = list(dept_code)
-        self.doc_code = np.asarray(docs, dtype=np.int32)
-        self.dept_code = np.asarray(depts, dtype=np.int32)
-        self.page = np.asarray(pages, dtype=np.int32)
+            blob = self.kb._read_blob(c, version, "columns")
+            if blob is None:
+                columns = Columns()
+                done = 0
+                # pages by position: `pos` is 0..n-1 without gaps, so the first empty page is the end
+                while batch := c.query(self.name, filter=f"pos >= {done} and pos < {done + _BATCH}",
+                                       output_fields=["pos", "doc_id", "source", "department", "meta"], limit=_BATCH):
+                    for r in sorted(batch, key=lambda r: r["pos"]):
+                        columns.add(r["doc_id"], r["source"], r["department"], r["meta"].get("page"))
+                    done += len(batch)
+                blob = columns.to_json()
+        self.doc_ids, self.sources, self.departments = blob["doc_ids"], blob["sources"], blob["departments"]
+        self.doc_code, self.dept_code, self.page = (np.frombuffer(base64.b64decode(blob[k]), dtype="<i4")
+                                                    .astype(np.int32) for k in ("doc_code", "dept_code", "page"))
+        self.n = len(self.doc_code)
 
     def __len__(self) -> int:
         return self.n
@@ -572,9 +599,14 @@ class MilvusIndex:
         return keep
 
     def rows(self, positions: Iterable[int]) -> dict[int, tuple[str, str, dict[str, Any]]]:
-        """(chunk id, text, metadata) of these chunks, fetched from Milvus unless recently fetched."""
+        """(chunk id, text, metadata) of these chunks."""
+        return {i: r[:3] for i, r in self._fetch(positions).items()}
+
+    def _fetch(self, positions: Iterable[int]) -> dict[int, tuple[str, str, dict[str, Any], np.ndarray]]:
+        """(chunk id, text, metadata, vector) of these chunks, from Milvus (a lookup by primary key, no search)
+        unless recently fetched."""
         wanted = list(dict.fromkeys(int(i) for i in positions))
-        out: dict[int, tuple[str, str, dict[str, Any]]] = {}
+        out: dict[int, tuple[str, str, dict[str, Any], np.ndarray]] = {}
         with self._lock:
             for i in wanted:
                 if i in self._cache:
@@ -585,9 +617,10 @@ class MilvusIndex:
             with self.kb._milvus() as c:
                 for s in range(0, len(missing), _LIMIT):
                     part = missing[s:s + _LIMIT]
-                    for r in c.query(self.name, filter=f"pos in {part}", output_fields=["pos", "chunk_id", "text",
-                                                                                        "meta"], limit=len(part)):
-                        out[int(r["pos"])] = (r["chunk_id"], r["text"], r["meta"])
+                    for r in c.query(self.name, filter=f"pos in {part}", limit=len(part),
+                                     output_fields=["pos", "chunk_id", "text", "meta", "vector"]):
+                        out[int(r["pos"])] = (r["chunk_id"], r["text"], r["meta"],
+                                              np.asarray(r["vector"], dtype=np.float32))
             with self._lock:
                 for i in missing:
                     if i in out:
@@ -623,12 +656,9 @@ class MilvusIndex:
         return [(int(h["pos"]), float(h["distance"])) for h in res[0]]
 
     def dense_of(self, vec: np.ndarray, positions: list[int]) -> dict[int, float]:
-        """Exact cosine of each of these chunks (a filtered search over exactly them)."""
-        out: dict[int, float] = {}
-        for i in range(0, len(positions), _LIMIT):
-            part = positions[i:i + _LIMIT]
-            out.update(self.dense(vec, len(part), f"pos in {part}"))
-        return out
+        """Exact cosine of each of these chunks: their stored unit vectors (fetched with their rows) · the query's."""
+        q = np.asarray(vec, dtype=np.float32).ravel()
+        return {i: float(r[3] @ q) for i, r in self._fetch(positions).items()}
 
     def query_text(self, query: str) -> str:
         if self.analyzer == "jieba":

@@ -74,27 +74,24 @@ def test_a_reader_holds_codes_and_fetches_the_passages_it_returns(built: Setting
     got = index.rows(list(stored))
     assert got == {i: (r["chunk_id"], r["text"], r["meta"]) for i, r in stored.items()}
     assert len(index._cache) == 2
+    vec = np.asarray(kb.rows(version, ["vector"])[0]["vector"], dtype=np.float32)
+    cos = index.dense_of(vec, list(stored))  # from the fetched vectors; Milvus's own search agrees
+    assert cos[0] == pytest.approx(1.0, abs=1e-5)
+    assert all(cos[i] == pytest.approx(s, abs=1e-5) for i, s in index.dense(vec, len(stored)))
     hr = index.mask(["HR"], None)  # departments compare lowercased, as the Milvus filter does
     assert hr.sum() == sum(r["meta"]["department"] == "hr" for r in stored.values()) > 0
     assert index.mask(None, ["codes.txt"]).sum() == sum(r["meta"]["source"] == "codes.txt" for r in stored.values())
     assert index.texts_of([stored[0]["chunk_id"], "gone"]) == {stored[0]["chunk_id"]: stored[0]["text"]}
 
-    # a version written before pages were a column: the reader takes pages from the metadata
-    real = milvus_store.client(built, kb.name)
-
-    class Older:
-        def __getattr__(self, name: str) -> object:
-            return getattr(real, name)
-
-        def describe_collection(self, name: str) -> dict[str, object]:
-            found = real.describe_collection(name)
-            return {**found, "fields": [f for f in found["fields"] if f["name"] != "page"]}
-
-    monkeypatch.setattr(milvus_store, "client", lambda *a: Older())
+    # a version written without its columns blob: the reader reads them from the rows
+    read_blob = MilvusKnowledgeBase._read_blob
+    monkeypatch.setattr(MilvusKnowledgeBase, "_read_blob", lambda self, c, v, kind: None if kind == "columns"
+                        else read_blob(self, c, v, kind))
     older = kb.open_index(version)
-    assert older.page.tolist() == index.page.tolist()
-    assert older.page.tolist() == [-1 if stored[i]["meta"].get("page") is None else stored[i]["meta"]["page"]
-                                   for i in range(len(stored))]
+    for name in ("doc_code", "dept_code", "page"):
+        assert getattr(older, name).tolist() == getattr(index, name).tolist()
+    assert (older.doc_ids, older.sources, older.departments) == (index.doc_ids, index.sources, index.departments)
+    assert [older.doc_ids[c] for c in older.doc_code] == [stored[i]["meta"]["doc_id"] for i in range(len(stored))]
 
 
 def test_staff_never_get_another_departments_chunk(built: Settings) -> None:
