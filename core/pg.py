@@ -18,6 +18,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -28,7 +29,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from core.errors import AssistantError
 
-__all__ = ["Connection", "Row", "check_url", "connect", "lock_key", "translate"]
+__all__ = ["Connection", "LockBusy", "Row", "SessionLock", "check_url", "connect", "lock_key", "translate"]
 
 SETTING = "ASSISTANT_DATABASE_URL"
 POOL_SIZE = 16  # connections per process and URL; a caller waits (up to 30 s) for a free one beyond that
@@ -247,3 +248,50 @@ def _create(raw: psycopg.Connection[Any], schema: str, ddl: str, added: dict[str
             raw.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column}".encode())  # type: ignore[arg-type]
     raw.execute("INSERT INTO _ddl (digest) VALUES (%s)", [digest])
     raw.commit()
+
+
+class LockBusy(AssistantError):
+    """Another session holds the advisory lock (`holder`: its application name and address, as PostgreSQL knows
+    them)."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(f"held by {holder}")
+        self.holder = holder
+
+
+class SessionLock:
+    """An advisory lock held by a connection of its own until `release()`. PostgreSQL drops a session's locks
+    with its connection, so a holder that dies (its process, its machine) frees the lock: processes on every
+    machine that shares the database exclude each other, and none waits on a dead one."""
+
+    def __init__(self, url: str, *names: str, timeout_s: float, holder: str) -> None:
+        check_url(url)
+        key = lock_key("session", *names)
+        try:
+            self._conn = psycopg.connect(url, autocommit=True, connect_timeout=5, application_name=holder[:63])
+        except psycopg.Error as exc:
+            raise _unreachable(url, exc) from None
+        deadline = time.monotonic() + timeout_s
+        try:
+            while not self._conn.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]:
+                if time.monotonic() >= deadline:
+                    raise LockBusy(self._holder(key))
+                time.sleep(0.2)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _holder(self, key: int) -> str:
+        # a bigint advisory key is (classid, objid) = its high and low 32 bits, objsubid 1
+        unsigned = key & 0xFFFFFFFFFFFFFFFF
+        row = self._conn.execute(
+            "SELECT a.application_name, a.client_addr::text, a.pid FROM pg_locks l JOIN pg_stat_activity a "
+            "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+            "AND l.classid::bigint = %s AND l.objid::bigint = %s", [unsigned >> 32, unsigned & 0xFFFFFFFF]).fetchone()
+        if row is None:
+            return "another session (gone since)"
+        name, addr, pid = row
+        return f"'{name or 'unnamed'}' (from {addr or 'a local socket'}, server pid {pid})"
+
+    def release(self) -> None:
+        self._conn.close()  # the session ends: its advisory locks go with it

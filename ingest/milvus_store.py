@@ -16,8 +16,10 @@ Invariants:
 - the previous version stays (collection + meta rows) so a reader that resolved the alias before a commit can
   finish; older ones, and leftovers of a crashed writer, are dropped by the next writer;
 - a reader pins the version it resolved: it searches that collection by name, never the alias.
-Writers take the file lock of `ingest.store` (one machine, or a shared folder); a lock across machines is the
-deployment's job (one ingest node per knowledge base).
+Writers take the file lock of `ingest.store` (one machine) and, with app state in PostgreSQL
+(ASSISTANT_DATABASE_URL), an advisory lock there keyed by Milvus URI and knowledge base: writers on every machine
+exclude each other, and a holder that dies frees it with its connection. Without PostgreSQL, a knowledge base in a
+shared Milvus has one ingest node.
 
 BM25: each chunk's own project tokens (`ingest.lexical.bm25_tokens`: jieba search mode + English words) are
 hashed into ASCII words that Milvus's standard analyzer keeps whole, so Milvus scores the project's tokens
@@ -45,7 +47,7 @@ from filelock import FileLock
 from langchain_core.documents import Document
 
 from core.clock import now_iso
-from core.errors import AssistantError, KnowledgeBaseUnavailable
+from core.errors import AssistantError, KnowledgeBaseBusy, KnowledgeBaseUnavailable
 from core.files import atomic_write_text
 from core.settings import Settings
 from ingest import lexical
@@ -338,13 +340,31 @@ class MilvusKnowledgeBase(KnowledgeBase):
 
     # ---- writing ------------------------------------------------------------------------------
     def acquire(self) -> _Held:
+        """The writer's locks: this machine's file lock, then, with app state in PostgreSQL, an advisory lock there
+        that writers on every machine sharing this Milvus take (a crashed holder's goes with its connection)."""
         lock = super().acquire()
+        held = _Held(lock)
         try:
-            self._drop_unfinished()
+            if self.settings.database_url:
+                held.session = self._cluster_lock()
+            self._drop_unfinished()  # safe: no writer anywhere is between its first insert and its alias move
         except BaseException:
-            lock.release(force=True)
+            held.release()
             raise
-        return _Held(lock)
+        return held
+
+    def _cluster_lock(self) -> Any:
+        from core.pg import LockBusy, SessionLock
+
+        try:
+            return SessionLock(self.settings.database_url, "kb-writer", self.settings.milvus_target, self.name,
+                               timeout_s=self.settings.lock_timeout_s,
+                               holder=f"assistant ingest {socket.gethostname()} pid {os.getpid()}")
+        except LockBusy as exc:
+            raise KnowledgeBaseBusy(
+                f"knowledge base '{self.name}' in Milvus ({self.settings.milvus_target}) is being written by "
+                f"{exc.holder}, whose lock is in PostgreSQL; wait for it to finish, or raise "
+                f"ASSISTANT_LOCK_TIMEOUT_S.") from None
 
     def _drop_unfinished(self) -> None:
         """Collections of a writer that crashed before writing the version's manifest."""
@@ -474,6 +494,7 @@ class _Held:
 
     def __init__(self, lock: Any) -> None:
         self.lock = lock
+        self.session: Any = None  # the PostgreSQL advisory lock, when app state is there
 
     def __enter__(self) -> Any:
         return self.lock
@@ -482,7 +503,12 @@ class _Held:
         self.release()
 
     def release(self) -> None:
-        self.lock.release(force=True)
+        try:
+            if self.session is not None:
+                self.session.release()
+                self.session = None
+        finally:
+            self.lock.release(force=True)
 
 
 def _lex_key(title: str, md: dict[str, Any], text: str) -> str:

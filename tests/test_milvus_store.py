@@ -4,6 +4,9 @@ migration, parallel ingest workers, and a Milvus that cannot be reached."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,7 @@ from assistant.chain.retrieval import HybridRetriever
 from assistant.tools.demo.business_db import ensure_business_db
 from assistant.tools.demo.tools import demo_registry
 from core.audit import AuditLog
-from core.errors import KnowledgeBaseUnavailable
+from core.errors import KnowledgeBaseBusy, KnowledgeBaseUnavailable
 from core.identity import User
 from core.settings import Settings
 from ingest import milvus_store, pipeline
@@ -275,3 +278,32 @@ def test_processes_of_one_machine_share_a_milvus_lite_file(built: Settings, docs
     # and this process comes back through whoever serves it now, its open version searchable (loaded again)
     assert "leave.md" in {d["source"] for d in pipeline.list_documents(built)}
     assert "年假" in opened.retrieve("年假有几天", k=1).passages[0].hit.text
+
+
+def test_writers_on_two_machines_exclude_each_other_through_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    """Two ingest nodes (each its own disk, so each its own file lock) share one Milvus and one PostgreSQL: the
+    advisory lock there lets one write at a time, the busy error names the holder, and a holder that is killed
+    frees it (PostgreSQL ends its session)."""
+    node_a = Settings(home=tmp_path / "node-a", vector_store="milvus", milvus_uri=str(tmp_path / "shared.db"),
+                      database_url=postgres_url, lock_timeout_s=0.5)
+    node_b = node_a.model_copy(update={"home": tmp_path / "node-b"})
+    with KnowledgeBase(node_a).acquire():
+        with pytest.raises(KnowledgeBaseBusy, match=f"assistant ingest .* pid {os.getpid()}"):
+            KnowledgeBase(node_b).acquire()
+    with KnowledgeBase(node_b).acquire():
+        pass
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom core.settings import Settings\nfrom ingest.store import "
+         "KnowledgeBase\nheld = KnowledgeBase(Settings.model_validate_json(sys.argv[1])).acquire()\n"
+         "print('held', flush=True)\ntime.sleep(300)\n", node_a.model_dump_json()],
+        cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(KnowledgeBaseBusy, match=f"pid {holder.pid}"):
+            KnowledgeBase(node_b).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    with KnowledgeBase(node_b.model_copy(update={"lock_timeout_s": 10.0})).acquire():
+        pass
