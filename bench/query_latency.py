@@ -11,7 +11,8 @@ Timings are per query, after one warm-up query; "hybrid, all in" = the query's e
 else retrieve() does (FAISS, BM25, exact scores of every candidate, fusion, one passage per page); load is
 opening the knowledge base (docstore, FAISS, BM25). Each store is measured in its own process: "reader MB" is
 what opening the knowledge base adds to an app process's RSS (FAISS: the whole version; Milvus: per-chunk codes
-and term statistics, texts fetched per query), "server MB" the Milvus Lite server process this one started.
+and term statistics, texts fetched per query); "server MB" is the process that serves the Milvus Lite file (its
+server runs inside that process), now and at its peak: the deployment's Milvus, apart from the app.
 
 --store milvus|both: the same knowledge base (chunks, vectors) copied into Milvus Lite (a file beside it, built
 once), searched by the same retriever with dense and BM25 in Milvus; "hybrid, dept filter" is a staff user's
@@ -23,6 +24,8 @@ query (one department of four: the filter inside both searches).
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 import re
 import statistics
 import time
@@ -119,47 +122,49 @@ def _stats(name: str, samples: list[float]) -> dict[str, object]:
             "mean_ms": round(statistics.mean(samples), 1)}
 
 
-def milvus_copy(settings):
-    """The synthetic knowledge base in Milvus Lite (same chunks and vectors), copied once."""
+def _milvus_settings(settings):
+    return settings.model_copy(update={"vector_store": "milvus", "milvus_uri": str(settings.home / "milvus.db")})
+
+
+def _build(settings, n_chunks: int, embedding_model: str) -> dict[str, object]:
+    from ingest.embeddings import load_embeddings
+
+    t0 = time.perf_counter()
+    build(settings, n_chunks, load_embeddings(embedding_model).dim)
+    return {"seconds": time.perf_counter() - t0}
+
+
+def _copy(settings) -> dict[str, object]:
+    """The synthetic knowledge base copied into Milvus Lite (same chunks, vectors and BM25 tokens)."""
     from ingest import lexical
     from ingest.store import KnowledgeBase, Snapshot
 
-    target = settings.model_copy(update={"vector_store": "milvus", "milvus_uri": str(settings.home / "milvus.db")})
-    kb = KnowledgeBase(target)
-    if not kb.exists():
-        t0 = time.perf_counter()
-        snapshot = KnowledgeBase(settings).load()
-        with kb.acquire():
-            kb.commit(Snapshot(manifest=snapshot.manifest, store=snapshot.store),
-                      tokens=lexical.load_terms(KnowledgeBase(settings).version_dir()))
-        print(f"copied {len(snapshot.store)} chunks into Milvus Lite in {time.perf_counter() - t0:.0f} s")
-    return target
+    t0 = time.perf_counter()
+    snapshot = KnowledgeBase(settings).load()
+    kb = KnowledgeBase(_milvus_settings(settings))
+    with kb.acquire():
+        kb.commit(Snapshot(manifest=snapshot.manifest, store=snapshot.store),
+                  tokens=lexical.load_terms(KnowledgeBase(settings).version_dir()))
+    return {"seconds": time.perf_counter() - t0, "chunks": len(snapshot.store)}
 
 
-def _rss_mb(pid: int | str = "self") -> float:
+def _serve(settings, ready) -> None:
+    """Serve the Milvus Lite file (its server runs inside the process that opens it) until terminated: the
+    deployment's Milvus, apart from the app process measured."""
+    from ingest.store import KnowledgeBase
+
+    KnowledgeBase(settings).current_version()  # opens the file: starts its server, loads its collections
+    ready.put(os.getpid())
+    while True:
+        time.sleep(60)
+
+
+def _rss_mb(pid: int | str = "self", field: str = "VmRSS") -> float:
+    """Resident memory of a process now (VmRSS) or at its peak (VmHWM)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def _server_mb(settings) -> float:
-    """RSS of the Milvus Lite server process(es) serving the knowledge base's file (children of the process
-    named in its `.serving` file); 0 for FAISS."""
-    import json
-
-    try:
-        parent = json.loads(Path(str(settings.milvus_target) + ".serving").read_text())["pid"]
-    except (OSError, ValueError, KeyError):
-        return 0.0
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
-                total += _rss_mb(stat.parent.name)
-        except (OSError, ValueError, IndexError):
-            pass
-    return total
 
 
 def measure(settings, store: str, embedding_model: str, queries: list[str], k: int) -> dict[str, object]:
@@ -205,8 +210,7 @@ def measure(settings, store: str, embedding_model: str, queries: list[str], k: i
         legs["hybrid, dept filter"].append(embed_ms + (time.perf_counter() - t) * 1000)
     return {"rows": [{"store": store, **_stats(name, v)} for name, v in legs.items()],
             "memory": {"store": store, "chunks": retriever._n, "load_s": round(load_s, 2),
-                       "reader_mb": round(reader_mb), "process_mb": round(_rss_mb()),
-                       "server_mb": round(_server_mb(settings)) if store == "milvus" else 0}}
+                       "reader_mb": round(reader_mb), "process_mb": round(_rss_mb())}}
 
 
 def main() -> None:
@@ -218,27 +222,43 @@ def main() -> None:
     p.add_argument("--cache", default=str(ROOT / ".cache" / "bench"), help="where the synthetic KB is kept")
     args = p.parse_args()
     from core.settings import Settings
-    from ingest.embeddings import load_embeddings
     from ingest.store import KnowledgeBase
 
     home = Path(args.cache) / f"latency-{args.chunks}"
     settings = Settings(home=home, embedding_model=args.embedding_model, vector_store="faiss")
-    if not KnowledgeBase(settings).exists():
-        emb = load_embeddings(args.embedding_model)
-        t0 = time.perf_counter()
-        build(settings, args.chunks, emb.dim)
-        print(f"built the synthetic knowledge base ({args.chunks} chunks) in {time.perf_counter() - t0:.0f} s")
+    if not KnowledgeBase(settings).exists():  # each step in a process of its own: this one holds nothing
+        built = run_isolated(_build, settings, args.chunks, args.embedding_model)
+        print(f"built the synthetic knowledge base ({args.chunks} chunks) in {built['seconds']:.0f} s, "
+              f"peak RSS {built['peak_rss_mb']:.0f} MB")
     queries = _queries(args.queries)
     results = []
     if args.store in ("faiss", "both"):
         results.append(run_isolated(measure, settings, "faiss", args.embedding_model, queries, args.k))
+        results[-1]["memory"].update(server_mb=0, server_peak_mb=0)
     if args.store in ("milvus", "both"):
-        results.append(run_isolated(measure, milvus_copy(settings), "milvus", args.embedding_model, queries, args.k))
+        target = _milvus_settings(settings)
+        if not KnowledgeBase(target).exists():
+            copied = run_isolated(_copy, settings)
+            print(f"copied {copied['chunks']} chunks into Milvus Lite in {copied['seconds']:.0f} s, "
+                  f"peak RSS {copied['peak_rss_mb']:.0f} MB")
+        ctx = mp.get_context("spawn")
+        ready = ctx.Queue()
+        server = ctx.Process(target=_serve, args=(target, ready), daemon=True)
+        server.start()
+        try:
+            ready.get(timeout=1800)
+            results.append(run_isolated(measure, target, "milvus", args.embedding_model, queries, args.k))
+            results[-1]["memory"].update(server_mb=round(_rss_mb(server.pid)),
+                                         server_peak_mb=round(_rss_mb(server.pid, "VmHWM")))
+        finally:
+            server.terminate()
+            server.join()
     print_table(f"query latency, {args.chunks} chunks, embedding {args.embedding_model}",
                 [r for res in results for r in res["rows"]], ["store", "leg", "p50_ms", "p95_ms", "mean_ms"])
     print_table("opening the knowledge base (one app process)",
                 [{**res["memory"], "peak_rss_mb": res["peak_rss_mb"]} for res in results],
-                ["store", "chunks", "load_s", "reader_mb", "process_mb", "peak_rss_mb", "server_mb"])
+                ["store", "chunks", "load_s", "reader_mb", "process_mb", "peak_rss_mb", "server_mb",
+                 "server_peak_mb"])
 
 
 if __name__ == "__main__":
