@@ -16,6 +16,22 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 
+# llama.cpp, the local backend's CPU engine: pip compiles it from source (the machine's gcc) into a wheel, once, in
+# the background while the rest installs (the compile takes the cores, the installs mostly wait on downloads); the
+# wheel is installed after them. Text models only: neither the LLaVA/mtmd library nor llama.cpp's common library (the
+# bindings load libllama and ggml), about half the compile.
+build_pid=""
+if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+  echo "== building llama.cpp for the CPU engine in the background (several minutes, once)"
+  build_log=$(mktemp)
+  build_dir=$(mktemp -d)
+  text_only="-DLLAVA_BUILD=OFF '-DCMAKE_PROJECT_llama.cpp_INCLUDE=$PWD/scripts/llama_cpp_text_only.cmake'"
+  CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) CMAKE_ARGS="$text_only ${CMAKE_ARGS:-}" \
+    .venv/bin/pip wheel -v --no-deps --disable-pip-version-check -w "$build_dir" \
+    "$(sed -n 's/^llamacpp = \["\(llama-cpp-python[^"]*\)".*/\1/p' pyproject.toml)" >"$build_log" 2>&1 &
+  build_pid=$!
+fi
+
 pip_install() {
   # this machine's pip config lists optional local indexes; their "is ignored" notices are noise
   .venv/bin/pip install --quiet --disable-pip-version-check "$@" 2>&1 \
@@ -62,23 +78,18 @@ if [ ${#ocr_need[@]} -gt 0 ]; then
   fi
 fi
 
-# llama.cpp, the local backend's CPU engine: pip compiles it from source (the machine's gcc), once.
-if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
-  echo "== building llama.cpp for the CPU engine (several minutes, once)"
-  # -v only to follow the compiler: print its [n/total] progress on one line, keep errors in a log
-  log=$(mktemp)
-  # text models only: neither the LLaVA/mtmd library nor llama.cpp's common library (the bindings load libllama and
-  # ggml), about half the compile
-  text_only="-DLLAVA_BUILD=OFF '-DCMAKE_PROJECT_llama.cpp_INCLUDE=$PWD/scripts/llama_cpp_text_only.cmake'"
-  if CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) CMAKE_ARGS="$text_only ${CMAKE_ARGS:-}" \
-       .venv/bin/pip install -v --disable-pip-version-check \
-       "$(sed -n 's/^llamacpp = \["\(llama-cpp-python[^"]*\)".*/\1/p' pyproject.toml)" 2>&1 | tee "$log" \
-       | { grep --line-buffered -oE '^ *\[[0-9]+/[0-9]+\]' || true; } | while read -r step; do printf '\r   compiling %s ' "$step"; done
-     [ "${PIPESTATUS[0]}" = 0 ]; then
-    echo; rm -f "$log"
+if [ -n "$build_pid" ]; then
+  echo "== waiting for llama.cpp's build"
+  # the compiler's [n/total] progress on one line; errors stay in the log
+  while kill -0 "$build_pid" 2>/dev/null; do
+    printf '\r   compiling %s ' "$(grep -oE '^ *\[[0-9]+/[0-9]+\]' "$build_log" | tail -1)"
+    sleep 2
+  done
+  if wait "$build_pid" && pip_install "$build_dir"/llama_cpp_python-*.whl; then
+    echo; rm -rf "$build_log" "$build_dir"
   else
-    echo; tail -30 "$log" >&2
-    echo "warning: llama.cpp did not build (log: $log); the assistant falls back to the transformers engine" >&2
+    echo; tail -30 "$build_log" >&2
+    echo "warning: llama.cpp did not build (log: $build_log); the assistant falls back to the transformers engine" >&2
   fi
 fi
 .venv/bin/python -c "import gguf" 2>/dev/null || pip_install "gguf>=0.10"
