@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -143,9 +142,6 @@ def _one_per_page(ranked: list[Retrieved], per_page: int = 3) -> list[Retrieved]
             best.hit = replace(best.hit, text="\n".join(g.hit.text for g in parts),
                                metadata={**best.hit.metadata, "clauses": clauses})
     return out
-
-
-_SEARCHES = ThreadPoolExecutor(4, thread_name_prefix="retrieval")  # a query's independent searches, side by side
 
 
 @lru_cache(maxsize=2)
@@ -347,18 +343,10 @@ class HybridRetriever:
         lines = self._bm25_scores(items, mask, expr, n, fetched) if items else None
         if not self._has_statement(items, lines):
             items = ""
+        bm25_all = lines if items else self._bm25_scores(query, mask, expr, n, fetched)
         bm25_query = items or query
-        # Milvus: the question's BM25 search runs while it is embedded and searched densely (independent searches)
-        pending = (_SEARCHES.submit(self._bm25_scores, query, mask, expr, n, fetched)
-                   if not items and self._milvus is not None else None)
         vec = self._embed(f"{query} {items}" if items else query)
         dense = self._dense_by_vector(vec, n, mask, expr)
-        if items:
-            bm25_all = lines
-        elif pending is not None:
-            bm25_all = pending.result()
-        else:
-            bm25_all = self._bm25_scores(query, mask, expr, n, fetched)
         sparse = self._top(bm25_all, n)
         named = self.named(query) if self.named_documents and self.fusion == "calibrated" else set()
         in_named = np.isin(self._doc_code, [i for i, d in enumerate(self._doc_ids) if d in named]) if named else None
