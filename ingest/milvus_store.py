@@ -347,7 +347,7 @@ class MilvusKnowledgeBase(KnowledgeBase):
         try:
             if self.settings.database_url:
                 held.session = self._cluster_lock()
-            self._drop_unfinished()  # safe: no writer anywhere is between its first insert and its alias move
+            self._drop_unfinished()  # safe while the locks held exclude every other writer of this Milvus
         except BaseException:
             held.release()
             raise
