@@ -70,15 +70,13 @@ class Server:
 
 
 def _run(cmd: list[str], user: str | None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    preexec = None
+    # the child switches user in C (subprocess's user/group), never in Python: a preexec_fn would run the parent's
+    # fork hooks in the child (gRPC's among them, once Milvus was used), which can fail it before exec
+    ids: dict = {}
     if user:
         pw = pwd.getpwnam(user)
-
-        def preexec() -> None:
-            os.setgid(pw.pw_gid)
-            os.setuid(pw.pw_uid)
-
-    done = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=preexec, cwd="/", timeout=120)
+        ids = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd="/", timeout=120, **ids)
     if check and done.returncode:
         raise AssistantError(f"{Path(cmd[0]).name} failed: {(done.stderr or done.stdout).strip()[-800:]}")
     return done
