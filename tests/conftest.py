@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,15 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     if VECTOR_STORE:
         monkeypatch.setenv("ASSISTANT_VECTOR_STORE", VECTOR_STORE)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _main_module_kept() -> Iterator[None]:
+    """A test leaves the process's `__main__` as it found it: Streamlit's AppTest installs its page script there, and
+    spawned worker processes (`ingest --workers`) would run that script first."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 @pytest.fixture
