@@ -38,6 +38,29 @@ pip_install() {
     | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 }
 
+uv_install() {
+  [ -x .venv/bin/uv ] || pip_install "uv>=0.5" || return 1
+  # pip's own index, extra indexes and find-links (its config files and PIP_* variables), for uv; local folders
+  # that do not exist are left out, as pip ignores them
+  # every index is searched for the best version, as pip does (uv's default stops at the first index with the name)
+  local -a uv_vars=(UV_INDEX_STRATEGY=unsafe-best-match)
+  local key val item links=() extra=()
+  while IFS='=' read -r key val; do
+    val=${val#\'}; val=${val%\'}
+    for item in $val; do
+      case "$item" in file://*) [ -e "${item#file://}" ] || continue ;; esac
+      case "$key" in
+        *.index-url) uv_vars+=("UV_DEFAULT_INDEX=$item") ;;
+        *.extra-index-url) extra+=("$item") ;;
+        *.find-links) [ -e "${item#file://}" ] && links+=("$item") ;;
+      esac
+    done
+  done < <(.venv/bin/pip config list 2>/dev/null)
+  [ ${#extra[@]} -gt 0 ] && uv_vars+=("UV_INDEX=${extra[*]}")
+  [ ${#links[@]} -gt 0 ] && uv_vars+=("UV_FIND_LINKS=$(IFS=,; echo "${links[*]}")")
+  env "${uv_vars[@]}" .venv/bin/uv pip install --quiet --python .venv/bin/python "$@"
+}
+
 names=()
 want_model=0
 want_big=0
@@ -56,7 +79,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "== installing the project into .venv (first run takes a few minutes)"
   # torch first and pinned: its CPU build; an unpinned resolve could pull a multi-GB CUDA build.
   pip_install torch==2.13.0
-  pip_install -e ".$extras"
+  # the rest through uv (parallel downloads and installs: seconds where pip takes minutes), from the indexes pip is
+  # configured with; pip installs it where uv cannot
+  if uv_install -e ".$extras"; then :; else
+    echo "   (uv could not install it; pip does)"
+    pip_install -e ".$extras"
+  fi
   touch "$stamp"
 fi
 

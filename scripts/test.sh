@@ -32,15 +32,19 @@ bash scripts/fetch_qwen3_tokenizer.sh .cache/qwen3-tokenizer
 
 echo "== ruff"
 .venv/bin/ruff check .
-echo "== pytest"
-.venv/bin/pytest -q "$@"
+# one worker per core (at most 4: each holds its own models), a test module per worker at a time (module fixtures built
+# once); TEST_WORKERS=0 runs in this process
+workers=${TEST_WORKERS:-$(n=$(nproc); echo $(( n < 4 ? n : 4 )))}
+echo "== pytest ($workers workers)"
+.venv/bin/pytest -q -n "$workers" --dist loadfile "$@"
 if [ $# -eq 0 ]; then
   # past one machine: the store and access tests again with app state in PostgreSQL (a throwaway server) and knowledge
   # bases in Milvus Lite: users, audit, training gate, logins, retrieval and fusion, knowledge bases and every access
   # path (filters inside Milvus's searches); test_postgres_state.py and test_milvus_store.py ran on them above. The
   # whole suite passes that way too (README); both whole runs take longer than CI allows on 2 cores.
   echo "== pytest: app state on PostgreSQL, knowledge bases on Milvus Lite"
-  ASSISTANT_TEST_POSTGRES=1 ASSISTANT_VECTOR_STORE=milvus .venv/bin/pytest -q tests/test_users.py \
+  ASSISTANT_TEST_POSTGRES=1 ASSISTANT_VECTOR_STORE=milvus .venv/bin/pytest -q -n "$workers" --dist loadfile \
+    tests/test_users.py \
     tests/test_audit_chain.py tests/test_cli_audit.py tests/test_training_gate.py tests/test_login_hardening.py \
     tests/test_retrieval.py tests/test_knowledge_base.py tests/test_fusion.py tests/test_access_paths.py
 fi
