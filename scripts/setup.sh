@@ -58,7 +58,8 @@ uv_install() {
   done < <(.venv/bin/pip config list 2>/dev/null)
   [ ${#extra[@]} -gt 0 ] && uv_vars+=("UV_INDEX=${extra[*]}")
   [ ${#links[@]} -gt 0 ] && uv_vars+=("UV_FIND_LINKS=$(IFS=,; echo "${links[*]}")")
-  env "${uv_vars[@]}" .venv/bin/uv pip install --quiet --python .venv/bin/python "$@"
+  # compiled to bytecode as pip does: otherwise the first import of each module (tests, app) compiles it
+  env "${uv_vars[@]}" .venv/bin/uv pip install --quiet --compile-bytecode --python .venv/bin/python "$@"
 }
 
 names=()

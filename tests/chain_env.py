@@ -13,6 +13,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from assistant.backends.runtime import ModelRuntime
 from assistant.chain import build_assistant
 from assistant.chain.calls import result_texts
@@ -114,22 +116,22 @@ def _training_key(data: Path, recipe: Recipe, tiny: Path) -> str:
 
 
 def _trained(name: str, data: Path, recipe: Recipe, tiny: Path, settings: Settings) -> registry.AdapterVersion:
-    """`jobs.train_adapter`, or the same adapter trained earlier from the same inputs (registered afresh)."""
+    """`jobs.train_adapter`, or the same adapter trained earlier from the same inputs (registered afresh). One process
+    trains while the others (parallel test workers) wait for its result."""
     cached = ADAPTER_CACHE / _training_key(data, recipe, tiny)
-    if (cached / "meta.json").exists():
-        meta = json.loads((cached / "meta.json").read_text(encoding="utf-8"))
-        meta.update(base=str(tiny), recipe=dict(meta["recipe"], base=str(tiny)),
-                    data=[dict(d, path=str(data)) for d in meta["data"]])
-        av = registry.register(settings, name, cached, meta)
-        config = av.path / "adapter_config.json"  # names the base it was trained on: this session's copy
-        config.write_text(json.dumps(dict(json.loads(config.read_text(encoding="utf-8")),
-                                          base_model_name_or_path=str(tiny)), indent=2), encoding="utf-8")
-        return av
-    av = jobs.train_adapter(name, [data], recipe, settings)  # its own copy of the base; the runtime's stays clean
-    tmp = ADAPTER_CACHE / f".tmp-{uuid.uuid4().hex[:8]}"
-    shutil.copytree(av.path, tmp)
-    try:
-        tmp.rename(cached)  # whole or not at all; a concurrent run that got there first wins
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+    ADAPTER_CACHE.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(ADAPTER_CACHE / ".lock")):
+        if not (cached / "meta.json").exists():
+            av = jobs.train_adapter(name, [data], recipe, settings)  # its own copy of the base; the runtime's is clean
+            tmp = ADAPTER_CACHE / f".tmp-{uuid.uuid4().hex[:8]}"
+            shutil.copytree(av.path, tmp)
+            tmp.rename(cached)  # whole or not at all
+            return av
+    meta = json.loads((cached / "meta.json").read_text(encoding="utf-8"))
+    meta.update(base=str(tiny), recipe=dict(meta["recipe"], base=str(tiny)),
+                data=[dict(d, path=str(data)) for d in meta["data"]])
+    av = registry.register(settings, name, cached, meta)
+    config = av.path / "adapter_config.json"  # names the base it was trained on: this session's copy
+    config.write_text(json.dumps(dict(json.loads(config.read_text(encoding="utf-8")),
+                                      base_model_name_or_path=str(tiny)), indent=2), encoding="utf-8")
     return av

@@ -4,7 +4,6 @@ Real accounts in a real SQLite database, real scrypt, the real app."""
 
 from __future__ import annotations
 
-import statistics
 import time
 from pathlib import Path
 
@@ -34,13 +33,14 @@ def test_unknown_names_and_wrong_passwords_take_the_same_time(tmp_path: Path) ->
     login(db, "warm-up", "x", "192.0.2.1", now=0.0)  # the one dummy hash is made on first use
     times: dict[str, list[float]] = {"unknown": [], "wrong": []}
     t = 1_000_000.0
-    for i in range(15):
+    for i in range(20):
         for kind, name in (("unknown", f"no.such.user{i}"), ("wrong", "li.claims")):
             t += 200_000  # a day apart: the throttle never answers for the check
             t0 = time.perf_counter()
             assert login(db, name, f"Guess-number-{i}", "192.0.2.1", now=t) is None
             times[kind].append(time.perf_counter() - t0)
-    unknown, wrong = statistics.median(times["unknown"]), statistics.median(times["wrong"])
+    # the fastest of each: other programs on the machine only ever add time to a measurement
+    unknown, wrong = min(times["unknown"]), min(times["wrong"])
     assert abs(unknown - wrong) / wrong < 0.10, (unknown, wrong)
 
 
