@@ -101,7 +101,7 @@ if [ ${#ocr_need[@]} -gt 0 ]; then
     [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && sudo_cmd="sudo"
     echo "== installing ${ocr_need[*]} (apt, for OCR)"
     $sudo_cmd apt-get update -qq >/dev/null || true
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${ocr_need[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq -o DPkg::Lock::Timeout=600 "${ocr_need[@]}" >/dev/null
   else
     echo "warning: install ${ocr_need[*]} (or set ASSISTANT_OCR=rapidocr) to read scans" >&2
   fi

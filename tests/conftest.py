@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,32 @@ CORPUS = ROOT / "corpus"
 # ASSISTANT_VECTOR_STORE=milvus runs the suite's knowledge bases on Milvus Lite (one file in each test's home)
 VECTOR_STORE = os.environ.get("ASSISTANT_VECTOR_STORE")
 pytest_plugins = ["tests.postgres"]  # a real PostgreSQL: fixtures, and the whole run on it with ASSISTANT_TEST_POSTGRES=1
+
+
+# seconds each test module took (setup, call and teardown of its tests), for the order parallel workers take them in;
+# TEST_DURATIONS_OUT=tests/module_seconds.json bash scripts/test.sh tests/ refreshes the file
+MODULE_SECONDS = Path(__file__).with_name("module_seconds.json")
+_took: dict[str, float] = {}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest modules first (a module unknown to the file counts as longest), so that with one worker per core
+    (scripts/test.sh: a module per worker at a time) no long module starts last and runs alone."""
+    known = json.loads(MODULE_SECONDS.read_text(encoding="utf-8")) if MODULE_SECONDS.exists() else {}
+    longest = max(known.values(), default=0.0) + 1
+    items.sort(key=lambda it: -known.get(it.nodeid.split("::")[0], longest))  # stable: a module's own order kept
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    module = report.nodeid.split("::")[0]
+    _took[module] = _took.get(module, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    out = os.environ.get("TEST_DURATIONS_OUT")
+    if out and _took and not hasattr(session.config, "workerinput"):  # the controller sees every worker's reports
+        Path(out).write_text(json.dumps({m: round(t, 1) for m, t in sorted(_took.items())}, indent=1) + "\n",
+                             encoding="utf-8")
 
 
 @pytest.fixture(autouse=True)
